@@ -1,0 +1,57 @@
+"""Pick a TFLite interpreter without TensorFlow: ai_edge_litert, else tflite_runtime.
+
+ai_edge_litert is the maintained package; tflite_runtime remains for older devices
+(e.g. 32-bit ARM wheels). TFTL_RUNTIME=ai_edge_litert|tflite_runtime forces one, to
+compare them or to work around a broken install.
+"""
+
+import importlib
+import os
+
+RUNTIMES = ("ai_edge_litert", "tflite_runtime")
+_PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+
+
+def _interpreter_class():
+    """(runtime name, Interpreter class), honouring TFTL_RUNTIME."""
+    forced = os.environ.get("TFTL_RUNTIME", "").strip()
+    if forced:
+        if forced not in RUNTIMES:
+            raise RuntimeError(f"TFTL_RUNTIME={forced} is not a TFLite runtime — set it to one of {', '.join(RUNTIMES)}")
+        candidates = (forced,)
+    else:
+        candidates = RUNTIMES
+    for name in candidates:
+        try:
+            module = importlib.import_module(f"{name}.interpreter")
+        except ImportError:
+            continue
+        return name, module.Interpreter
+    if forced:
+        raise RuntimeError(f"TFTL_RUNTIME={forced} but {forced} is not installed: pip install {_PIP_NAMES[forced]}")
+    raise RuntimeError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)")
+
+
+def runtime_name() -> str:
+    """The runtime load_interpreter uses: "ai_edge_litert" or "tflite_runtime"."""
+    return _interpreter_class()[0]
+
+
+def load_interpreter(model_content: bytes, threads=None):
+    """An Interpreter over in-memory model bytes (a bare flatbuffer or a whole tftl file).
+
+    threads: CPU threads for the kernels; None lets the runtime decide.
+    """
+    _, interpreter_class = _interpreter_class()
+    return interpreter_class(model_content=bytes(model_content), num_threads=threads)
+
+
+def signature_runner(interp, name: str):
+    """The runner for signature `name`, or a ValueError listing the signatures the model has."""
+    available = sorted(interp.get_signature_list())
+    if name not in available:
+        listed = ", ".join(available) if available else "none"
+        raise ValueError(
+            f"model has no signature {name!r} (it has: {listed}) — export it again with python -m converters.export"
+        )
+    return interp.get_signature_runner(name)
