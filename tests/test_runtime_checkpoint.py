@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -73,7 +74,8 @@ def test_truncated_checkpoint_is_refused(tmp_path, cut):
     ckpt.save_checkpoint(path, arrays(), META)
     data = path.read_bytes()
     path.write_bytes(data[:cut])
-    with pytest.raises(ckpt.CheckpointError, match=rf"^checkpoint {path} is truncated or not a tftl checkpoint"):
+    expected = rf"^checkpoint {re.escape(str(path))} is truncated or not a tftl checkpoint"
+    with pytest.raises(ckpt.CheckpointError, match=expected):
         ckpt.load_checkpoint(path)
 
 
@@ -89,14 +91,15 @@ def test_foreign_and_missing_files_are_refused(tmp_path):
     text = tmp_path / "notes.npz"
     text.write_text("hello")
     for path in (plain, npy, pickled, text):
-        with pytest.raises(ckpt.CheckpointError, match=str(path)) as info:
+        with pytest.raises(ckpt.CheckpointError, match=re.escape(str(path))) as info:
             ckpt.load_checkpoint(path)
         assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
 
 
 def test_check_compatible():
     ckpt.check_compatible(META, model_hash="ab" * 32, labels=["daisy", "roses"])
-    with pytest.raises(ckpt.CheckpointError, match=r"checkpoint /x/c.npz was written for another model \(hash abab.*--checkpoint-dir"):
+    another = r"checkpoint /x/c.npz was written for another model \(hash abab.*--checkpoint-dir"
+    with pytest.raises(ckpt.CheckpointError, match=another):
         ckpt.check_compatible(META, model_hash="cd" * 32, labels=["daisy", "roses"], path="/x/c.npz")
     with pytest.raises(
         ckpt.CheckpointError,

@@ -93,12 +93,13 @@ def _make_layer(spec, arch, config, need_dx):
     raise ValueError(f"unknown layer kind {k!r}")
 
 
-def run_layers(model_layers, specs, tensors, start=0):
-    """Apply layers[start:] to `tensors` (name -> tensor); returns the last output."""
+def run_layers(model_layers, specs, tensors, start=0, training=None):
+    """Apply layers[start:] to `tensors` (name -> tensor, updated); returns the last output."""
     out = None
+    kw = {} if training is None else {"training": training}
     for s, layer in zip(specs[start:], model_layers[start:]):
         args = [tensors[i] for i in s.inputs]
-        out = layer(args if len(args) > 1 else args[0])
+        out = layer(args if len(args) > 1 else args[0], **kw)
         tensors[s.name] = out
     return out
 

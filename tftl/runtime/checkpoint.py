@@ -112,7 +112,11 @@ def check_compatible(meta: dict, *, model_hash: str, labels, path=None) -> None:
     hint = "remove it or pass a different --checkpoint-dir"
     saved_hash = meta.get("model_hash")
     if saved_hash != model_hash:
-        raise CheckpointError(f"{where} was written for another model (hash {saved_hash}, not {model_hash}) — {hint}")
+        raise CheckpointError(
+            f"{where} was written for another model (hash {saved_hash}, not {model_hash}) — {hint}"
+        )
     saved_labels = list(meta.get("labels") or [])
     if saved_labels != list(labels):
-        raise CheckpointError(f"{where} was written for labels {saved_labels} but the images have {list(labels)} — {hint}")
+        raise CheckpointError(
+            f"{where} was written for labels {saved_labels} but the images have {list(labels)} — {hint}"
+        )

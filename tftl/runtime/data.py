@@ -188,7 +188,7 @@ class ImageFolder:
         if not os.path.exists(root):
             raise ValueError(f"image folder {root} does not exist — pass a folder holding one subfolder per class")
         if not os.path.isdir(root):
-            raise ValueError(f"image folder {root} is not a directory — pass a folder holding one subfolder per class")
+            raise ValueError(f"image folder {root} is not a directory — pass a folder of one subfolder per class")
         folders = sorted(
             name for name in os.listdir(root) if _visible(name) and os.path.isdir(os.path.join(root, name))
         )

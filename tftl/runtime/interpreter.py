@@ -17,7 +17,8 @@ def _interpreter_class():
     forced = os.environ.get("TFTL_RUNTIME", "").strip()
     if forced:
         if forced not in RUNTIMES:
-            raise RuntimeError(f"TFTL_RUNTIME={forced} is not a TFLite runtime — set it to one of {', '.join(RUNTIMES)}")
+            choices = ", ".join(RUNTIMES)
+            raise RuntimeError(f"TFTL_RUNTIME={forced} is not a TFLite runtime — set it to one of {choices}")
         candidates = (forced,)
     else:
         candidates = RUNTIMES

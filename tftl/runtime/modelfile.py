@@ -136,7 +136,7 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels) -> dict:
     path = os.fspath(path)
     flatbuffer = bytes(flatbuffer)
     if flatbuffer[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"cannot write {path}: the flatbuffer is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier)")
+        raise ValueError(f"cannot write {path}: the flatbuffer is not a TFLite model (no {TFLITE_IDENTIFIER!r} tag)")
     labels = _check_labels(labels)
     meta = dict(metadata)
     meta["content_hash"] = content_hash(flatbuffer)

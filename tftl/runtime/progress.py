@@ -28,7 +28,8 @@ class Progress:
     order given, formatted with 4 significant digits.
     """
 
-    def __init__(self, total: int, *, desc: str = "", stream=None, width: int = 24, min_interval: float = 0.1, tty=None):
+    def __init__(self, total, *, desc="", stream=None, width=24, min_interval=0.1, tty=None):
+        """tty: force terminal (True) or log (False) output; None asks the stream."""
         self.total = max(0, int(total))
         self.desc = desc
         self.stream = sys.stderr if stream is None else stream

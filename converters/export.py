@@ -1,0 +1,324 @@
+"""Export a tftl model as ONE .tflite that trains on stock LiteRT (builtin ops only).
+
+    python -m converters.export --model mbv3_small --blocks 3 --labels labels.txt
+
+The file holds these signatures (batch B and resolution R fixed at export):
+  infer(images f32[B,R,R,3] 0..255)                    -> probabilities f32[B,K]
+  train(images, labels i32[B], learning_rate f32[])   -> loss f32[]
+  extract(images)                                      -> features (frozen trunk output)
+  train_features(features, labels, sample_weight f32[B], learning_rate) -> loss
+  infer_features(features)                             -> probabilities
+  save()                                               -> every piece of trainable state
+  restore(<the same named tensors>)                    -> ok f32[]
+State = trained weights, BN running statistics of fully trained BNs, optimizer slots and
+step; names are sanitised variable paths. Frozen weights are constants, stored int8 by
+dynamic-range quantization (--quantize int8). tftl metadata (labels, preprocessing, model,
+scheme, blocks, content hash) rides in a ZIP appended to the flatbuffer
+(`tftl.runtime.modelfile`), readable on the device without TensorFlow.
+"""
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+DEFAULT_CLASSES = 10
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What `export` wrote."""
+
+    path: str
+    size_bytes: int
+    trainable_params: int
+    frozen_params: int
+    signatures: dict
+    metadata: dict
+    memory_estimate_bytes: object = None
+
+
+def sanitize(name: str) -> str:
+    """Variable path -> a signature tensor name (TFLite names must not contain '/')."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def _state_variables(model):
+    """(name, tf.Variable) of everything `train` updates besides the optimizer slots."""
+    import tensorflow as tf
+
+    from tftl import layers as tl
+    out = []
+    for layer in model.tftl_layers:
+        for v in layer.weights:
+            tv = v.value
+            trains = v.trainable or (isinstance(layer, tl.BatchNorm)
+                                     and layer.config.bn_mode == "full"
+                                     and v.name in ("moving_mean", "moving_variance"))
+            if trains:
+                assert isinstance(tv, tf.Variable)
+                out.append((sanitize(f"{layer.name}__{v.name}"), v, tv))
+    return out
+
+
+def build_module(model, optimizer="adam", batch=8):
+    """A tf.Module with the signatures above; frozen weights become constants."""
+    import keras
+    import tensorflow as tf
+
+    from tftl import models, training
+
+    info = model.tftl
+    r = info.image_size
+    state = _state_variables(model)
+    state_ids = {id(kv) for _, kv, _ in state}
+    frozen = [v for v in model.weights if id(v) not in state_ids]
+    frozen_map = [(v, tf.constant(v.numpy())) for v in frozen]
+    trained = [tv for _, kv, tv in state if kv.trainable]
+    opt = training.Optimizer(trained, optimizer)
+    names = [n for n, _, _ in state] + ["opt_step"]
+    tensors = [tv for _, _, tv in state] + [opt.step]
+    trained_names = [n for n, kv, _ in state if kv.trainable]
+    for slot, slots in (("m", opt.m), ("v", opt.v)):
+        names += [f"opt_{slot}__{n}" for n in trained_names]
+        tensors += list(slots)
+
+    specs = info.specs
+    trunk_index = (next(i for i, s in enumerate(specs) if s.name == info.trunk_end) + 1
+                   if info.trunk_end else 0)
+    feat_shape = specs[trunk_index - 1].out_shape if trunk_index else (r, r, 3)
+    images_spec = tf.TensorSpec([batch, r, r, 3], tf.float32, name="images")
+    feats_spec = tf.TensorSpec([batch, *feat_shape], tf.float32, name="features")
+    labels_spec = tf.TensorSpec([batch], tf.int32, name="labels")
+    weights_spec = tf.TensorSpec([batch], tf.float32, name="sample_weight")
+    lr_spec = tf.TensorSpec([], tf.float32, name="learning_rate")
+    normalize = model.get_layer("normalize")
+
+    def run(x, from_features, training_flag):
+        """Forward from images or trunk features, frozen weights as constants."""
+        start = trunk_index if from_features else 0
+        with keras.StatelessScope(state_mapping=frozen_map) as scope:
+            t = {specs[start - 1].name: x} if start else {"input": normalize(x)}
+            out = models.run_layers(model.tftl_layers, specs, t, start, training_flag)
+        updates = [(tv, scope.get_current_value(kv)) for _, kv, tv in state if not kv.trainable]
+        return out, updates
+
+    class Module(tf.Module):
+        pass
+
+    module = Module()
+    module.state = tensors  # tracks the underlying tf.Variables: initialisers are emitted
+
+    def step(x, labels, sample_weight, lr, from_features):
+        with tf.GradientTape() as tape:
+            logits, updates = run(x, from_features, True)
+            loss = training.cross_entropy(logits, labels, sample_weight)
+        grads = tape.gradient(loss, trained)
+        for tv, new in updates:
+            if new is not None:
+                tv.assign(new)
+        opt.apply(trained, grads, lr)
+        return {"loss": loss}
+
+    @tf.function(input_signature=[images_spec])
+    def infer(images):
+        return {"probabilities": tf.nn.softmax(run(images, False, False)[0])}
+
+    @tf.function(input_signature=[images_spec, labels_spec, lr_spec])
+    def train(images, labels, learning_rate):
+        return step(images, labels, tf.ones([batch]), learning_rate, False)
+
+    @tf.function(input_signature=[images_spec])
+    def extract(images):
+        if not trunk_index:
+            return {"features": tf.identity(images)}
+        with keras.StatelessScope(state_mapping=frozen_map):
+            t = {"input": normalize(images)}
+            models.run_layers(model.tftl_layers[:trunk_index], specs[:trunk_index], t, 0, False)
+        return {"features": t[specs[trunk_index - 1].name]}
+
+    @tf.function(input_signature=[feats_spec, labels_spec, weights_spec, lr_spec])
+    def train_features(features, labels, sample_weight, learning_rate):
+        return step(features, labels, sample_weight, learning_rate, True)
+
+    @tf.function(input_signature=[feats_spec])
+    def infer_features(features):
+        return {"probabilities": tf.nn.softmax(run(features, True, False)[0])}
+
+    @tf.function(input_signature=[])
+    def save():
+        return {n: tf.identity(t) for n, t in zip(names, tensors)}
+
+    restore_specs = [tf.TensorSpec(t.shape, tf.float32, name=n) for n, t in zip(names, tensors)]
+
+    @tf.function(input_signature=restore_specs)
+    def restore(*values):
+        for t, v in zip(tensors, values):
+            t.assign(v)
+        return {"ok": tf.constant(1.0)}
+
+    sigs = dict(infer=infer, train=train, extract=extract, train_features=train_features,
+                infer_features=infer_features, save=save, restore=restore)
+    module.opt = opt
+    return module, sigs, dict(names=names, feature_shape=list(feat_shape),
+                              trunk_end=info.trunk_end)
+
+
+def convert(module, signatures, quantize="int8"):
+    """SavedModel -> TFLite flatbuffer with TFLITE_BUILTINS only and resource variables."""
+    import tensorflow as tf
+
+    tmp = tempfile.mkdtemp(prefix="tftl_export_")
+    try:
+        concrete = {k: f.get_concrete_function() for k, f in signatures.items()}
+        tf.saved_model.save(module, tmp, signatures=concrete)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        conv.experimental_enable_resource_variables = True
+        if quantize == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        return conv.convert()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_labels(labels_file=None, classes=None):
+    """Label names from a file (one per line) or `classes` numbered slots."""
+    if labels_file:
+        try:
+            with open(labels_file, encoding="utf-8") as f:
+                labels = [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read labels file {labels_file}: {e.__class__.__name__}: "
+                             f"{e}; pass a UTF-8 text file with one label per line") from None
+        if not labels:
+            raise ValueError(f"labels file {labels_file} has no labels; put one per line")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels file {labels_file} repeats a label; labels must be unique")
+        return labels
+    n = DEFAULT_CLASSES if classes is None else classes
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"--classes must be an integer >= 2, got {n!r}")
+    return [f"class_{i}" for i in range(n)]
+
+
+def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
+           image_size=224, batch=8, weights="imagenet", optimizer="adam", quantize="int8",
+           output=None, packed_masks=False, log=logging.info) -> ExportResult:
+    """Builds, converts and writes a trainable tftl .tflite.
+
+    Args:
+        model_name: one of tftl.MODEL_NAMES.
+        scheme: one of tftl.SCHEMES. blocks: IRBs trained by block-wise schemes.
+        labels: label names (their count is the number of label slots).
+        image_size, batch: fixed input shape of every signature.
+        weights: "imagenet", None or a weights file path.
+        optimizer: "adam" or "sgd". quantize: "int8" (frozen constants) or "none".
+        output: path of the .tflite (written atomically).
+    Returns:
+        ExportResult.
+    Raises:
+        ValueError / FileNotFoundError: bad arguments or missing weights (one line).
+    """
+    from tftl import archs, schemes
+    from tftl.runtime import modelfile
+
+    labels = labels or read_labels()
+    if model_name not in archs.MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(archs.MODEL_NAMES)}")
+    schemes.validate(scheme, model_name, blocks if scheme in schemes.BLOCKWISE else 1)
+    if quantize not in ("int8", "none"):
+        raise ValueError(f"--quantize must be int8 or none, got {quantize!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {batch!r}")
+    output = output or f"{model_name}_{scheme}{blocks if scheme in schemes.BLOCKWISE else ''}.tflite"
+
+    from tftl import models
+    t0 = time.time()
+    log(f"building {model_name} ({scheme}, blocks={blocks}, {len(labels)} labels, {image_size}px)")
+    model = models.build_model(model_name, num_classes=len(labels), scheme=scheme, blocks=blocks,
+                               weights=weights, image_size=image_size, packed_masks=packed_masks)
+    module, sigs, extra = build_module(model, optimizer, batch)
+    log("converting to TFLite (builtin ops only)")
+    flat = convert(module, sigs, quantize)
+    trainable = int(sum(v.numpy().size for v in model.trainable_weights))
+    total = int(sum(v.numpy().size for v in model.weights))
+    meta = dict(format="tftl-1", model=model_name, scheme=scheme,
+                blocks=blocks if scheme in schemes.BLOCKWISE else 0, image_size=image_size,
+                batch=batch, optimizer=optimizer, quantize=quantize,
+                preprocessing=dict(input="RGB float32 0..255", resize="shorter side to size, "
+                                   "centre crop", normalization="inside the model"),
+                feature_shape=extra["feature_shape"], trunk_end=extra["trunk_end"],
+                state_names=extra["names"], signatures=sorted(sigs),
+                trainable_params=trainable, frozen_params=total - trainable)
+    try:
+        from tftl import profile
+        est = profile.profile(model_name, scheme=scheme, blocks=blocks, batch=batch,
+                              image_size=image_size, num_classes=len(labels),
+                              packed_masks=packed_masks)
+        meta["memory_estimate_bytes"] = int(est["peak_bytes"])
+    except Exception:  # the profiler is advisory
+        est = None
+    modelfile.write_model(output, flat, meta, labels)
+    log(f"done in {time.time() - t0:.1f}s")
+    return ExportResult(output, os.path.getsize(output), trainable, total - trainable,
+                        {k: _signature_io(v) for k, v in sigs.items()}, meta,
+                        meta.get("memory_estimate_bytes"))
+
+
+def _signature_io(fn):
+    cf = fn.get_concrete_function()
+    ins = [f"{s.name}:{s.dtype.name}{list(s.shape)}" for s in cf.structured_input_signature[0]]
+    outs = [f"{k}:{v.dtype.name}{list(v.shape)}" for k, v in cf.structured_outputs.items()]
+    return dict(inputs=ins, outputs=outs)
+
+
+def main(argv=None):
+    from tftl import archs, schemes
+    p = argparse.ArgumentParser(prog="python -m converters.export", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="mbv3_small", help=f"one of {', '.join(archs.MODEL_NAMES)}")
+    p.add_argument("--scheme", default="mobiletl", help=f"one of {', '.join(schemes.SCHEMES)}")
+    p.add_argument("--blocks", type=int, default=3, help="IRBs trained by ft_blocks / mobiletl")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--classes", type=int, default=None, help=f"label slots (default {DEFAULT_CLASSES})")
+    g.add_argument("--labels", default=None, help="file with one label per line")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
+    p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
+    p.add_argument("--quantize", default="int8", choices=("int8", "none"))
+    p.add_argument("--packed-masks", action="store_true", help="bit-pack MobileTL sign masks")
+    p.add_argument("--output", default=None, help="output .tflite path")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        labels = read_labels(a.labels, a.classes)
+        weights = None if a.weights == "none" else a.weights
+        r = export(a.model, scheme=a.scheme, blocks=a.blocks, labels=labels,
+                   image_size=a.image_size, batch=a.batch, weights=weights,
+                   optimizer=a.optimizer, quantize=a.quantize, output=a.output,
+                   packed_masks=a.packed_masks)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"model        {r.metadata['model']} scheme={r.metadata['scheme']} "
+          f"blocks={r.metadata['blocks']} labels={len(labels)}")
+    print(f"parameters   trainable {r.trainable_params:,}  frozen {r.frozen_params:,}")
+    print(f"file size    {r.size_bytes / 1e6:.2f} MB")
+    if r.memory_estimate_bytes:
+        print(f"train memory {r.memory_estimate_bytes / 1e6:.1f} MB (analytical estimate, batch {a.batch})")
+    for k, v in r.signatures.items():
+        print(f"signature    {k}({', '.join(v['inputs']) if len(v['inputs']) < 6 else str(len(v['inputs'])) + ' state tensors'})"
+              f" -> {', '.join(v['outputs']) if len(v['outputs']) < 6 else str(len(v['outputs'])) + ' state tensors'}")
+    print(f"output       {r.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

