@@ -187,6 +187,12 @@ def convert(module, signatures, quantize="int8"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def to_tflite(model, *, optimizer="adam", batch=8, quantize="int8"):
+    """A built tftl Keras model -> (flatbuffer bytes, signatures, extra metadata)."""
+    module, sigs, extra = build_module(model, optimizer, batch)
+    return convert(module, sigs, quantize), sigs, extra
+
+
 def read_labels(labels_file=None, classes=None):
     """Label names from a file (one per line) or `classes` numbered slots."""
     if labels_file:
@@ -243,9 +249,8 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
     log(f"building {model_name} ({scheme}, blocks={blocks}, {len(labels)} labels, {image_size}px)")
     model = models.build_model(model_name, num_classes=len(labels), scheme=scheme, blocks=blocks,
                                weights=weights, image_size=image_size, packed_masks=packed_masks)
-    module, sigs, extra = build_module(model, optimizer, batch)
     log("converting to TFLite (builtin ops only)")
-    flat = convert(module, sigs, quantize)
+    flat, sigs, extra = to_tflite(model, optimizer=optimizer, batch=batch, quantize=quantize)
     trainable = int(sum(v.numpy().size for v in model.trainable_weights))
     total = int(sum(v.numpy().size for v in model.weights))
     meta = dict(format="tftl-1", model=model_name, scheme=scheme,

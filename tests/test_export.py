@@ -1,0 +1,157 @@
+"""converters.export: builtin-only training graphs that match the Keras reference."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as schema
+
+from conftest import FLOWERS, MBV2_WEIGHTS, REPO, need
+from converters import export
+from tftl import SCHEMES, MODEL_NAMES, models, training
+from tftl.runtime import data, interpreter, modelfile
+
+CUSTOM = schema.BuiltinOperator.CUSTOM
+
+
+def op_names(flatbuffer):
+    """Every operator of every subgraph: builtin names, or 'custom:<code>'."""
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = set()
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            oc = m.operatorCodes[op.opcodeIndex]
+            code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+            if code == CUSTOM or oc.customCode:
+                names.add(f"custom:{oc.customCode.decode() if oc.customCode else '?'}")
+            else:
+                names.add(code_names[code])
+    return names
+
+
+def flowers_batches(size, batch, n):
+    folder = data.ImageFolder(need(os.path.join(FLOWERS, "train")))
+    rng = np.random.default_rng(0)
+    samples = [folder.samples[i] for i in rng.permutation(len(folder.samples))]
+    out = []
+    for images, labels, _ in data.iterate_batches(samples, size, batch, drop_last=True):
+        out.append((images, labels))
+        if len(out) == n:
+            break
+    return out
+
+
+def _sig(interp, name):
+    return interp.get_signature_runner(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", MODEL_NAMES)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_scheme_converts_trains_and_restores(model_name, scheme):
+    """Builtins only; loss goes down on real photos; save -> restore reproduces infer."""
+    size, batch = 64, 4
+    model = models.build_model(model_name, num_classes=5, scheme=scheme, blocks=2,
+                               weights=None, image_size=size)
+    flat, _, extra = export.to_tflite(model, batch=batch, quantize="int8")
+    bad = [n for n in op_names(flat) if n.startswith("custom:") or "FLEX" in n]
+    assert not bad, bad
+    it = interpreter.load_interpreter(flat)
+    (x, y), = flowers_batches(size, batch, 1)
+    train = _sig(it, "train")
+    losses = [float(train(images=x, labels=y, learning_rate=np.float32(3e-3))["loss"])
+              for _ in range(6)]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
+    state = _sig(it, "save")()
+    probs = _sig(it, "infer")(images=x)["probabilities"]
+    fresh = interpreter.load_interpreter(flat)
+    before = _sig(fresh, "infer")(images=x)["probabilities"]
+    assert np.abs(before - probs).max() > 1e-6  # training changed the predictions
+    _sig(fresh, "restore")(**state)
+    np.testing.assert_array_equal(_sig(fresh, "infer")(images=x)["probabilities"], probs)
+
+
+def test_fresh_interpreter_state_equals_keras_weights():
+    model = models.build_model("mbv3_small", num_classes=5, scheme="mobiletl", blocks=2,
+                               weights=None, image_size=64)
+    flat, _, extra = export.to_tflite(model, batch=2, quantize="none")
+    state = _sig(interpreter.load_interpreter(flat), "save")()
+    keras_state = {export.sanitize(f"{layer.name}__{v.name}"): v.numpy()
+                   for layer in model.tftl_layers for v in layer.weights}
+    trained = [n for n in state if not n.startswith("opt_")]
+    assert len(trained) == len([v for v in model.trainable_weights]) + 2 * sum(
+        1 for layer in model.tftl_layers
+        if getattr(layer, "config", None) and layer.config.bn_mode == "full")
+    for n in trained:
+        np.testing.assert_array_equal(state[n], keras_state[n])
+    assert float(state["opt_step"]) == 0.0
+
+
+@pytest.mark.parametrize("model_name,scheme,optimizer", [
+    ("mbv3_small", "mobiletl", "sgd"), ("mbv3_small", "mobiletl", "adam"),
+    ("mbv2", "ft_blocks", "adam"), ("efficientnet_lite0", "tinytl", "sgd")])
+def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
+    """Same initial weights and batches: N LiteRT steps == N Keras reference steps.
+
+    Losses agree to 1e-4 relative (SGD). Weights: the L2 norm of the difference of the
+    weight updates (w_N - w_0) relative to the norm of the Keras update: 1e-4 for SGD.
+    Adam divides by sqrt(v), so elements with ~0 gradient amplify float noise to lr-sized
+    steps: 1e-2 of the update, losses 2e-3.
+    """
+    size, batch, steps = 128, 8, 3
+    model = models.build_model(model_name, num_classes=5, scheme=scheme, blocks=2,
+                               weights=None, image_size=size)
+    initial = {id(v): v.numpy() for v in model.weights}
+    flat, _, _ = export.to_tflite(model, batch=batch, quantize="none", optimizer=optimizer)
+    it = interpreter.load_interpreter(flat)
+    batches = flowers_batches(size, batch, steps)
+    lite_losses = [float(_sig(it, "train")(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
+                   for x, y in batches]
+    lite_state = _sig(it, "save")()
+
+    variables = training.trainable_tf_variables(model)
+    opt = training.Optimizer(variables, optimizer)
+    keras_losses = [float(training.train_step(model, opt, variables, tf.constant(x), tf.constant(y),
+                                              tf.constant(1e-3))) for x, y in batches]
+    assert abs(lite_losses[0] - keras_losses[0]) <= 1e-5 * abs(keras_losses[0])
+    np.testing.assert_allclose(lite_losses, keras_losses, rtol=1e-4 if optimizer == "sgd" else 2e-3)
+    d_lite, d_keras = [], []
+    for layer in model.tftl_layers:
+        for v in layer.weights:
+            n = export.sanitize(f"{layer.name}__{v.name}")
+            if n in lite_state:
+                d_lite.append((lite_state[n] - initial[id(v)]).ravel())
+                d_keras.append((v.numpy() - initial[id(v)]).ravel())
+    d_lite, d_keras = np.concatenate(d_lite), np.concatenate(d_keras)
+    rel = np.linalg.norm(d_lite - d_keras) / np.linalg.norm(d_keras)
+    print(f"{model_name} {scheme} {optimizer}: update rel err {rel:.2e}, losses {lite_losses} {keras_losses}")
+    assert rel <= (1e-4 if optimizer == "sgd" else 1e-2), rel
+
+
+def test_cli_writes_model_and_refuses_bad_input(tmp_path):
+    out = tmp_path / "m.tflite"
+    cmd = [sys.executable, "-m", "converters.export", "--model", "mbv3_small", "--blocks", "2",
+           "--weights", "none", "--classes", "3", "--image-size", "64", "--batch", "2",
+           "--output", str(out)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "signature    train(" in r.stdout and str(out) in r.stdout
+    mf = modelfile.read_model(str(out))
+    assert mf.labels == ["class_0", "class_1", "class_2"] and mf.metadata["scheme"] == "mobiletl"
+    for args, needle in [(["--model", "resnet50"], "unknown model"),
+                         (["--scheme", "magic"], "unknown scheme"),
+                         (["--blocks", "99"], "out of range"),
+                         (["--labels", str(tmp_path / "nope.txt")], "cannot read labels"),
+                         (["--weights", str(tmp_path / "nope.h5")], "does not exist")]:
+        bad_out = tmp_path / "bad.tflite"
+        r = subprocess.run([sys.executable, "-m", "converters.export", "--image-size", "64",
+                            "--output", str(bad_out), *args],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2, (args, r.stderr[-500:])
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and needle in lines[0], r.stderr[-1000:]
+        assert not bad_out.exists() and not list(tmp_path.glob("*.tmp*"))

