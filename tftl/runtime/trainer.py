@@ -701,6 +701,8 @@ def _run_epoch(session, cfg, state, rng, labels, train_samples, train_index, val
     seen = int(partial.get("seen", 0))
     train_seconds = float(partial.get("train_seconds", 0.0))
     epoch_skipped = set(partial.get("skipped", []))
+    if use_cache:  # unreadable training images were dropped when the cache was built
+        epoch_skipped.update(train_samples[i][0] for i in np.flatnonzero(~train_cache.valid))
     start = state["position"]
 
     def batches():
