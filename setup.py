@@ -19,5 +19,9 @@ setup(
         "plot": ["matplotlib"],
         "dev": EXPORT + RUNTIME + ["pytest", "matplotlib"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "tftl-train=tftl.runtime.cli:train_main",
+        "tftl-eval=tftl.runtime.cli:eval_main",
+        "tftl-predict=tftl.runtime.cli:predict_main",
+    ]},
 )

@@ -182,6 +182,9 @@ def convert(module, signatures, quantize="int8"):
         conv.experimental_enable_resource_variables = True
         if quantize == "int8":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            # per-channel int8 dense weights need FULLY_CONNECTED v12 (LiteRT >= 2.17);
+            # per-tensor keeps the file loadable by tflite-runtime 2.14.
+            conv._experimental_disable_per_channel_quantization_for_dense_layers = True
         return conv.convert()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -5,7 +5,7 @@ Run by tests/test_tflite_runtime.py inside a second virtual environment (tflite_
 (ai_edge_litert) for the parity reference. Imports only numpy, Pillow, the standard
 library and tftl.runtime (PYTHONPATH=<repo>); TFTL_RUNTIME picks the runtime.
 
-    python tests/tflite_runtime_check.py MODEL.tflite --images DIR [--steps 5] [--lr 0.01]
+    python tests/tflite_runtime_check.py MODEL.tflite --images DIR [--steps 5] [--lr 0.001] [--dump OUT.npz]
 
 DIR holds one folder per class (flowers5/train). Prints one JSON object on stdout:
   runtime, runtime_version, numpy_version, signatures, first_loss (one train step from the
@@ -61,7 +61,8 @@ def main(argv=None):
     p.add_argument("model")
     p.add_argument("--images", required=True)
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--dump", help="write the exported state's infer probabilities and extract features (.npz)")
     a = p.parse_args(argv)
 
     name = rt.runtime_name()
@@ -84,7 +85,10 @@ def main(argv=None):
     initial = {k: np.array(v) for k, v in run("save")().items()}
     out["state_tensors"] = len(initial)
     probs0 = np.array(run("infer")(images=images)["probabilities"])
+    feats0 = np.array(run("extract")(images=images)["features"])
     out["probs_sum_ok"] = bool(np.allclose(probs0.sum(axis=1), 1.0, atol=1e-4))
+    if a.dump:
+        np.savez(a.dump, probabilities=probs0, features=feats0)
 
     losses = []
     for _ in range(a.steps):
@@ -111,7 +115,8 @@ def main(argv=None):
     out["restore_ok"] = float(ok)
     probs2 = np.array(fresh.get_signature_runner("infer")(images=images)["probabilities"])
     out["restore_exact"] = bool(np.array_equal(probs1, probs2))
-    out["restore_state_exact"] = same_state(trained, {k: np.array(v) for k, v in fresh.get_signature_runner("save")().items()})
+    restored = {k: np.array(v) for k, v in fresh.get_signature_runner("save")().items()}
+    out["restore_state_exact"] = same_state(trained, restored)
 
     # Back to the exported state: the first train step repeats exactly.
     fresh.get_signature_runner("restore")(**initial)

@@ -98,7 +98,8 @@ def train_parser(prog="tftl-train"):
                    help="run the frozen trunk once per image and reuse its features every epoch "
                         "(default: on when the model has a frozen trunk)")
     p.add_argument("--cache-views", type=_positive_int, default=tr.DEFAULT_CACHE_VIEWS,
-                   help="augmented views cached per image, drawn once (default %(default)s)")
+                   help="augmented views cached per image, drawn once and never regenerated (a fresh view "
+                        "costs a full trunk pass); each epoch uses one per image (default %(default)s)")
     p.add_argument("--cache-ram-mb", type=_float, default=tr.DEFAULT_CACHE_RAM_MB,
                    help="larger caches go to memmap files in the checkpoint folder (default %(default)s)")
     p.add_argument("--checkpoint-dir", default=None, help="default <output>.ckpt/")

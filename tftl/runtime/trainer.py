@@ -752,6 +752,8 @@ def _run_epoch(session, cfg, state, rng, labels, train_samples, train_index, val
                                         train_seconds=train_seconds, skipped=sorted(epoch_skipped))
                 bar.update(b + 1, loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1),
                            **{"img/s": seen / max(train_seconds, 1e-9)})
+    if not seen and start < steps_per_epoch:
+        raise TrainError(f"none of the {n} training images could be read — check the files")
     # Validation.
     t_val = time.monotonic()
     if val_cache is not None:

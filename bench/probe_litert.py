@@ -1,0 +1,240 @@
+"""One LiteRT measurement in a FRESH process (no TensorFlow imported): memory and step time.
+
+    python bench/probe_litert.py MODEL.tflite [--threads 1] [--steps 20] [--warmup 3]
+        [--signature train] [--resolver auto|no_delegates] [--top 15] [--decompose]
+
+Prints one JSON line. RSS numbers are in bytes:
+  rss_start        after importing numpy + ai_edge_litert
+  rss_loaded       after reading the file and creating the interpreter + signature runner,
+                   before the first step (the baseline the step's increment is measured from)
+  rss_after_first  after the first step (the arena is touched, variables initialised)
+  rss_end          after all steps
+  peak_rss         resource.getrusage(RUSAGE_SELF).ru_maxrss of this process
+  step_ms          every timed step; median_ms / min_ms / p90_ms
+  arena            per-tensor accounting of the signature's subgraph from the live interpreter
+                   (data pointers of every tensor): the arena extent (bytes between the lowest
+                   and highest address of the arena tensors: the real arena size), the sum of
+                   their sizes (no sharing: the upper bound), the largest tensors
+  variables_bytes  resource variables (trainable state + optimizer slots), from `restore`
+--decompose also times train / infer / extract / train_features / infer_features round-robin
+(`--steps` rounds after one untimed round): the frozen trunk's forward (extract) and the
+trainable part (train_features) of one train step. Its RSS includes all those arenas.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def rss_now():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_rss():
+    """max(ru_maxrss, VmHWM): the kernel's high-water mark of this process's RSS."""
+    hwm = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, hwm)  # Linux: KiB
+
+
+def make_inputs(runner_details, rng, num_classes, batch):
+    import numpy as np
+    feeds = {}
+    for name, d in runner_details.items():
+        shape, dtype = tuple(d["shape"]), d["dtype"]
+        if name == "labels":
+            feeds[name] = rng.integers(0, num_classes, size=shape).astype(dtype)
+        elif name == "learning_rate":
+            feeds[name] = np.asarray(1e-3, dtype)
+        elif name == "sample_weight":
+            feeds[name] = np.ones(shape, dtype)
+        elif name == "images":
+            feeds[name] = (rng.random(shape, dtype=np.float32) * 255.0).astype(dtype)
+        else:  # features
+            feeds[name] = rng.random(shape, dtype=np.float32).astype(dtype)
+    return feeds
+
+
+def arena_accounting(interp, subgraph, flatbuffer, top=15):
+    """Addresses and sizes of every allocated tensor of one subgraph (after an invoke)."""
+    import numpy as np
+    w = interp._interpreter
+    fb_lo = np.frombuffer(flatbuffer, np.uint8).__array_interface__["data"][0]
+    fb_hi = fb_lo + len(flatbuffer)
+    tensors = []
+    for i in range(w.NumTensors(subgraph)):
+        try:
+            dtype = w.TensorType(i, subgraph)
+        except ValueError:  # untyped temporaries
+            continue
+        if dtype is np.object_:  # resource / variant handles
+            continue
+        try:
+            a = w.tensor(interp, i, subgraph)
+        except ValueError:  # no data (never allocated)
+            continue
+        ptr = a.__array_interface__["data"][0]
+        if a.nbytes == 0 or fb_lo <= ptr < fb_hi:  # constants live in the model buffer
+            continue
+        tensors.append((ptr, int(a.nbytes), i, w.TensorName(i, subgraph), str(a.dtype),
+                        [int(x) for x in a.shape]))
+        del a
+    tensors.sort()
+    # Contiguous clusters of addresses: the arena is the one with the largest extent; small
+    # clusters are persistent allocations (scalars, small per-op buffers).
+    groups, cur, end = [], [], 0
+    for t in tensors:
+        if cur and t[0] - end > (1 << 16):
+            groups.append(cur)
+            cur, end = [], 0
+        cur.append(t)
+        end = max(end, t[0] + t[1])
+    if cur:
+        groups.append(cur)
+
+    def extent(g):
+        return max(t[0] + t[1] for t in g) - g[0][0]
+
+    groups.sort(key=extent, reverse=True)
+    arena = groups[0] if groups else []
+    others = [t for g in groups[1:] for t in g]
+    n_named = len([t for t in arena if t[3]])
+    largest = sorted(arena, key=lambda t: -t[1])[:top]
+    return dict(
+        extent_bytes=extent(arena) if arena else 0,
+        tensors=len(arena), named_tensors=n_named,
+        sum_bytes=sum(t[1] for t in arena),
+        temporaries_bytes=sum(t[1] for t in arena if not t[3]),
+        largest_temporary_bytes=max([t[1] for t in arena if not t[3]] or [0]),
+        other_allocations_bytes=sum(t[1] for t in others),
+        largest=[dict(name=t[3] or f"<temporary #{t[2]}>", bytes=t[1], dtype=t[4], shape=t[5],
+                      offset=t[0] - arena[0][0]) for t in largest],
+    )
+
+
+def signature_io(interp, key):
+    """{input name: {shape, dtype}} of a signature without allocating it."""
+    sig = interp._get_full_signature_list()[key]
+    sub = interp._interpreter.GetSubgraphIndexFromSignature(key)
+    out = {}
+    for name, idx in sig["inputs"].items():
+        d = interp._get_tensor_details(idx, sub)
+        out[name] = dict(shape=[int(x) for x in d["shape"]], dtype=d["dtype"])
+    return out
+
+
+def time_runner(runner, feeds, warmup, steps):
+    """(wall ms, process CPU ms) per timed step. CPU time is what the step consumed, all
+    threads together: unlike wall time it does not grow when other jobs preempt us."""
+    for _ in range(warmup):
+        runner(**feeds)
+    times, cpu = [], []
+    for _ in range(steps):
+        c = time.process_time()
+        t = time.perf_counter()
+        runner(**feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    return times, cpu
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps, the first one included")
+    p.add_argument("--signature", default="train")
+    p.add_argument("--resolver", default="auto", choices=("auto", "no_delegates"))
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--decompose", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+
+    import numpy as np
+    from ai_edge_litert import interpreter as litert
+
+    from tftl.runtime import modelfile
+    res = dict(model=os.path.basename(a.model), threads=a.threads, signature=a.signature,
+               resolver=a.resolver)
+    res["rss_start"] = rss_now()
+    mf = modelfile.read_model(a.model)
+    resolver = (litert.OpResolverType.AUTO if a.resolver == "auto"
+                else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    t = time.perf_counter()
+    interp = litert.Interpreter(model_content=mf.flatbuffer, num_threads=a.threads,
+                                experimental_op_resolver_type=resolver)
+    runner = interp.get_signature_runner(a.signature)
+    res["load_ms"] = (time.perf_counter() - t) * 1e3
+    res["rss_loaded"] = rss_now()
+    res["peak_rss_loaded"] = peak_rss()
+    rng = np.random.default_rng(a.seed)
+    k = int(mf.metadata.get("num_labels", len(mf.labels)))
+    batch = int(mf.metadata["batch"])
+    io = signature_io(interp, a.signature)
+    feeds = make_inputs(io, rng, k, batch)
+    res["rss_inputs"] = rss_now()
+
+    t = time.perf_counter()
+    out = runner(**feeds)
+    res["first_step_ms"] = (time.perf_counter() - t) * 1e3
+    res["rss_after_first"] = rss_now()
+    times, cpu = time_runner(runner, feeds, max(a.warmup - 1, 0), a.steps)
+    res["rss_end"] = rss_now()
+    res["peak_rss"] = max(peak_rss(), res["rss_end"], res["rss_after_first"])
+    res["step_ms"] = [round(x, 2) for x in times]
+    if times:
+        res["median_ms"] = statistics.median(times)
+        res["min_ms"] = min(times)
+        res["p90_ms"] = sorted(times)[int(0.9 * (len(times) - 1))]
+        res["cpu_ms"] = [round(x, 2) for x in cpu]
+        res["median_cpu_ms"] = statistics.median(cpu)
+    res["load_avg_end"] = os.getloadavg()[0]
+    first = next(iter(out.values()))
+    res["output_finite"] = bool(np.all(np.isfinite(first)))
+
+    sub = interp._interpreter.GetSubgraphIndexFromSignature(a.signature)
+    res["arena"] = arena_accounting(interp, sub, mf.flatbuffer, a.top)
+    if "restore" in interp.get_signature_list():
+        state = signature_io(interp, "restore")
+        res["variables_bytes"] = int(sum(np.prod(d["shape"]) * 4 for d in state.values()))
+        res["variables_count"] = len(state)
+
+    if a.decompose:
+        # Round-robin over the signatures (train included) so that load changes on a shared
+        # machine hit all of them alike; medians after one untimed round.
+        runs = {"train": (runner, feeds)}
+        for key in ("infer", "extract", "train_features", "infer_features"):
+            if key in interp.get_signature_list():
+                runs[key] = (interp.get_signature_runner(key),
+                             make_inputs(signature_io(interp, key), rng, k, batch))
+        times = {key: [] for key in runs}
+        cpus = {key: [] for key in runs}
+        for rep in range(a.steps + 1):
+            for key, (r, f) in runs.items():
+                c = time.process_time()
+                t = time.perf_counter()
+                r(**f)
+                if rep:
+                    times[key].append((time.perf_counter() - t) * 1e3)
+                    cpus[key].append((time.process_time() - c) * 1e3)
+        res["decompose_ms"] = {key: statistics.median(v) for key, v in times.items()}
+        res["decompose_cpu_ms"] = {key: statistics.median(v) for key, v in cpus.items()}
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

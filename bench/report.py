@@ -1,0 +1,696 @@
+"""bench/results.json -> bench/RESULTS.md, bench/memory.png, bench/pareto.png.
+
+All numbers in the report are read from results.json; the narrative that explains the
+differences quotes them, so a rerun regenerates a consistent report.
+"""
+
+import json
+import os
+import statistics
+
+import common
+
+MB = common.MB
+MD = os.path.join(common.BENCH, "RESULTS.md")
+MEMORY_PNG = os.path.join(common.BENCH, "memory.png")
+PARETO_PNG = os.path.join(common.BENCH, "pareto.png")
+KERAS_REF = os.path.join(common.BENCH, "keras_schemes.json")
+
+T_MEM_RATIO = 3.0
+T_SPEED_RATIO = 2.0
+T_SAVED_REDUCTION = 0.40
+T_TF_MEM_RATIO = 3.0
+
+
+def _mb(x, nd=1):
+    return "—" if x is None else f"{x / MB:.{nd}f}"
+
+
+def _ms(x):
+    return "—" if x is None else (f"{x:.0f}" if x >= 10 else f"{x:.1f}")
+
+
+def _step(r):
+    """'wall (cpu)' median ms of a probe result, or '—'."""
+    if not r or r.get("median_ms") is None:
+        return "—"
+    cpu = r.get("median_cpu_ms")
+    return _ms(r["median_ms"]) + (f" ({_ms(cpu)})" if cpu is not None else "")
+
+
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _ok(r):
+    return isinstance(r, dict) and "error" not in r
+
+
+def _lite(row, t="1"):
+    r = _get(row, "litert", str(t))
+    return r if _ok(r) else None
+
+
+def _tf(row, t="1"):
+    r = _get(row, "tf", str(t))
+    return r if _ok(r) else None
+
+
+def _verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+# ----------------------------------------------------------------------------- targets
+
+def targets(res):
+    """[(name, PASS/MISS/N/A, detail)] of the four target families."""
+    rows = _get(res, "memory", "rows") or {}
+    out = []
+    m = "mbv3_small"
+    a, b, c = rows.get(f"{m}/ft_all"), rows.get(f"{m}/mobiletl-3"), rows.get(f"{m}/ft_blocks-3")
+    threads = [str(t) for t in (_get(res, "memory", "threads") or [1, 2])]
+    # T1 memory
+    if a and b and _lite(a) and _lite(b):
+        la, lb = _lite(a), _lite(b)
+        ratio = la["peak_rss"] / lb["peak_rss"]
+        inc = (la["peak_rss"] - la["rss_loaded"]) / max(lb["peak_rss"] - lb["rss_loaded"], 1)
+        arena = ((la["arena"]["extent_bytes"] + la.get("variables_bytes", 0))
+                 / max(lb["arena"]["extent_bytes"] + lb.get("variables_bytes", 0), 1))
+        ana = a["analytical"]["peak_bytes"] / b["analytical"]["peak_bytes"]
+        out.append(("T1a mbv3_small peak training memory, ft_all / mobiletl-3 >= 3x (LiteRT, peak RSS)",
+                    _verdict(ratio >= T_MEM_RATIO),
+                    f"peak RSS {_mb(la['peak_rss'], 0)} / {_mb(lb['peak_rss'], 0)} MB = {ratio:.2f}x; "
+                    f"step increment over the loaded baseline {inc:.2f}x; arena+variables "
+                    f"{arena:.2f}x; analytical {ana:.2f}x"))
+    else:
+        out.append(("T1a mbv3_small peak memory ft_all / mobiletl-3 >= 3x", "N/A", "not measured"))
+    # T1 speed
+    if a and b:
+        parts, oks = [], []
+        for t in threads:
+            la, lb = _lite(a, t), _lite(b, t)
+            if la and lb:
+                r = la["median_ms"] / lb["median_ms"]
+                oks.append(r >= T_SPEED_RATIO)
+                cpu = (f" (CPU time {_ms(la['median_cpu_ms'])} / {_ms(lb['median_cpu_ms'])} ms = "
+                       f"{la['median_cpu_ms'] / lb['median_cpu_ms']:.2f}x)"
+                       if la.get("median_cpu_ms") and lb.get("median_cpu_ms") else "")
+                parts.append(f"{t} thread(s): {_ms(la['median_ms'])} / {_ms(lb['median_ms'])} ms "
+                             f"= {r:.2f}x{cpu}")
+        out.append(("T1b mbv3_small step time, ft_all / mobiletl-3 >= 2x (LiteRT, same run)",
+                    _verdict(all(oks)) if oks else "N/A", "; ".join(parts) or "not measured"))
+    # T2 saved activations
+    if b and c and "graph" in b and "graph" in c:
+        sb, sc = b["graph"]["saved_trained_blocks"], c["graph"]["saved_trained_blocks"]
+        red = 1 - sb / sc if sc else 0.0
+        pb, pc = b["analytical"]["saved_trained_blocks"], c["analytical"]["saved_trained_blocks"]
+        tot = 1 - b["graph"]["saved_bytes"] / c["graph"]["saved_bytes"]
+        out.append(("T2 mbv3_small saved activations of the trained blocks, mobiletl-3 vs "
+                    "ft_blocks-3 >= 40% smaller (measured: per-tensor accounting of the "
+                    "converted train graph)", _verdict(red >= T_SAVED_REDUCTION),
+                    f"measured {_mb(sb, 2)} vs {_mb(sc, 2)} MB = {100 * red:.1f}% smaller "
+                    f"(with the head: {_mb(b['graph']['saved_bytes'], 2)} vs "
+                    f"{_mb(c['graph']['saved_bytes'], 2)} MB, {100 * tot:.1f}%); predicted "
+                    f"{_mb(pb, 2)} vs {_mb(pc, 2)} MB = {100 * (1 - pb / pc):.1f}%"))
+    # T3 LiteRT vs TF, per scheme with TF data
+    for key, row in rows.items():
+        if "tf" not in row:
+            continue
+        for t in threads:
+            lt, tt = _lite(row, t), _tf(row, t)
+            if not (lt and tt):
+                continue
+            faster = lt["median_ms"] < tt["median_ms"]
+            mem = tt["peak_rss"] / lt["peak_rss"]
+            cpu = (f", CPU time {_ms(lt['median_cpu_ms'])} vs {_ms(tt['median_cpu_ms'])} ms"
+                   if lt.get("median_cpu_ms") and tt.get("median_cpu_ms") else "")
+            out.append((f"T3 {key} LiteRT vs TensorFlow, {t} thread(s): faster step and >= 3x "
+                        f"less peak memory", _verdict(faster and mem >= T_TF_MEM_RATIO),
+                        f"step {_ms(lt['median_ms'])} vs {_ms(tt['median_ms'])} ms "
+                        f"({'faster' if faster else 'SLOWER'}, {tt['median_ms'] / lt['median_ms']:.2f}x{cpu}); "
+                        f"peak RSS {_mb(lt['peak_rss'], 0)} vs {_mb(tt['peak_rss'], 0)} MB "
+                        f"({mem:.1f}x less)"))
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+def memory_table(res, model):
+    rows = _get(res, "memory", "rows") or {}
+    hdr = ("| scheme | analytical peak MB (act peak) | graph saved act MB | graph ideal arena MB "
+           "| measured arena MB | variables MB | RSS loaded MB | peak RSS MB | step incr. MB "
+           "| LiteRT ms 1t | LiteRT ms 2t | TF ms 1t | TF ms 2t | TF peak RSS MB |")
+    lines = [hdr, "|" + "|".join(["---"] * 14) + "|"]
+    for key, row in rows.items():
+        if row.get("model") != model:
+            continue
+        if "error" in row:
+            lines.append(f"| {row['scheme']} | error: {row['error'][:80]} |" + " |" * 12)
+            continue
+        an, g = row["analytical"], row["graph"]
+        l1, l2 = _lite(row, 1), _lite(row, 2)
+        t1, t2 = _tf(row, 1), _tf(row, 2)
+        tf_rss = max([t["peak_rss"] for t in (t1, t2) if t] or [0]) or None
+        lines.append(
+            f"| {row['scheme']} | {_mb(an['peak_bytes'])} ({_mb(an['peak_activation_bytes'])}) "
+            f"| {_mb(g['saved_bytes'])} | {_mb(g['ideal_peak_bytes'])} "
+            f"| {_mb(l1['arena']['extent_bytes']) if l1 else '—'} "
+            f"| {_mb(l1.get('variables_bytes')) if l1 else '—'} "
+            f"| {_mb(l1['rss_loaded'], 0) if l1 else '—'} | {_mb(l1['peak_rss'], 0) if l1 else '—'} "
+            f"| {_mb(l1['peak_rss'] - l1['rss_loaded'], 0) if l1 else '—'} "
+            f"| {_step(l1)} | {_step(l2)} | {_step(t1)} | {_step(t2)} "
+            f"| {_mb(tf_rss, 0) if tf_rss else '—'} |")
+    return lines
+
+
+def rss_breakdown(res, model):
+    """Peak RSS = loaded baseline + arena + variables + inputs + other, per scheme."""
+    rows = _get(res, "memory", "rows") or {}
+    lines = ["| scheme | loaded baseline | arena | variables | other (XNNPACK packing/workspace, "
+             "hybrid-int8 scratch, allocator) | = peak RSS | analytical: act peak + params + "
+             "optimizer | no-XNNPACK peak RSS / step ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        if row.get("model") != model or "error" in row:
+            continue
+        l1 = _lite(row, 1)
+        if not l1:
+            continue
+        an = row["analytical"]
+        inputs = l1.get("rss_inputs", l1["rss_loaded"]) - l1["rss_loaded"]
+        other = (l1["peak_rss"] - l1["rss_loaded"] - l1["arena"]["extent_bytes"]
+                 - l1.get("variables_bytes", 0) - inputs)
+        nd = row.get("no_delegates")
+        nd_s = (f"{_mb(nd['peak_rss'], 0)} MB / {_ms(nd.get('median_ms'))} ms"
+                if _ok(nd) else "—")
+        lines.append(
+            f"| {row['scheme']} | {_mb(l1['rss_loaded'], 0)} | {_mb(l1['arena']['extent_bytes'])} "
+            f"| {_mb(l1.get('variables_bytes'))} | {_mb(other)} (+{_mb(inputs)} inputs) "
+            f"| {_mb(l1['peak_rss'], 0)} | {_mb(an['peak_activation_bytes'])} + "
+            f"{_mb(an['trainable_param_bytes'] + an['frozen_param_bytes'])} + "
+            f"{_mb(an['optimizer_state_bytes'])} = {_mb(an['peak_bytes'])} | {nd_s} |")
+    return lines
+
+
+def saved_table(res, model):
+    rows = _get(res, "memory", "rows") or {}
+    lines = ["| scheme | predicted saved (profiler) MB | measured saved (graph) MB | of which bool masks "
+             "| trained blocks predicted / measured MB | head predicted / measured MB "
+             "| weight-derived tensors read by backward MB | READ_VARIABLE copies (sum) MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        if row.get("model") != model or "error" in row:
+            continue
+        an, g = row["analytical"], row["graph"]
+        lines.append(
+            f"| {row['scheme']} | {_mb(an['activation_bytes'], 2)} | {_mb(g['saved_bytes'], 2)} "
+            f"| {_mb(g['saved_bool_bytes'], 2)} "
+            f"| {_mb(an['saved_trained_blocks'], 2)} / {_mb(g['saved_trained_blocks'], 2)} "
+            f"| {_mb(an['saved_by_block'].get('head', 0), 2)} / "
+            f"{_mb(g['saved_by_block'].get('head', 0), 2)} "
+            f"| {_mb(g['saved_weight_derived_bytes'], 2)} | {_mb(g['weight_copy_bytes'], 1)} |")
+    return lines
+
+
+def per_tensor(res, key, n=8):
+    row = (_get(res, "memory", "rows") or {}).get(key)
+    if not row or "graph" not in row:
+        return []
+    g = row["graph"]
+    l1 = _lite(row, 1)
+    out = [f"**{key}** — train signature: {g['ops']} ops ({g['backward_ops']} backward), "
+           f"{g['tensors']} tensors; sum of all non-constant tensors {_mb(g['sum_nonconst_bytes'])} MB "
+           f"(no-reuse upper bound); ideal arena for this op order {_mb(g['ideal_peak_bytes'])} MB at op "
+           f"{g['peak_op']} ({g['peak_op_name']}, {g['peak_phase']} phase)"
+           + (f"; measured arena {_mb(l1['arena']['extent_bytes'])} MB ({l1['arena']['tensors']} "
+              f"allocated tensors, {_mb(l1['arena']['temporaries_bytes'])} MB of it unnamed op "
+              f"temporaries, largest {_mb(l1['arena']['largest_temporary_bytes'], 2)} MB)" if l1 else ""),
+           "",
+           "Live at the peak, by kind: " + ", ".join(
+               f"{k} {_mb(v, 2)} MB" for k, v in sorted(g["live_at_peak_by_kind"].items(),
+                                                      key=lambda kv: -kv[1])),
+           "",
+           "| largest tensors alive at the peak | MB | shape | kind | layer | producer |",
+           "|---|---|---|---|---|---|"]
+    for t in g["largest_at_peak"][:n]:
+        out.append(f"| `{t['name'][:60]}` | {_mb(t['bytes'], 2)} | {t['shape']} | {t['kind']} "
+                   f"| {t['layer'] or '?'} | {t['producer']} |")
+    out += ["", "| largest saved activations | MB | shape | layer | producer | live ops |",
+            "|---|---|---|---|---|---|"]
+    for t in g["largest_saved"][:n]:
+        out.append(f"| `{t['name'][:60]}` | {_mb(t['bytes'], 2)} | {t['shape']} | {t['layer'] or '?'} "
+                   f"| {t['producer']} | {t['live'][0]}–{t['live'][1]} |")
+    return out
+
+
+def pad_overhead(row):
+    """Saved bytes produced by PAD ops in trained blocks (the hoisted padded copies)."""
+    g = row["graph"]
+    pads = [t for t in g["largest_saved"] if t["producer"] == "PAD"]
+    return sum(t["bytes"] for t in pads), pads
+
+
+def decompose_table(res):
+    rows = _get(res, "memory", "rows") or {}
+    lines = ["| model / scheme | train ms | infer (full forward) ms | extract (frozen trunk) ms "
+             "| train_features (trainable part fwd+bwd+Adam) ms | train ms without XNNPACK "
+             "| peak RSS without XNNPACK MB |", "|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        d = row.get("decompose")
+        if not _ok(d):
+            continue
+        dm = d.get("decompose_ms", {})
+        nd = row.get("no_delegates")
+        dc = d.get("decompose_cpu_ms", {})
+
+        def cell(k):
+            return _ms(dm.get(k)) + (f" ({_ms(dc[k])})" if k in dc else "")
+        lines.append(f"| {key} | {cell('train')} | {cell('infer')} "
+                     f"| {cell('extract')} | {cell('train_features')} "
+                     f"| {_step(nd) if _ok(nd) else '—'} "
+                     f"| {_mb(nd['peak_rss'], 0) if _ok(nd) else '—'} |")
+    return lines
+
+
+def op_profile_table(res):
+    rows = _get(res, "memory", "rows") or {}
+    lines = ["| model / scheme | train step CPU ms (measured) | sum of one-op CPU ms | forward ms "
+             "| backward + Adam ms | top op types (CPU ms, count) |", "|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        op = row.get("op_profile")
+        if not _ok(op):
+            continue
+        l1 = _lite(row, 1)
+        ph = op.get("by_phase", {})
+        top = ", ".join(f"{k} {v['ms']:.0f} ({v['count']})" for k, v in list(op["by_type"].items())[:7])
+        lines.append(f"| {key} | {_ms(l1.get('median_cpu_ms')) if l1 else '—'} "
+                     f"| {_ms(op['total_ms'])} | {_ms(_get(ph, 'forward', 'total_ms'))} "
+                     f"| {_ms(_get(ph, 'backward', 'total_ms'))} | {top} |")
+    return lines
+
+
+def top_ops(res, key, n=10):
+    op = _get(res, "memory", "rows", key, "op_profile")
+    if not _ok(op):
+        return []
+    out = [f"Slowest single ops of **{key}** (CPU ms, 1 thread):", "",
+           "| # | op | phase | CPU ms | output | shape |", "|---|---|---|---|---|---|"]
+    for r in op["top"][:n]:
+        out.append(f"| {r['index']} | {r['op']} | {r.get('phase', '')} | {r['ms']:.2f} "
+                   f"| `{r['output'][:60]}` | {r['shape']} |")
+    return out
+
+
+def op_mix(res, key):
+    row = (_get(res, "memory", "rows") or {}).get(key)
+    if not row or "graph" not in row:
+        return ""
+    oc = row["graph"]["op_counts"]
+    return ", ".join(f"{k} {v}" for k, v in list(oc.items())[:14])
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_memory(res, path=MEMORY_PNG):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = _get(res, "memory", "rows") or {}
+    models = sorted({r["model"] for r in rows.values()}, key=lambda m: common.MODELS.index(m)
+                    if m in common.MODELS else 9)
+    if not models:
+        return False
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rs = [r for r in rows.values() if r["model"] == model and "error" not in r and _lite(r)]
+        x = list(range(len(rs)))
+        base = [_lite(r)["rss_loaded"] / MB for r in rs]
+        arena = [_lite(r)["arena"]["extent_bytes"] / MB for r in rs]
+        var = [_lite(r).get("variables_bytes", 0) / MB for r in rs]
+        peak = [_lite(r)["peak_rss"] / MB for r in rs]
+        other = [p - b - a - v for p, b, a, v in zip(peak, base, arena, var)]
+        w = 0.38
+        ax.bar([i - w / 2 for i in x], base, w, label="RSS after load (Python, LiteRT, model)",
+               color="#c7c7c7")
+        bottom = base
+        for vals, lab, col in ((arena, "interpreter arena (measured)", "#4c72b0"),
+                               (var, "variables (weights + Adam + BN stats)", "#55a868"),
+                               (other, "other step memory (XNNPACK, scratch, allocator)", "#8fb0de")):
+            ax.bar([i - w / 2 for i in x], vals, w, bottom=bottom, label=lab, color=col)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ana = [r["analytical"]["peak_bytes"] / MB for r in rs]
+        ax.bar([i + w / 2 for i in x], ana, w, label="analytical peak (profiler)", color="#dd8452")
+        tf = [max([t["peak_rss"] for t in (_tf(r, 1), _tf(r, 2)) if t] or [0]) / MB for r in rs]
+        if any(tf):
+            ax.scatter([i for i, v in zip(x, tf) if v], [v for v in tf if v], marker="v",
+                       color="#c44e52", zorder=5, label="TensorFlow peak RSS")
+        ax.set_xticks(x)
+        ax.set_xticklabels([r["scheme"] for r in rs], rotation=25)
+        ax.set_ylabel("MB (10^6 bytes)")
+        ax.set_yscale("log")
+        ax.set_title(f"{model}, batch 8, 224 px: training-step memory")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def pareto_points(res):
+    """(points, source) for the Pareto plot: accuracy vs measured memory, FLOPs as size."""
+    acc = _get(res, "train_cli", "accuracy") or []
+    pts = []
+    for r in acc:
+        if r.get("val_accuracy_mean") is None or not r.get("peak_rss"):
+            continue
+        pts.append(dict(model=r["model"], scheme=r["scheme"], acc=r["val_accuracy_mean"],
+                        std=r.get("val_accuracy_std", 0.0), mem=r["peak_rss"],
+                        flops=r["train_flops"], n=len(r["runs"])))
+    if pts:
+        return pts, "tftl-train (LiteRT) on flowers5, mean over seeds; memory = peak RSS of a " \
+                    "fresh LiteRT train-step process on the same file"
+    # Fallback: the Keras reference accuracies (bench/keras_schemes.json) with measured mbv2
+    # LiteRT memory: clearly not tftl-train accuracy.
+    rows = _get(res, "memory", "rows") or {}
+    if os.path.exists(KERAS_REF):
+        with open(KERAS_REF) as f:
+            ref = json.load(f)
+        for r in ref:
+            label = r["scheme"] + (f"-{r['blocks']}" if r["scheme"] in ("ft_blocks", "mobiletl") else "")
+            row = rows.get(f"{r['model']}/{label}")
+            if row and _lite(row):
+                an = row["analytical"]
+                pts.append(dict(model=r["model"], scheme=label, acc=r["val_accuracy"], std=0.0,
+                                mem=_lite(row)["peak_rss"],
+                                flops=an["forward_flops"] + an["backward_flops"], n=1))
+    return pts, ("FALLBACK: Keras reference accuracy (bench/keras_schemes.json, "
+                 "not tftl-train) vs measured LiteRT peak RSS")
+
+
+def plot_pareto(res, path=PARETO_PNG):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts, source = pareto_points(res)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    if not pts:
+        ax.text(0.5, 0.5, "no accuracy measured yet\n(python bench/run.py --part train)",
+                ha="center", va="center", transform=ax.transAxes)
+    colors = {"mbv2": "#4c72b0", "efficientnet_lite0": "#dd8452", "mbv3_small": "#55a868"}
+    fmax = max([p["flops"] for p in pts] or [1])
+    for model in sorted({p["model"] for p in pts}):
+        ps = [p for p in pts if p["model"] == model]
+        ax.scatter([p["mem"] / MB for p in ps], [100 * p["acc"] for p in ps],
+                   s=[40 + 900 * p["flops"] / fmax for p in ps], alpha=0.6,
+                   color=colors.get(model, "#8172b2"), label=model, edgecolors="k")
+        for p in ps:
+            if p["std"]:
+                ax.errorbar(p["mem"] / MB, 100 * p["acc"], yerr=100 * p["std"], color="k",
+                            lw=0.8, capsize=2)
+            ax.annotate(p["scheme"], (p["mem"] / MB, 100 * p["acc"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        # Pareto front: best accuracy at no more memory
+        front, best = [], -1
+        for p in sorted(ps, key=lambda p: p["mem"]):
+            if p["acc"] > best:
+                front.append(p)
+                best = p["acc"]
+        if len(front) > 1:
+            ax.plot([p["mem"] / MB for p in front], [100 * p["acc"] for p in front], "--",
+                    color=colors.get(model, "#8172b2"), lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("measured peak training memory, MB (peak RSS of a LiteRT train-step process)")
+    ax.set_ylabel("flowers5 val accuracy, %")
+    ax.set_title("accuracy vs memory (marker area ~ training FLOPs per step)", fontsize=10)
+    ax.text(0.01, 0.01, source, transform=ax.transAxes, fontsize=6.5, va="bottom")
+    if pts:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return pts, source
+
+
+# ----------------------------------------------------------------------------- narrative
+
+def explain(res):
+    """Why analytical and measured differ, with this run's numbers."""
+    rows = _get(res, "memory", "rows") or {}
+    b = rows.get("mbv3_small/mobiletl-3")
+    a = rows.get("mbv3_small/ft_all")
+    out = []
+    if not (b and _lite(b)):
+        return out
+    lb, an, g = _lite(b), b["analytical"], b["graph"]
+    out += [
+        "The profiler counts an idealised step: saved activations + the live forward tensors at "
+        "the worst layer, fp32 trainable weights, int8 frozen kernels and Adam slots. The process "
+        "measures everything else too. For mbv3_small / mobiletl-3 (1 thread):",
+        "",
+        f"* **Fixed baseline, {_mb(lb['rss_loaded'], 0)} MB before the first step**: CPython + numpy "
+        f"({_mb(lb['rss_start'], 0)} MB once ai_edge_litert is imported: most of it is the LiteRT "
+        f"shared library), the model file bytes ({_mb(b['file_bytes'])} MB, held in memory "
+        "because the interpreter reads constants in place) and the interpreter's structures. The "
+        "profiler has no such term; it is the same for every scheme, so it compresses every "
+        "ratio between schemes measured as peak RSS.",
+        f"* **Arena, {_mb(lb['arena']['extent_bytes'])} MB measured** (address extent of the "
+        "train subgraph's tensors, read from the live interpreter) vs "
+        f"{_mb(an['peak_activation_bytes'])} MB predicted peak activations. The converted graph's "
+        f"own ideal (perfect reuse, same op order) is already {_mb(g['ideal_peak_bytes'])} MB: "
+        "it holds backward tensors and optimizer temporaries alongside the saved activations "
+        "(Adam's `b1*m`, `b2*v` and the update terms are computed per variable while the "
+        "gradients are alive), plus fp32 READ_VARIABLE copies of each trainable weight that an "
+        "op reads (variables cannot be read in place by builtin kernels) and transposed copies of "
+        "trained conv kernels (TFLite's CONV_2D wants OHWI, the variable is HWIO). The rest is "
+        "op temporaries (im2col, hybrid-quantisation buffers) and the planner's fragmentation.",
+        f"* **Saved activations: {_mb(g['saved_bytes'], 2)} MB in the graph vs "
+        f"{_mb(an['activation_bytes'], 2)} MB predicted** — see the per-block table below; the "
+        "padded input of each trained depthwise conv is kept instead of the input itself.",
+        f"* **Variables, {_mb(lb.get('variables_bytes'))} MB** = trainable weights + 2 Adam slots "
+        "+ BN running statistics: the profiler's trainable + optimizer terms, matching to within "
+        "the BN statistics.",
+        "* **Other step memory** (peak minus baseline, arena, variables and the input arrays): "
+        "mostly XNNPACK — the default delegate packs the int8/fp32 weights of the ops it takes "
+        "into its own layout and keeps a workspace (compare the no-XNNPACK column: same graph, "
+        "lower peak RSS) — plus malloc's retained heap.",
+    ]
+    if a and _lite(a):
+        la = _lite(a)
+        out += ["",
+                f"For ft_all the same terms are {_mb(la['rss_loaded'], 0)} MB baseline + "
+                f"{_mb(la['arena']['extent_bytes'])} MB arena + {_mb(la.get('variables_bytes'))} MB "
+                f"variables → {_mb(la['peak_rss'], 0)} MB peak RSS, vs "
+                f"{_mb(a['analytical']['peak_bytes'])} MB analytical."]
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+def write(res, path=MD):
+    mem = res.get("memory", {})
+    tcli = res.get("train_cli", {})
+    tg = targets(res)
+    L = ["# tftl benchmark results", "",
+         "Generated by `python bench/run.py` (see *Reproduce*) from `bench/results.json`; do not "
+         "edit by hand. MB = 10^6 bytes (the profiler's unit).", ""]
+    for run in res.get("runs", [])[-3:]:
+        L.append(f"* run: `{run['command']}` finished {run['finished']} ({run['seconds']} s)")
+    if mem:
+        env = mem.get("environment", {})
+        L += ["",
+              f"Memory / latency section: **{mem.get('mode')}** mode, {mem.get('steps')} timed steps "
+              f"after {mem.get('warmup')} warm-up (median reported), batch 8, 224 px, 10 classes, "
+              f"random weights, int8 frozen constants, Adam. Machine: {env.get('cpus')} CPUs "
+              f"shared with other jobs (load average {env.get('load_avg_start', ['?'])[0]:.1f} at "
+              f"the start; each probe records its own), ai-edge-litert {env.get('ai-edge-litert')}, "
+              f"TensorFlow {env.get('tensorflow-cpu') or env.get('tensorflow')}. Every number "
+              "comes from a fresh process per measurement, run one at a time under `nice -n 5`."]
+    L += ["", "## Targets", "", "```"]
+    for name, v, detail in tg:
+        L.append(f"{v:4s}  {name}")
+        L.append(f"      {detail}")
+    L += ["```", ""]
+    for model in common.MODELS:
+        if not any(r.get("model") == model for r in (mem.get("rows") or {}).values()):
+            continue
+        L += [f"## {model}: analytical vs measured memory, step time", ""]
+        L += memory_table(res, model)
+        L += ["", "Where the peak RSS goes (1 thread):", ""]
+        L += rss_breakdown(res, model)
+        L += ["", "Saved activations (the tensors the backward pass reads), predicted vs measured "
+              "in the converted graph:", ""]
+        L += saved_table(res, model)
+        L.append("")
+    L += ["Columns: *analytical* = `tftl.profile.profile(...)['peak_bytes']` (peak activations in "
+          "brackets); *graph saved act* = forward tensors of the exported train graph that a "
+          "backward op reads (per-tensor accounting, `bench/tflite_graph.py`); *graph ideal "
+          "arena* = max live non-constant bytes over the op order with perfect reuse; *measured "
+          "arena* = address extent of the train subgraph's arena tensors in the live "
+          "interpreter; *variables* = resource variables (trainable weights, Adam m/v, BN "
+          "statistics); *RSS loaded* = RSS after creating the interpreter, before the first "
+          "step; *peak RSS* = `ru_maxrss` of the fresh process (1 thread); *step incr.* = "
+          "peak − loaded; LiteRT/TF ms = median step time; TF = `tf.function` of "
+          "`tftl.training.train_step` on the Keras model (intra-op threads = 1/2, inter-op 1), "
+          "its peak RSS the max over its runs.", ""]
+    if mem.get("rows"):
+        L += ["## Analytical vs measured: why they differ", ""] + explain(res) + [""]
+        L += ["## Digging: per-tensor memory of the train signature", ""]
+        for key in ("mbv3_small/mobiletl-3", "mbv3_small/ft_blocks-3", "mbv3_small/ft_all"):
+            pt = per_tensor(res, key)
+            if pt:
+                L += pt + [""]
+                L.append(f"Op mix: {op_mix(res, key)}")
+                L.append("")
+        dt = decompose_table(res)
+        if len(dt) > 2:
+            L += ["## Digging: where the step time goes", "",
+                  "ai_edge_litert 2.3's Python API has no op profiler (no `experimental_profiler`; "
+                  "the benchmark binary is not shipped), so the step is split by timing the other "
+                  "signatures of the same file, and XNNPACK's share by disabling the default "
+                  "delegates (`experimental_op_resolver_type=BUILTIN_WITHOUT_DEFAULT_DELEGATES`). "
+                  "1 thread, medians, wall (CPU) ms:", ""] + dt + [""]
+        ot = op_profile_table(res)
+        if len(ot) > 2:
+            L += ["Op level: each operator of the train signature cut out into a one-op "
+                  "model and timed alone (`bench/op_profile.py`, process CPU time, so other "
+                  "jobs on the machine do not inflate it; resource-variable ops untimed):", ""]
+            L += ot + [""]
+            for key in ("mbv3_small/mobiletl-3", "mbv3_small/ft_all"):
+                L += top_ops(res, key) + [""]
+        L += findings(res)
+    L += ["## Trainer CLI (tftl-train): epoch time and accuracy", ""]
+    L += train_section(res)
+    L += ["", "## Plots", "", "* `bench/memory.png` — per scheme: measured peak RSS split into "
+          "loaded baseline / arena / variables / other, next to the analytical peak; TensorFlow's "
+          "peak RSS as triangles (log scale).",
+          "* `bench/pareto.png` — flowers5 val accuracy vs measured memory, marker area ~ training "
+          "FLOPs per step, dashed line = Pareto front per model.", "",
+          "## Reproduce", "", "```",
+          "python bench/run.py                  # everything (memory+latency full, accuracy 3 seeds x 5 epochs x 7 schemes: hours)",
+          "python bench/run.py --quick          # < ~15 min with warm export cache",
+          "python bench/run.py --part memory    # memory + latency only (the core), ~40 min incl. 14 exports",
+          "python bench/run.py --part train [--quick] [--epochs N --seeds 0,1,2 --acc-schemes ...]",
+          "python bench/run.py --report-only    # RESULTS.md + plots from results.json",
+          "python bench/probe_litert.py bench/.cache/<file>.tflite --threads 1 --steps 20   # one probe",
+          "python bench/probe_tf.py --model mbv3_small --scheme mobiletl --blocks 3 --threads 2",
+          "```", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+    lines = [f"{v:4s}  {n}\n      {d}" for n, v, d in tg]
+    try:
+        plot_memory(res)
+        plot_pareto(res)
+    except Exception as e:  # plots are a convenience
+        lines.append(f"(plots failed: {type(e).__name__}: {e})")
+    lines.append(f"wrote {os.path.relpath(path, common.ROOT)}, bench/memory.png, bench/pareto.png")
+    return lines
+
+
+def train_section(res):
+    t = res.get("train_cli")
+    if not t:
+        return ["Not run yet: `python bench/run.py --part train` (or `--quick`)."]
+    if t.get("skipped"):
+        return [f"SKIPPED: {t['skipped']}"]
+    L = [f"Mode **{t.get('mode')}**: {t.get('epochs')} epoch(s), seeds {t.get('seeds')}, default "
+         "tftl-train settings otherwise (Adam, lr 1e-3 cosine, augmentation on); "
+         "flowers5 (400 train / 200 val images) read in place. Each run is a fresh, niced process; "
+         "peak RSS from `os.wait4`.", ""]
+    et = t.get("epoch_time") or {}
+    if et and "error" not in et:
+        L += [f"Seconds per epoch, {et['model']} {et['scheme']} (ImageNet weights), "
+              f"{et['epochs']} epoch(s):", "",
+              "| | feature cache build s | epoch s (train + val) | epoch train s | img/s | total wall s "
+              "| wall s / epoch incl. cache | peak RSS MB | val acc |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for k, name in (("cache", "--cache-features"), ("no_cache", "--no-cache-features")):
+            r = et.get(k)
+            if not r:
+                continue
+            if "error" in r:
+                L.append(f"| {name} | error: {r['error'][:100]} |" + " |" * 7)
+                continue
+            fc = r.get("feature_cache") or {}
+            eps = [e for e in r.get("epoch_seconds") or [] if e is not None]
+            tr = [e for e in r.get("epoch_train_seconds") or [] if e is not None]
+            L.append(f"| {name} | {fc.get('seconds', 0) if fc.get('enabled') else '—'} "
+                     f"| {statistics.mean(eps):.1f} | {statistics.mean(tr):.1f} "
+                     f"| {statistics.mean(r['images_per_second']):.0f} | {r['wall_s']:.0f} "
+                     f"| {r['wall_s'] / max(r['epochs'], 1):.0f} | {_mb(r['peak_rss'], 0)} "
+                     f"| {r.get('val_accuracy')} |")
+        L.append("")
+    elif et:
+        L.append(f"epoch timing failed: {et.get('error')}")
+    acc = t.get("accuracy") or []
+    if acc:
+        L += ["Accuracy on flowers5 val (same budget for every scheme):", "",
+              "| model | scheme | val acc mean ± std | runs | measured peak RSS MB (train step) "
+              "| step ms (1t) | analytical MB | train GFLOPs/step | tftl-train peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        for r in acc:
+            if "error" in r:
+                L.append(f"| {r['model']} | {r['scheme']} | error: {r['error'][:80]} |" + " |" * 6)
+                continue
+            accs = [x.get("val_accuracy") for x in r["runs"]]
+            errs = [x["error"] for x in r["runs"] if "error" in x]
+            m = r.get("val_accuracy_mean")
+            L.append(f"| {r['model']} | {r['scheme']} | "
+                     + (f"{m:.3f} ± {r.get('val_accuracy_std', 0):.3f}" if m is not None else "—")
+                     + f" | {accs} | {_mb(r.get('peak_rss'), 0)} | {_ms(r.get('step_ms'))} "
+                     f"| {_mb(r.get('analytical_peak_bytes'))} | {r['train_flops'] / 1e9:.2f} "
+                     f"| {_mb(max([x.get('peak_rss', 0) for x in r['runs']] or [0]), 0)} |"
+                     + (f" errors: {errs[0][:100]}" if errs else ""))
+    pts, source = pareto_points(res)
+    L += ["", f"Pareto plot source: {source}."]
+    return L
+
+
+def findings(res):
+    """Causes of missed targets and the fixes, with numbers from this run."""
+    rows = _get(res, "memory", "rows") or {}
+    L = ["## Findings: causes and fixes", ""]
+    b = rows.get("mbv3_small/mobiletl-3")
+    c = rows.get("mbv3_small/ft_blocks-3")
+    if b and "graph" in b:
+        pad_b, pads = pad_overhead(b)
+        g, an = b["graph"], b["analytical"]
+        L += [f"* **Depthwise-conv weight gradient keeps a padded copy of its input.** In "
+              f"mobiletl-3 the largest saved tensors are PAD outputs "
+              f"({', '.join('`%s` %s' % (p['name'], p['shape']) for p in pads[:3])}; "
+              f"{_mb(pad_b, 2)} MB among the largest saved), i.e. `xp = tf.pad(x, ...)` in "
+              "`tftl/ops.py::depthwise_conv` (the `need_dw` branch, line ~112). The pad depends "
+              "only on the forward input, so the converter schedules it in the forward pass and "
+              "keeps the padded tensor (7x7 -> 11x11 for a 5x5 kernel: 2.5x the bytes of x) "
+              "alive until the backward. Fix: pin the pad to the backward like `unpack_bits` "
+              "does — `xp = tf.pad(x + _zero_from(dy), ...)` — (or slice x per tap and pad the "
+              "dy side only), so only x is saved, as the profiler assumes. The same applies to "
+              "ft_blocks, so the two schemes' *ratio* is affected less than the absolute bytes.",
+              f"* **Full-BN backward saves more than its input.** The head BN (`conv_1_bn`, full "
+              f"in both block-wise schemes) keeps `x - mean` and its product with rstd "
+              f"({_mb(g['saved_by_block'].get('head', 0), 2)} MB measured for the head vs "
+              f"{_mb(an['saved_by_block'].get('head', 0), 2)} MB predicted): the converter hoists "
+              "the centring out of the backward. Fix in `tftl/ops.py::bn_train` grad: recompute "
+              "`xhat` from `x + _zero_from(dy)`.",
+              "* **Optimizer temporaries and READ_VARIABLE copies inflate the arena** beyond "
+              "the profiler's activations: every trainable weight is copied out of its resource "
+              "variable each time it is read, and Adam's `b1*m`/`b2*v` are computed early and "
+              "held (weight-sized tensors alive together with activations). Fixes: fuse the "
+              "update per variable after its gradient (order the Adam update right after each "
+              "gradient with control dependencies, or compute `m` as `m + (1-b1)*(g-m)` from the "
+              "gradient side), and count weight copies in the profiler.", ""]
+    a = rows.get("mbv3_small/ft_all")
+    if a and b and _lite(a) and _lite(b):
+        la, lb = _lite(a), _lite(b)
+        L += [f"* **Peak-RSS ratios are compressed by the fixed baseline.** {_mb(lb['rss_loaded'], 0)} MB "
+              "of the process is Python + LiteRT + the model file before any step. "
+              f"ft_all/mobiletl-3 is {la['peak_rss'] / lb['peak_rss']:.2f}x on peak RSS but "
+              f"{(la['peak_rss'] - la['rss_loaded']) / max(lb['peak_rss'] - lb['rss_loaded'], 1):.2f}x "
+              "on the step's own memory. To reach 3x on the process, shrink the baseline "
+              "(mmap the model file instead of reading it into a bytes object — LiteRT's "
+              "`Interpreter(model_path=...)` maps it — and lazy-import only the interpreter "
+              "module) and the XNNPACK share (see the no-XNNPACK column).", ""]
+    return L
