@@ -95,6 +95,15 @@ def test_fresh_interpreter_state_equals_keras_weights():
         np.testing.assert_array_equal(state[n], keras_state[n])
     assert float(state["opt_step"]) == 0.0
 
+    # the same file trains in TensorFlow's own tf.lite.Interpreter, with the same loss
+    (x, y), = flowers_batches(64, 2, 1)
+    losses = []
+    for it in (interpreter.load_interpreter(flat), tf.lite.Interpreter(model_content=flat)):
+        train = it.get_signature_runner("train")
+        losses.append([float(train(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
+                       for _ in range(2)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
 
 @pytest.mark.parametrize("model_name,scheme,optimizer", [
     ("mbv3_small", "mobiletl", "sgd"), ("mbv3_small", "mobiletl", "adam"),
