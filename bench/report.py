@@ -66,13 +66,13 @@ def _verdict(ok):
 
 # ----------------------------------------------------------------------------- targets
 
-def targets(res):
+def targets(res, section="memory"):
     """[(name, PASS/MISS/N/A, detail)] of the four target families."""
-    rows = _get(res, "memory", "rows") or {}
+    rows = _get(res, section, "rows") or {}
     out = []
     m = "mbv3_small"
     a, b, c = rows.get(f"{m}/ft_all"), rows.get(f"{m}/mobiletl-3"), rows.get(f"{m}/ft_blocks-3")
-    threads = [str(t) for t in (_get(res, "memory", "threads") or [1, 2])]
+    threads = [str(t) for t in (_get(res, section, "threads") or [1, 2])]
     # T1 memory
     if a and b and _lite(a) and _lite(b):
         la, lb = _lite(a), _lite(b)
@@ -305,6 +305,45 @@ def top_ops(res, key, n=10):
     return out
 
 
+def experiments_section(res):
+    exp = res.get("experiments") or {}
+    rows = exp.get("rows") or {}
+    base = _get(res, "memory", "rows") or {}
+    if not rows:
+        return []
+    L = ["## Fix experiments (tftl/ops.py patched in a scratch process, not in the repo)", "",
+         exp.get("description", ""), "",
+         "Gradient check of the patched ops against the originals (max abs diff): "
+         + ", ".join(f"{k} {v:.1e}" for k, v in (exp.get("gradient_max_abs_diff") or {}).items()),
+         "",
+         "| model / scheme | saved act MB (trained blocks) before → after | ideal arena MB | "
+         "measured arena MB | peak RSS MB | step CPU ms (1t) | step wall ms (1t) |",
+         "|---|---|---|---|---|---|---|"]
+    for key, r in rows.items():
+        b = base.get(key, {})
+        if "error" in r:
+            L.append(f"| {key} | error: {r['error'][:80]} |" + " |" * 5)
+            continue
+        g0, g1 = b.get("graph", {}), r["graph"]
+        l0, l1 = _lite(b), r.get("litert") if _ok(r.get("litert")) else None
+
+        def ba(f0, f1, fmt=_mb):
+            return f"{fmt(f0) if f0 is not None else '—'} → {fmt(f1) if f1 is not None else '—'}"
+        L.append(f"| {key} | {ba(g0.get('saved_bytes'), g1['saved_bytes'])} "
+                 f"({ba(g0.get('saved_trained_blocks'), g1['saved_trained_blocks'])}) "
+                 f"| {ba(g0.get('ideal_peak_bytes'), g1['ideal_peak_bytes'])} "
+                 f"| {ba(_get(l0, 'arena', 'extent_bytes'), _get(l1, 'arena', 'extent_bytes'))} "
+                 f"| {ba(_get(l0, 'peak_rss'), _get(l1, 'peak_rss'), lambda v: _mb(v, 0))} "
+                 f"| {ba(_get(l0, 'median_cpu_ms'), _get(l1, 'median_cpu_ms'), _ms)} "
+                 f"| {ba(_get(l0, 'median_ms'), _get(l1, 'median_ms'), _ms)} |")
+    b, c = rows.get("mbv3_small/mobiletl-3"), rows.get("mbv3_small/ft_blocks-3")
+    if b and c and "graph" in b and "graph" in c:
+        sb, sc = b["graph"]["saved_trained_blocks"], c["graph"]["saved_trained_blocks"]
+        L += ["", f"With the fixes, T2 (trained-block saved activations, mobiletl-3 vs ft_blocks-3) "
+              f"is {_mb(sb, 2)} vs {_mb(sc, 2)} MB = {100 * (1 - sb / sc):.1f}% smaller."]
+    return L + [""]
+
+
 def op_mix(res, key):
     row = (_get(res, "memory", "rows") or {}).get(key)
     if not row or "graph" not in row:
@@ -514,6 +553,11 @@ def write(res, path=MD):
         L.append(f"{v:4s}  {name}")
         L.append(f"      {detail}")
     L += ["```", ""]
+    if res.get("memory_quick", {}).get("rows"):
+        mq = res["memory_quick"]
+        L += [f"A later `--quick` check ({mq.get('started')}, {mq.get('steps')} steps) of the same "
+              "code is kept in `results.json['memory_quick']`; its verdicts: "
+              + ", ".join(f"{n.split()[0]} {v}" for n, v, _ in targets(res, "memory_quick")) + ".", ""]
     for model in common.MODELS:
         if not any(r.get("model") == model for r in (mem.get("rows") or {}).values()):
             continue
@@ -562,6 +606,7 @@ def write(res, path=MD):
             for key in ("mbv3_small/mobiletl-3", "mbv3_small/ft_all"):
                 L += top_ops(res, key) + [""]
         L += findings(res)
+        L += experiments_section(res)
     L += ["## Trainer CLI (tftl-train): epoch time and accuracy", ""]
     L += train_section(res)
     L += ["", "## Plots", "", "* `bench/memory.png` — per scheme: measured peak RSS split into "
@@ -581,6 +626,9 @@ def write(res, path=MD):
     with open(path, "w") as f:
         f.write("\n".join(L))
     lines = [f"{v:4s}  {n}\n      {d}" for n, v, d in tg]
+    if res.get("memory_quick", {}).get("rows"):
+        lines.append("quick check (results.json['memory_quick']):")
+        lines += [f"{v:4s}  {n}\n      {d}" for n, v, d in targets(res, "memory_quick")]
     try:
         plot_memory(res)
         plot_pareto(res)

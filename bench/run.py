@@ -129,7 +129,18 @@ def memory_latency(a, res, src):
     from tftl.runtime import modelfile
 
     import tflite_graph
-    section = res.setdefault("memory", {})
+    name = "memory"
+    old = res.get("memory") or {}
+    if (a.quick and not a.overwrite_full and old.get("mode") == "full"
+            and old.get("source_hash") == src):
+        # A quick check never replaces full measurements of the same code.
+        name = "memory_quick"
+        common.log("full memory results of this code exist: quick results go to "
+                   "results.json['memory_quick'] (--overwrite-full to replace)")
+        old = res.get(name) or {}
+    if old.get("source_hash") != src or old.get("mode") != ("quick" if a.quick else "full"):
+        old = {}  # other code or settings: start afresh
+    section = res[name] = old
     section.update(mode="quick" if a.quick else "full", environment=environment(),
                    steps=a.steps, warmup=a.warmup,
                    threads=a.threads, batch=8, image_size=224, num_classes=10,
@@ -246,6 +257,8 @@ def main(argv=None):
                         "MobileTL-3 only for accuracy")
     p.add_argument("--part", choices=("all", "memory", "train"), default="all")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--overwrite-full", action="store_true",
+                   help="let --quick replace full-mode memory results of the same code")
     p.add_argument("--models", default=",".join(common.MODELS))
     p.add_argument("--schemes", default=",".join(common.SCHEME_LABELS))
     p.add_argument("--threads", default="1,2")
