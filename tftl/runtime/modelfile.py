@@ -128,10 +128,11 @@ def _zip_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data)
 
 
-def write_model(path, flatbuffer: bytes, metadata: dict, labels) -> dict:
+def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=None) -> dict:
     """Write flatbuffer + metadata + labels to `path` atomically; returns the metadata written.
 
     Adds metadata["content_hash"] and metadata["num_labels"] (the input dict is not changed).
+    extra_files: {zip member name: bytes} stored beside them (e.g. a fine-tuned state.npz).
     """
     path = os.fspath(path)
     flatbuffer = bytes(flatbuffer)
@@ -149,6 +150,8 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels) -> dict:
     with zipfile.ZipFile(buf, "w") as archive:
         _zip_member(archive, METADATA_NAME, meta_bytes)
         _zip_member(archive, LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
+        for name, data in sorted((extra_files or {}).items()):
+            _zip_member(archive, name, data)
     with atomic_write(path) as f:
         f.write(flatbuffer)
         f.write(buf.getvalue())

@@ -14,7 +14,6 @@ No TensorFlow here: numpy, the standard library and a TFLite runtime only.
 
 import hashlib
 import io
-import json
 import os
 import zipfile
 
@@ -22,7 +21,6 @@ import numpy as np
 
 from tftl.runtime import interpreter as rt
 from tftl.runtime import modelfile
-from tftl.runtime.checkpoint import atomic_write
 
 STATE_NAME = "state.npz"
 # What tftl-train needs from a model; `train` is the image-level step of the same graph.
@@ -219,27 +217,10 @@ def state_npz_bytes(state: dict) -> bytes:
 def save_model(path, model_file, labels, state: dict, metadata_updates=None) -> dict:
     """Write a self-contained fine-tuned model: the same flatbuffer, new labels and metadata,
     and `state` as the ZIP member state.npz. Atomic; returns the metadata written.
-
-    (What modelfile.write_model writes, plus one member; belongs there as `extra_files`.)
     """
-    path = os.fspath(path)
-    flatbuffer = bytes(model_file.flatbuffer)
-    labels = modelfile._check_labels(labels)
     meta = dict(model_file.metadata)
     meta.update(metadata_updates or {})
     meta["trained_state"] = True
-    meta["content_hash"] = modelfile.content_hash(flatbuffer)
-    meta["num_labels"] = len(labels)
-    try:
-        meta_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        modelfile._zip_member(archive, modelfile.METADATA_NAME, meta_bytes)
-        modelfile._zip_member(archive, modelfile.LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
-        modelfile._zip_member(archive, STATE_NAME, state_npz_bytes(state))
-    with atomic_write(path) as f:
-        f.write(flatbuffer)
-        f.write(buf.getvalue())
+    meta = modelfile.write_model(path, model_file.flatbuffer, meta, labels,
+                                 extra_files={STATE_NAME: state_npz_bytes(state)})
     return meta
