@@ -3,13 +3,17 @@ fresh process, export, and measure the same way as bench/run.py.
 
     python bench/fix_experiments.py [--labels mobiletl-3,ft_blocks-3,ft_all] [--model mbv3_small]
 
-Patches (all applied together, variant "fixed"):
+Patches (all applied together; variant "fixed" also chains the taps, variant "anchor" not):
   dw_pad     ops.depthwise_conv weight gradient pads `x + _zero_from(dy)` instead of `x`, so
              the pad runs in the backward pass and only x (not the padded copy) is saved.
   conv_pad   the same for ops.conv2d (the stem conv of ft_all: 9 hoisted slices of the
              padded image were saved).
   bn_xhat    ops.bn_train recomputes x_hat from `x + _zero_from(dy)`: the centred input is no
              longer hoisted into the forward pass and saved next to x.
+  chain      (variant "fixed") each tap of those two weight gradients reads the previous
+             tap's result through `+ _zero_from(prev)`, a data dependency that forces the
+             converter to run pad/slice -> mul -> sum tap by tap instead of materialising all
+             k*k shifted copies first.
   pool_grad  ops.global_avg_pool backward as a broadcasting MUL with a [1,H,W,1] constant
              instead of BROADCAST_TO (a slow reference kernel in LiteRT).
 Checks each patched op's gradients against the original in TF (max abs difference), then
@@ -29,8 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import common  # noqa: E402
 
 
-def patch():
-    """Replace the four ops in tftl.ops (this process only)."""
+def patch(chain=True):
+    """Replace the four ops in tftl.ops (this process only). chain: make each weight-gradient
+    tap depend on the previous one, so that the converter cannot materialise all k*k
+    shifted copies at once."""
     import tensorflow as tf
 
     from tftl import ops
@@ -64,7 +70,8 @@ def patch():
                     taps = []
                     for a in range(k):
                         for b in range(k):
-                            shifted = _pad_or_crop(dyd, a, hp - a - ho * stride, b, wp - b - wo * stride)
+                            src = dyd + _zero_from(taps[-1]) if (chain and taps) else dyd  # PATCH
+                            shifted = _pad_or_crop(src, a, hp - a - ho * stride, b, wp - b - wo * stride)
                             taps.append(tf.reduce_sum(xp * shifted, axis=[0, 1, 2]))
                     dw = tf.reshape(tf.stack(taps), [k, k, c, 1])
                 return dx, dw
@@ -93,7 +100,8 @@ def patch():
                     taps = []
                     for a in range(k):
                         for b in range(k):
-                            sl = tf.strided_slice(xp, [0, a, b, 0],
+                            src = xp + _zero_from(taps[-1]) if (chain and taps) else xp  # PATCH
+                            sl = tf.strided_slice(src, [0, a, b, 0],
                                                   [n, a + (ho - 1) * stride + 1, b + (wo - 1) * stride + 1, cin],
                                                   [1, stride, stride, 1])
                             taps.append(tf.matmul(tf.reshape(sl, [-1, cin]), dy2, transpose_a=True))
@@ -184,13 +192,16 @@ def check_gradients(orig, new):
 
 
 def export_patched(spec_json):
-    """Child process: patch, check gradients, export; prints one JSON line."""
+    """Child process: patch (variant "fixed") or not ("fp32"), export; one JSON line."""
     spec = json.loads(spec_json)
-    orig, new = patch()
-    diffs = check_gradients(orig, new)
+    diffs = {}
+    if spec["variant"] in ("fixed", "anchor"):
+        orig, new = patch(chain=spec["variant"] == "fixed")
+        diffs = check_gradients(orig, new)
     from converters import export
     r = export.export(spec["model"], scheme=spec["scheme"], blocks=spec["blocks"],
-                      weights=None, output=spec["output"], log=lambda m: None)
+                      weights=None, output=spec["output"], log=lambda m: None,
+                      quantize="none" if spec["variant"] == "fp32" else "int8")
     print(json.dumps(dict(path=r.path, gradient_max_abs_diff=diffs)))
 
 
@@ -200,6 +211,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="mbv3_small")
     p.add_argument("--labels", default="mobiletl-3,ft_blocks-3,ft_all")
+    p.add_argument("--variant", default="fixed", choices=("fixed", "anchor", "fp32"),
+                   help="fixed: the patched ops; fp32: unpatched, frozen weights kept fp32 "
+                        "(--quantize none), to see what the int8 hybrid kernels cost")
     p.add_argument("--steps", type=int, default=10)
     a = p.parse_args()
     from tftl import profile
@@ -209,21 +223,30 @@ def main():
     import tflite_graph
     src = common.source_hash()
     res = run.load_results()
-    exp = res.setdefault("experiments", {})
-    exp.update(source_hash=src, description=__doc__.split("\n\n")[1])
+    exps = res.setdefault("experiments", {})
+    if exps.get("source_hash") != src:
+        exps.clear()
+        exps["source_hash"] = src
+    exp = exps.setdefault(a.variant, {})
+    exp.update(description={
+        "fixed": " ".join(__doc__.split("\n\n")[2].split()),
+        "anchor": "As 'fixed' but without chaining the taps (pads/slices anchored to dy only).",
+        "fp32": "Unpatched ops; frozen weights exported fp32 (--quantize none) instead of "
+                "int8 dynamic-range."}[a.variant])
     rows = exp.setdefault("rows", {})
     for label in a.labels.split(","):
         scheme, blocks = common.parse_label(label)
-        out = os.path.join(common.CACHE, f"fixed_{a.model}_{label}_{src}.tflite")
+        out = os.path.join(common.CACHE, f"{a.variant}_{a.model}_{label}_{src}.tflite")
         if not os.path.exists(out):
             common.log(f"exporting patched {a.model} {label}")
             r, err, wall = common.run_json([os.path.abspath(__file__), "--child", json.dumps(
-                dict(model=a.model, scheme=scheme, blocks=blocks, output=out))])
+                dict(model=a.model, scheme=scheme, blocks=blocks, output=out, variant=a.variant))])
             if r is None:
                 rows[f"{a.model}/{label}"] = dict(error=err)
                 run.save_results(res)
                 continue
-            exp["gradient_max_abs_diff"] = r["gradient_max_abs_diff"]
+            if r["gradient_max_abs_diff"]:
+                exp["gradient_max_abs_diff"] = r["gradient_max_abs_diff"]
         prof = profile.profile(a.model, scheme, blocks, 8, 224, 10)
         g = tflite_graph.analyse(modelfile.read_model(out).flatbuffer, "train",
                                  run.layer_blocks(prof))
@@ -233,11 +256,19 @@ def main():
         common.log(f"probing patched {a.model} {label}")
         pr = run.probe_litert(out, 1, a.steps, 3)
         run._say(pr)
+        dec = run.probe_litert(out, 1, a.steps, 2, ["--decompose", "--top", "3"])
+        run._say(dec, "decompose")
+        nod = run.probe_litert(out, 1, max(a.steps // 2, 2), 2, ["--resolver", "no_delegates",
+                                                                  "--top", "3"])
+        run._say(nod, "no delegates")
+        op, err, _ = common.run_json([os.path.join(common.BENCH, "op_profile.py"), out,
+                                      "--reps", "5"])
         rows[f"{a.model}/{label}"] = dict(
+            op_profile=op if op else dict(error=err),
             file=os.path.relpath(out, common.ROOT), graph={k: g[k] for k in (
                 "saved_bytes", "saved_trained_blocks", "saved_by_block", "ideal_peak_bytes",
-                "op_counts", "largest_saved")},
-            litert=pr)
+                "op_counts", "largest_saved", "live_at_peak_by_kind", "largest_at_peak")},
+            litert=pr, decompose=dec.get("decompose_cpu_ms"), no_delegates=nod)
         run.save_results(res)
     import report
     for line in report.write(res):

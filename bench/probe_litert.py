@@ -159,6 +159,9 @@ def main():
     p.add_argument("--warmup", type=int, default=3, help="untimed steps, the first one included")
     p.add_argument("--signature", default="train")
     p.add_argument("--resolver", default="auto", choices=("auto", "no_delegates"))
+    p.add_argument("--latest-features", action="store_true",
+                   help="experimental_default_delegate_latest_features=True (XNNPACK's newest "
+                        "operators, e.g. dynamic-range quantised kernels)")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--decompose", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -169,14 +172,15 @@ def main():
 
     from tftl.runtime import modelfile
     res = dict(model=os.path.basename(a.model), threads=a.threads, signature=a.signature,
-               resolver=a.resolver)
+               resolver=a.resolver, latest_features=a.latest_features)
     res["rss_start"] = rss_now()
     mf = modelfile.read_model(a.model)
     resolver = (litert.OpResolverType.AUTO if a.resolver == "auto"
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     t = time.perf_counter()
+    extra = {"experimental_default_delegate_latest_features": True} if a.latest_features else {}
     interp = litert.Interpreter(model_content=mf.flatbuffer, num_threads=a.threads,
-                                experimental_op_resolver_type=resolver)
+                                experimental_op_resolver_type=resolver, **extra)
     runner = interp.get_signature_runner(a.signature)
     res["load_ms"] = (time.perf_counter() - t) * 1e3
     res["rss_loaded"] = rss_now()

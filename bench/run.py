@@ -29,6 +29,7 @@ import common  # noqa: E402
 RESULTS = os.path.join(common.BENCH, "results.json")
 TARGET_MODEL = "mbv3_small"
 DIG_LABELS = ("ft_all", "ft_blocks-3", "mobiletl-3")
+QUICK_ACC = ("ft_last", "ft_bias", "ft_blocks-3", "mobiletl-3")  # the fast ones: < 1 min each
 
 
 def load_results():
@@ -126,9 +127,6 @@ def _compact_profile(p, model, label):
 def memory_latency(a, res, src):
     """Part 1-3: analytical vs measured memory, LiteRT (1/2 threads) and TF step time."""
     from tftl import profile
-    from tftl.runtime import modelfile
-
-    import tflite_graph
     name = "memory"
     old = res.get("memory") or {}
     if (a.quick and not a.overwrite_full and old.get("mode") == "full"
@@ -163,12 +161,7 @@ def memory_latency(a, res, src):
             row["file_bytes"] = os.path.getsize(path)
             prof = profile.profile(model, scheme, blocks, 8, 224, 10)
             row["analytical"] = _compact_profile(prof, model, label)
-            fb = modelfile.read_model(path).flatbuffer
-            g = tflite_graph.analyse(fb, "train", layer_blocks(prof))
-            tb = set(trained_blocks(model, label))
-            g["saved_trained_blocks"] = sum(v for k, v in g["saved_by_block"].items()
-                                            if k not in ("head", "unattributed") and int(k) in tb)
-            row["graph"] = g
+            row["graph"] = graph_row(model, label, path)
             row["litert"] = {}
             for t in a.threads:
                 common.log(f"LiteRT {key} threads={t}")
@@ -204,6 +197,30 @@ def memory_latency(a, res, src):
     save_results(res)
 
 
+def graph_row(model, label, path):
+    """Per-tensor accounting of the train signature of an exported file (static)."""
+    from tftl import profile
+    from tftl.runtime import modelfile
+
+    import tflite_graph
+    scheme, blocks = common.parse_label(label)
+    prof = profile.profile(model, scheme, blocks, 8, 224, 10)
+    g = tflite_graph.analyse(modelfile.read_model(path).flatbuffer, "train", layer_blocks(prof))
+    tb = set(trained_blocks(model, label))
+    g["saved_trained_blocks"] = sum(v for k, v in g["saved_by_block"].items()
+                                    if k not in ("head", "unattributed") and int(k) in tb)
+    return g
+
+
+def regraph(res):
+    """Recompute the static graph accounting of stored rows (no probes)."""
+    for name in ("memory", "memory_quick"):
+        for row in (res.get(name) or {}).get("rows", {}).values():
+            path = os.path.join(common.ROOT, row.get("file") or "")
+            if row.get("file") and os.path.exists(path):
+                row["graph"] = graph_row(row["model"], row["scheme"], path)
+
+
 def _say(r, what=""):
     if "error" in r:
         common.log(f"  {what} ERROR {r['error'].splitlines()[-1] if r['error'] else ''}")
@@ -222,10 +239,18 @@ def train_part(a, res, src):
     import train_cli
     t0 = time.time()
     ok, why = train_cli.available()
-    section = dict(mode="quick" if a.quick else "full", available=ok, environment=environment(),
+    old = res.get("train_cli") or {}
+    if a.quick and not a.overwrite_full and old.get("mode") == "full" and old.get("accuracy") \
+            and old.get("source_hash") == src:
+        common.log("full trainer-CLI results of this code exist: quick results go to "
+                   "results.json['train_cli_quick'] (--overwrite-full to replace)")
+        key = "train_cli_quick"
+    else:
+        key = "train_cli"
+    section = dict(source_hash=src, mode="quick" if a.quick else "full", available=ok, environment=environment(),
                    epochs=a.epochs, seeds=a.seeds, schemes=a.acc_schemes, models=a.acc_models,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
-    res["train_cli"] = section
+    res[key] = section
     if not ok:
         section["skipped"] = (f"trainer CLI unavailable (python -m tftl.runtime.cli train --help: "
                               f"{why}); rerun bench/run.py --part train when it exists")
@@ -253,10 +278,13 @@ def train_part(a, res, src):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="fewer steps, TF only for the target schemes, 1 seed / 1 epoch / "
-                        "MobileTL-3 only for accuracy")
+                   help="fewer steps, TF only for the target schemes at 1 thread, 1 seed / "
+                        "1 epoch / 4 schemes for accuracy")
     p.add_argument("--part", choices=("all", "memory", "train"), default="all")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--regraph", action="store_true",
+                   help="with --report-only: recompute the static per-tensor accounting of the "
+                        "stored rows from the cached .tflite files first")
     p.add_argument("--overwrite-full", action="store_true",
                    help="let --quick replace full-mode memory results of the same code")
     p.add_argument("--models", default=",".join(common.MODELS))
@@ -275,7 +303,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="tftl-train epochs (5; quick 1)")
     p.add_argument("--acc-models", default="mbv2,efficientnet_lite0")
     p.add_argument("--acc-schemes", default=None,
-                   help="accuracy schemes (all 7; quick mobiletl-3)")
+                   help="accuracy schemes (all 7; quick " + ",".join(QUICK_ACC) + ")")
     a = p.parse_args(argv)
     q = a.quick
     split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
@@ -294,10 +322,14 @@ def main(argv=None):
     a.seeds = [int(x) for x in split(a.seeds or ("0" if q else "0,1,2"))]
     a.epochs = a.epochs or (1 if q else 5)
     a.acc_models = split(a.acc_models)
-    a.acc_schemes = split(a.acc_schemes or ("mobiletl-3" if q else ",".join(common.SCHEME_LABELS)))
+    a.acc_schemes = split(a.acc_schemes or (",".join(QUICK_ACC) if q else
+                                            ",".join(common.SCHEME_LABELS)))
 
     import report
     res = load_results()
+    if a.report_only and a.regraph:
+        regraph(res)
+        save_results(res)
     if not a.report_only:
         t0 = time.time()
         src = common.source_hash()

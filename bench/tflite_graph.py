@@ -10,12 +10,15 @@ execution order (TFLite runs operators in file order):
              the interpreter's measured arena adds them and fragmentation).
   phases     a tensor is *backward* if it depends on the `labels` input (the loss gradient
              and everything computed from it, optimizer updates included); it is
-             *forward* otherwise. `saved` = forward tensors that depend on the images and
-             that some backward op reads: the activations the converted graph keeps for
-             the backward pass (what the profiler predicts as saved activations).
-             Forward tensors that do not depend on the images (kernel transposes, reversed
-             kernels read by backward ops) are reported as `saved_weight_derived`, and
-             READ_VARIABLE outputs (fp32 copies of variables in the arena) as weight copies.
+             *forward* otherwise. The forward/backward *boundary* is the first op that
+             depends on both the labels and the images (the loss gradient): no backward
+             work can run before it. `saved` = image-dependent tensors produced before the
+             boundary and read after it, i.e. what the arena holds across the boundary for
+             the backward pass (what the profiler predicts as saved activations). This is
+             schedule-based: a forward-only op the converter moved after the boundary (or
+             into it) changes what is saved. Image-independent tensors held across it
+             (kernel transposes, Adam's b1*m) are `saved_weight_derived`, and READ_VARIABLE
+             outputs (fp32 copies of variables in the arena) are weight copies.
   layers     each tensor is attributed to a model layer by its name (TF op name scopes
              carry the Keras layer name); unnamed backward helpers ("mul_14", "Pad_3")
              inherit the layer of their first attributed input.
@@ -108,12 +111,15 @@ def analyse(flatbuffer, signature="train", layer_block=None, top=15):
         if lay:
             attr[i] = lay
     back_op = [False] * n_ops
+    boundary = n_ops
     for k, op in enumerate(sg.operators):
         ins = [int(t) for t in (op.inputs if op.inputs is not None else []) if t >= 0]
         outs = [int(t) for t in (op.outputs if op.outputs is not None else [])]
         b = any(t in back for t in ins)
         back_op[k] = b
         d = any(t in dep_img for t in ins)
+        if b and d and boundary == n_ops:
+            boundary = k
         inherited = next((attr[t] for t in ins if t in attr), None)
         for t in outs:
             if b:
@@ -150,8 +156,8 @@ def analyse(flatbuffer, signature="train", layer_block=None, top=15):
             return "weight copy (READ_VARIABLE)"
         if i in back:
             return "backward"
-        if any(back_op[c] for c in consumers.get(i, [])):
-            return "saved for backward" if i in dep_img else "weight-derived, read by backward"
+        if live_from[i] < boundary <= live_to[i]:
+            return "saved for backward" if i in dep_img else "weight-derived, held across"
         return "forward" if i in dep_img else "weight-derived"
 
     def row(i):
@@ -168,7 +174,7 @@ def analyse(flatbuffer, signature="train", layer_block=None, top=15):
         by_kind[kind(i)] = by_kind.get(kind(i), 0) + nbytes(sg.tensors[i])
 
     saved = [i for i in live_from if kind(i) == "saved for backward"]
-    saved_w = [i for i in live_from if kind(i) == "weight-derived, read by backward"]
+    saved_w = [i for i in live_from if kind(i) == "weight-derived, held across"]
     copies = [i for i in live_from if kind(i) == "weight copy (READ_VARIABLE)"]
     per_block, per_layer = {}, {}
     for i in saved:
@@ -185,7 +191,7 @@ def analyse(flatbuffer, signature="train", layer_block=None, top=15):
     return dict(
         signature=signature, ops=n_ops, tensors=len(sg.tensors),
         op_counts=dict(sorted(op_counts.items(), key=lambda kv: -kv[1])),
-        backward_ops=int(sum(back_op)),
+        backward_ops=int(sum(back_op)), boundary_op=boundary,
         sum_nonconst_bytes=int(sum(nbytes(sg.tensors[i]) for i in live_from)),
         ideal_peak_bytes=int(live[peak_op]) if n_ops else 0,
         peak_op=peak_op, peak_op_name=op_name[peak_op] if n_ops else None,
