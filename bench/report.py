@@ -479,13 +479,15 @@ def plot_pareto(res, path=PARETO_PNG):
         if len(front) > 1:
             ax.plot([p["mem"] / MB for p in front], [100 * p["acc"] for p in front], "--",
                     color=colors.get(model, "#8172b2"), lw=1)
-    ax.set_xscale("log")
     ax.set_xlabel("measured peak training memory, MB (peak RSS of a LiteRT train-step process)")
     ax.set_ylabel("flowers5 val accuracy, %")
-    ax.set_title("accuracy vs memory (marker area ~ training FLOPs per step)", fontsize=10)
+    acc = _get(res, "train_cli") or {}
+    ax.set_title("accuracy vs memory (marker area ~ training FLOPs per step)"
+                 + (f"; {acc.get('epochs')} epoch(s), seeds {acc.get('seeds')}" if pts and acc.get("epochs") else ""),
+                 fontsize=10)
     ax.text(0.01, 0.01, source, transform=ax.transAxes, fontsize=6.5, va="bottom")
     if pts:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="center left", markerscale=0.35)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -508,9 +510,10 @@ def explain(res):
         "the worst layer, fp32 trainable weights, int8 frozen kernels and Adam slots. The process "
         "measures everything else too. For mbv3_small / mobiletl-3 (1 thread):",
         "",
-        f"* **Fixed baseline, {_mb(lb['rss_loaded'], 0)} MB before the first step**: CPython + numpy "
-        f"({_mb(lb['rss_start'], 0)} MB once ai_edge_litert is imported: most of it is the LiteRT "
-        f"shared library), the model file bytes ({_mb(b['file_bytes'])} MB, held in memory "
+        f"* **Fixed baseline, {_mb(lb['rss_loaded'], 0)} MB before the first step**: CPython, numpy "
+        f"and the LiteRT library ({_mb(lb['rss_start'], 0)} MB after the imports; measured "
+        "separately: CPython ~10 MB, + numpy ~17 MB, + ai_edge_litert ~9 MB, + tftl/zipfile "
+        f"~6 MB), the model file bytes ({_mb(b['file_bytes'])} MB, held in memory "
         "because the interpreter reads constants in place) and the interpreter's structures. The "
         "profiler has no such term; it is the same for every scheme, so it compresses every "
         "ratio between schemes measured as peak RSS.",
@@ -642,10 +645,12 @@ def write(res, path=MD):
           "FLOPs per step, dashed line = Pareto front per model.", "",
           "## Reproduce", "", "```",
           "python bench/run.py                  # everything (memory+latency full, accuracy 3 seeds x 5 epochs x 7 schemes: hours)",
-          "python bench/run.py --quick          # < ~15 min with warm export cache",
-          "python bench/run.py --part memory    # memory + latency only (the core), ~40 min incl. 14 exports",
+          "python bench/run.py --quick          # ~5 min with a warm export cache; 13 min here with 6 accuracy exports cold (+~15 min if the 14 benchmark exports are cold too)",
+          "python bench/run.py --part memory    # memory + latency only (the core): 26 min here, 14 exports included",
           "python bench/run.py --part train [--quick] [--epochs N --seeds 0,1,2 --acc-schemes ...]",
-          "python bench/run.py --report-only    # RESULTS.md + plots from results.json",
+          "python bench/run.py --report-only [--regraph]   # RESULTS.md + plots from results.json",
+          "python bench/fix_experiments.py [--variant fixed|anchor|fp32] [--model M --labels ...]   # patched-ops / fp32 experiments",
+          "python bench/op_profile.py bench/.cache/<file>.tflite   # op-level CPU time of the train signature",
           "python bench/probe_litert.py bench/.cache/<file>.tflite --threads 1 --steps 20   # one probe",
           "python bench/probe_tf.py --model mbv3_small --scheme mobiletl --blocks 3 --threads 2",
           "```", ""]
@@ -670,10 +675,17 @@ def train_section(res):
         return ["Not run yet: `python bench/run.py --part train` (or `--quick`)."]
     if t.get("skipped"):
         return [f"SKIPPED: {t['skipped']}"]
-    L = [f"Mode **{t.get('mode')}**: {t.get('epochs')} epoch(s), seeds {t.get('seeds')}, default "
-         "tftl-train settings otherwise (Adam, lr 1e-3 cosine, augmentation on); "
-         "flowers5 (400 train / 200 val images) read in place. Each run is a fresh, niced process; "
-         "peak RSS from `os.wait4`.", ""]
+    st = next((x.get("settings") for r in (t.get("accuracy") or []) for x in r.get("runs", [])
+               if x.get("settings")), None) or {}
+    L = [f"Mode **{t.get('mode')}**: {t.get('epochs')} epoch(s), seeds {t.get('seeds')}, "
+         "tftl-train's default settings otherwise"
+         + (f" (as recorded in its history: lr {st.get('lr')} with warm-up {st.get('warmup_steps')} "
+            f"steps then cosine, Adam, augmentation {'on' if st.get('augment') else 'off'}, "
+            f"{st.get('cache_views')} cached views, batch {st.get('batch')})" if st else "")
+         + f"; flowers5 ({st.get('train_images', 400)} train / {st.get('val_images', 200)} val "
+         "images) read in place. Each run is a fresh, niced process; peak RSS from `os.wait4`. "
+         "One export per model/scheme is shared by the seeds (the seed drives shuffling, "
+         "augmentation and the cached views; the classifier init comes from the export).", ""]
     et = t.get("epoch_time") or {}
     if et and "error" not in et:
         L += [f"Seconds per epoch, {et['model']} {et['scheme']} (ImageNet weights), "
@@ -727,6 +739,23 @@ def train_section(res):
                      f"| {_mb(r.get('analytical_peak_bytes'))} | {r['train_flops'] / 1e9:.2f} "
                      f"| {_mb(max([x.get('peak_rss', 0) for x in r['runs']] or [0]), 0)} |"
                      + (f" errors: {errs[0][:100]}" if errs else ""))
+    big = []
+    for r in acc:
+        for x in r.get("runs", []):
+            fc = x.get("feature_cache") or {}
+            if fc.get("enabled") and (fc.get("bytes") or 0) > 300 * 2**20:
+                big.append((r["model"], r["scheme"], fc["bytes"], fc.get("storage"), x["peak_rss"]))
+    if big:
+        L += ["", "**tftl-train caches features that are bigger than the images.** "
+              + "; ".join(f"{m} {s_}: {b / 2**20:.0f} MiB cache ({st}), tftl-train peak RSS "
+                          f"{_mb(p, 0)} MB" for m, s_, b, st, p in big[:4])
+              + ". For ft_bias, ft_norm and tinytl the 'frozen trunk' is only the stem conv "
+              "(`trunk_end` = Conv1 in their metadata: the first BN trains), whose output "
+              "[112,112,32] is 2.7x the image, yet "
+              "`tftl/runtime/trainer.py:509` turns the cache on whenever the model has a trunk "
+              "(`use_cache = session.has_trunk`). Fix: default it on only when the feature tensor "
+              "is smaller than the image (or the trunk holds most of the forward FLOPs); the "
+              "memmap files (~0.8 GB here) stay in the checkpoint folder after the run."]
     pts, source = pareto_points(res)
     L += ["", f"Pareto plot source: {source}."]
     return L
@@ -832,10 +861,14 @@ def findings(res):
         m2 = _row(res, "mbv2/mobiletl-3")
         f2 = _exp(res, "fp32", "mbv2/mobiletl-3")
         fx = _exp(res, "fixed", "mbv3_small/mobiletl-3")
+        q3 = {n.split()[1]: v for n, v, d in targets(res, "memory_quick") if n.startswith("T3")}
+        flips = [n.split()[1] for n, v, d in t3 if n.split()[1] in q3 and q3[n.split()[1]] != v]
         L += ["### T3: LiteRT is smaller than TensorFlow but mostly not faster", "",
               f"* Speed misses on {len(slow)} of {len(t3)} scheme/model pairs ({', '.join(slow)}). "
               "CPU time (not inflated by other jobs) tells the same story, so it is not noise; at 2 "
-              "threads both runtimes often get slower than at 1 (2 cores shared with other jobs)."]
+              "threads both runtimes often get slower than at 1 (2 cores shared with other jobs)."
+              + (f" Near parity the verdict is fragile: the `--quick` check flips "
+                 f"{', '.join(flips)}." if flips else "")]
         if m2 and _lite(m2):
             L.append(
                 f"* **The int8 dynamic-range frozen trunk runs on slow hybrid kernels.** mbv2 "
@@ -863,7 +896,8 @@ def findings(res):
                 f"{_opms(a, 'MUL', 'count')} ops (taps, BN backward, Adam as ~10 element-wise ops "
                 f"per variable), STRIDED_SLICE {_ms(_opms(a, 'STRIDED_SLICE'))} ms (the stem "
                 f"conv's weight-gradient slices, `tftl/ops.py:150`), LOGICAL_AND "
-                f"{_ms(_opms(a, 'LOGICAL_AND'))} ms (exact ReLU6 masks `x>0 & x<6`). TensorFlow "
+                f"{_ms(_opms(a, 'LOGICAL_AND'))} ms (exact ReLU6 masks `x>0 & x<6`, 3 full-size ops per "
+                f"activation; {_ms(_opms(_row(res, 'mbv2/ft_all'), 'LOGICAL_AND'))} ms in mbv2 ft_all). TensorFlow "
                 "runs the same compositions on Eigen/oneDNN kernels with grappler's fusions.")
         L.append("* **Trained convs read their kernels from resource variables**, so XNNPACK "
                  "cannot pre-pack them (dynamic weights): they run on the builtin kernels and "

@@ -506,7 +506,11 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
         os.makedirs(ckpt_dir, exist_ok=True)
     except OSError as e:
         raise TrainError(f"cannot create checkpoint folder {ckpt_dir} ({e.strerror}) — pass --checkpoint-dir") from None
-    use_cache = session.has_trunk if cfg.cache_features is None else bool(cfg.cache_features)
+    # cache by default only when a trunk makes the features smaller than the images (for
+    # ft_bias / ft_norm / tinytl the "trunk" is the stem conv, whose output is larger)
+    default_cache = (session.has_trunk
+                     and int(np.prod(session.feature_shape)) < 3 * session.image_size ** 2)
+    use_cache = default_cache if cfg.cache_features is None else bool(cfg.cache_features)
     views = cfg.cache_views if cfg.augment else 1
 
     # --- resume ---------------------------------------------------------------------------
