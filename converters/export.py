@@ -240,7 +240,7 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
     labels = labels or read_labels()
     if model_name not in archs.MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(archs.MODEL_NAMES)}")
-    schemes.validate(scheme, model_name, blocks if scheme in schemes.BLOCKWISE else 1)
+    schemes.validate(scheme, model_name, blocks)
     if quantize not in ("int8", "none"):
         raise ValueError(f"--quantize must be int8 or none, got {quantize!r}")
     if not isinstance(batch, int) or batch < 1:

@@ -53,7 +53,7 @@ def _need_dx(specs, configs):
     return need
 
 
-def _trunk_end(specs, configs, need):
+def _trunk_end(specs, configs):
     """Last layer before the first one that trains, if every later layer only reads it."""
     for i, s in enumerate(specs):
         if configs[s.name].trains:
@@ -133,16 +133,10 @@ def build_model(name: str, *, num_classes: Optional[int] = 10, scheme: str = "mo
     """
     specs = archs.decode(name, image_size, num_classes,
                          lite_residual=scheme == "tinytl")
-    if scheme not in schemes.BLOCKWISE and isinstance(blocks, int) and not isinstance(blocks, bool):
-        blocks_checked = 1
-    else:
-        blocks_checked = blocks
-    schemes.validate(scheme, name, blocks_checked)
+    schemes.validate(scheme, name, blocks)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-    configs = schemes.configure(name, scheme, blocks_checked, specs, packed_masks)
-    if num_classes is None:  # a backbone has no classifier, so nothing is forced to train
-        configs = {k: v for k, v in configs.items()}
+    configs = schemes.configure(name, scheme, blocks, specs, packed_masks)
     arch = archs.ARCHS[name]
     need = _need_dx(specs, configs)
     model_layers = [_make_layer(s, arch, configs[s.name], need[s.name]) for s in specs]
@@ -152,7 +146,7 @@ def build_model(name: str, *, num_classes: Optional[int] = 10, scheme: str = "mo
     outputs = run_layers(model_layers, specs, {"input": x})
     model = keras.Model(inputs, outputs, name=name)
     info = ModelInfo(name, scheme, blocks if scheme in schemes.BLOCKWISE else 0, image_size,
-                     num_classes, specs, configs, _trunk_end(specs, configs, need), packed_masks)
+                     num_classes, specs, configs, _trunk_end(specs, configs), packed_masks)
     object.__setattr__(model, "tftl", info)
     object.__setattr__(model, "tftl_layers", model_layers)
     if weights is not None:

@@ -51,13 +51,18 @@ FROZEN = LayerConfig()
 
 
 def validate(scheme: str, model: str, blocks: int) -> None:
-    """Raises ValueError with a one-line reason for a bad (scheme, model, blocks)."""
+    """Raises ValueError with a one-line reason for a bad (scheme, model, blocks).
+
+    Schemes that do not use `blocks` accept any value.
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     n = archs.num_blocks(model)
+    if scheme not in BLOCKWISE:
+        return
     if not isinstance(blocks, int) or isinstance(blocks, bool):
         raise ValueError(f"blocks must be an integer, got {blocks!r}")
-    if scheme in BLOCKWISE and not 1 <= blocks <= n:
+    if not 1 <= blocks <= n:
         raise ValueError(f"blocks={blocks} out of range for {model}: it has {n} inverted "
                          f"residual blocks, so use 1..{n}")
 
