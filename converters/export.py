@@ -4,9 +4,9 @@
 
 The file holds these signatures (batch B and resolution R fixed at export):
   infer(images f32[B,R,R,3] 0..255)                    -> probabilities f32[B,K]
-  train(images, labels i32[B], learning_rate f32[])   -> loss f32[]
+  train(images, labels i32[B], learning_rate f32[])   -> loss f32[], probabilities (pre-step)
   extract(images)                                      -> features (frozen trunk output)
-  train_features(features, labels, sample_weight f32[B], learning_rate) -> loss
+  train_features(features, labels, sample_weight f32[B], learning_rate) -> loss, probabilities
   infer_features(features)                             -> probabilities
   save()                                               -> every piece of trainable state
   restore(<the same named tensors>)                    -> ok f32[]
@@ -26,6 +26,8 @@ import shutil
 import sys
 import tempfile
 import time
+
+from converters.quantize import int8_weights
 
 DEFAULT_CLASSES = 10
 
@@ -123,7 +125,8 @@ def build_module(model, optimizer="adam", batch=8):
             if new is not None:
                 tv.assign(new)
         opt.apply(trained, grads, lr)
-        return {"loss": loss}
+        # the step's own forward, so that training accuracy needs no second pass
+        return {"loss": loss, "probabilities": tf.nn.softmax(logits)}
 
     @tf.function(input_signature=[images_spec])
     def infer(images):
@@ -170,7 +173,11 @@ def build_module(model, optimizer="adam", batch=8):
 
 
 def convert(module, signatures, quantize="int8"):
-    """SavedModel -> TFLite flatbuffer with TFLITE_BUILTINS only and resource variables."""
+    """SavedModel -> TFLite flatbuffer with TFLITE_BUILTINS only and resource variables.
+
+    quantize="int8" stores the frozen weights int8 with `converters.quantize.int8_weights`
+    (not the converter's dynamic-range mode: see that module for why).
+    """
     import tensorflow as tf
 
     tmp = tempfile.mkdtemp(prefix="tftl_export_")
@@ -180,12 +187,10 @@ def convert(module, signatures, quantize="int8"):
         conv = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         conv.experimental_enable_resource_variables = True
+        flat = conv.convert()
         if quantize == "int8":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            # per-channel int8 dense weights need FULLY_CONNECTED v12 (LiteRT >= 2.17);
-            # per-tensor keeps the file loadable by tflite-runtime 2.14.
-            conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-        return conv.convert()
+            flat, _ = int8_weights(flat)
+        return flat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -106,12 +106,17 @@ def depthwise_conv(x, kernel, stride=1, *, need_dx=True, need_dw=True):
                 flipped = tf.reverse(kernel, [0, 1])
                 dx = tf.nn.depthwise_conv2d(t, flipped, [1, 1, 1, 1], "VALID")
             if need_dw:
-                xp = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+                # Anchored on dy: otherwise the converter pads in the forward pass and keeps
+                # the padded copy instead of x (2.66 vs 0.9 MB per block in mbv3_small).
+                xp = tf.pad(x + _zero_from(dy), [[0, 0], [pt, pb], [pl, pr], [0, 0]])
                 hp, wp = h + pt + pb, w + pl + pr
                 taps = []
                 for a in range(k):
                     for b in range(k):
-                        shifted = _pad_or_crop(dyd, a, hp - a - ho * stride, b, wp - b - wo * stride)
+                        # chained on the previous tap, so the k*k shifted copies of dy are
+                        # made one at a time, not all before the first multiply
+                        src = dyd + _zero_from(taps[-1]) if taps else dyd
+                        shifted = _pad_or_crop(src, a, hp - a - ho * stride, b, wp - b - wo * stride)
                         taps.append(tf.reduce_sum(xp * shifted, axis=[0, 1, 2]))
                 dw = tf.reshape(tf.stack(taps), [k, k, c, 1])
             return dx, dw
@@ -124,9 +129,8 @@ def depthwise_conv(x, kernel, stride=1, *, need_dx=True, need_dw=True):
 def conv2d(x, kernel, stride=1, *, need_dx=True, need_dw=True):
     """Full kxk conv, SAME padding (the stem, TinyTL's lite residual). kernel: [k,k,Cin,Cout].
 
-    dx: TRANSPOSE_CONV. dw: per tap, (strided slice of the padded input)^T @ dy. The slices
-    come from the input here: this op only sees small inputs (the 3-channel image, pooled
-    lite-residual maps), where keeping them is cheap.
+    dx: TRANSPOSE_CONV. dw: per tap, (strided slice of the padded input)^T @ dy, the pad
+    anchored on dy and the taps chained, as in depthwise_conv.
     """
     n, h, w, cin = x.shape
     k, cout = kernel.shape[0], kernel.shape[3]
@@ -142,12 +146,13 @@ def conv2d(x, kernel, stride=1, *, need_dx=True, need_dw=True):
             if need_dx:
                 dx = tf.nn.conv2d_transpose(dy, kernel, [n, h, w, cin], stride, "SAME")
             if need_dw:
-                xp = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
+                xp = tf.pad(x + _zero_from(dy), [[0, 0], [pt, pb], [pl, pr], [0, 0]])
                 dy2 = tf.reshape(dy, [-1, cout])
                 taps = []
                 for a in range(k):
                     for b in range(k):
-                        sl = tf.strided_slice(xp, [0, a, b, 0],
+                        src = xp + _zero_from(taps[-1]) if taps else xp
+                        sl = tf.strided_slice(src, [0, a, b, 0],
                                               [n, a + (ho - 1) * stride + 1, b + (wo - 1) * stride + 1, cin],
                                               [1, stride, stride, 1])
                         taps.append(tf.matmul(tf.reshape(sl, [-1, cin]), dy2, transpose_a=True))
@@ -181,13 +186,17 @@ def dense(x, kernel, bias=None, *, need_dx=True, need_dw=True, need_db=True):
 
 
 def global_avg_pool(x):
-    """Mean over H, W -> [N, C]; backward broadcasts dy / (H*W) (BROADCAST_TO)."""
+    """Mean over H, W -> [N, C]; backward: dy [N,1,1,C] times a [1,H,W,1] fill of 1/(H*W).
+
+    A broadcasting MUL, not BROADCAST_TO, which LiteRT runs on a slow reference kernel
+    (22 ms of mbv3_small's ft_all step); tf.fill keeps the constant out of the file.
+    """
     n, h, w, c = x.shape
 
     @tf.custom_gradient
     def op(x):
         def grad(dy):
-            return tf.broadcast_to(tf.reshape(dy * (1.0 / (h * w)), [n, 1, 1, c]), [n, h, w, c])
+            return tf.reshape(dy, [n, 1, 1, c]) * tf.fill([1, h, w, 1], 1.0 / (h * w))
 
         return tf.reduce_mean(x, axis=[1, 2]), grad
 
@@ -296,7 +305,8 @@ def bn_affine(x, scale, shift, *, need_dx=True, need_dshift=True):
 def bn_train(x, gamma, beta, epsilon, *, need_dx=True):
     """Training-mode BN with batch statistics; returns (y, batch_mean, batch_variance).
 
-    Backward stores x (one tensor) and recomputes x_hat from it.
+    Backward stores x (one tensor) and recomputes x_hat from it, anchored on dy so that the
+    converter does not hoist x - mean into the forward pass and keep it beside x.
     """
     axes = list(range(len(x.shape) - 1))
     m = 1
@@ -311,7 +321,7 @@ def bn_train(x, gamma, beta, epsilon, *, need_dx=True):
         y = (x - mean) * (rstd * gamma) + beta
 
         def grad(dy, dmean_unused=None, dvar_unused=None):
-            xhat = (x - mean) * rstd
+            xhat = (x + _zero_from(dy) - mean) * rstd
             dbeta = tf.reduce_sum(dy, axis=axes)
             dgamma = tf.reduce_sum(dy * xhat, axis=axes)
             dx = None

