@@ -635,7 +635,6 @@ def write(res, path=MD):
             for key in ("mbv3_small/mobiletl-3", "mbv3_small/ft_all"):
                 L += top_ops(res, key) + [""]
         L += findings(res)
-        L += experiments_section(res)
     L += ["## Trainer CLI (tftl-train): epoch time and accuracy", ""]
     L += train_section(res)
     L += ["", "## Plots", "", "* `bench/memory.png` — per scheme: measured peak RSS split into "
@@ -649,7 +648,6 @@ def write(res, path=MD):
           "python bench/run.py --part memory    # memory + latency only (the core): 26 min here, 14 exports included",
           "python bench/run.py --part train [--quick] [--epochs N --seeds 0,1,2 --acc-schemes ...]",
           "python bench/run.py --report-only [--regraph]   # RESULTS.md + plots from results.json",
-          "python bench/fix_experiments.py [--variant fixed|anchor|fp32] [--model M --labels ...]   # patched-ops / fp32 experiments",
           "python bench/op_profile.py bench/.cache/<file>.tflite   # op-level CPU time of the train signature",
           "python bench/probe_litert.py bench/.cache/<file>.tflite --threads 1 --steps 20   # one probe",
           "python bench/probe_tf.py --model mbv3_small --scheme mobiletl --blocks 3 --threads 2",

@@ -126,7 +126,6 @@ def _compact_profile(p, model, label):
 
 def memory_latency(a, res, src):
     """Part 1-3: analytical vs measured memory, LiteRT (1/2 threads) and TF step time."""
-    from tftl import profile
     name = "memory"
     old = res.get("memory") or {}
     if (a.quick and not a.overwrite_full and old.get("mode") == "full"
@@ -159,8 +158,7 @@ def memory_latency(a, res, src):
                 save_results(res)
                 continue
             row["file_bytes"] = os.path.getsize(path)
-            prof = profile.profile(model, scheme, blocks, 8, 224, 10)
-            row["analytical"] = _compact_profile(prof, model, label)
+            row["analytical"] = analytical(model, label)
             row["graph"] = graph_row(model, label, path)
             row["litert"] = {}
             for t in a.threads:
@@ -212,10 +210,23 @@ def graph_row(model, label, path):
     return g
 
 
+def analytical(model, label):
+    """The profiler's prediction for a row: masks counted as the graph stores them (bool,
+    8 bits; `bool_masks=True`), plus the peak under TinyTL's 1-bit rule for reference."""
+    from tftl import profile
+    scheme, blocks = common.parse_label(label)
+    out = _compact_profile(profile.profile(model, scheme, blocks, 8, 224, 10, bool_masks=True),
+                           model, label)
+    out["peak_bytes_1bit_masks"] = profile.profile(model, scheme, blocks, 8, 224, 10)["peak_bytes"]
+    return out
+
+
 def regraph(res):
-    """Recompute the static graph accounting of stored rows (no probes)."""
+    """Recompute the analytical rows and the static graph accounting (no probes)."""
     for name in ("memory", "memory_quick"):
         for row in (res.get(name) or {}).get("rows", {}).values():
+            if row.get("model") and row.get("scheme"):
+                row["analytical"] = analytical(row["model"], row["scheme"])
             path = os.path.join(common.ROOT, row.get("file") or "")
             if row.get("file") and os.path.exists(path):
                 row["graph"] = graph_row(row["model"], row["scheme"], path)

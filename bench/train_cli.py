@@ -159,7 +159,8 @@ def accuracy(src, *, models, labels, seeds, epochs, probe_steps=3, log=common.lo
                 row["probe_error"] = perr
             from tftl import profile
             scheme, blocks = common.parse_label(label)
-            prof = profile.profile(model, scheme, blocks, 8, 224, len(flowers_labels()))
+            prof = profile.profile(model, scheme, blocks, 8, 224, len(flowers_labels()),
+                                   bool_masks=True)
             row["train_flops"] = prof["forward_flops"] + prof["backward_flops"]
             row["analytical_peak_bytes"] = prof["peak_bytes"]
             rows.append(row)

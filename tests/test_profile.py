@@ -225,3 +225,15 @@ def test_cli_plot(tmp_path, capsys):
     out = tmp_path / "fig4.png"
     assert prof.main(["--all-schemes", "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bool_masks_count_exact_masks_at_a_byte():
+    """bool_masks=True: exact ReLU6 masks cost 8 bits (as stored); MobileTL's sign masks and
+    everything else are unchanged."""
+    base = prof.profile("mbv2", "ft_bias", batch=2, image_size=96)
+    stored = prof.profile("mbv2", "ft_bias", batch=2, image_size=96, bool_masks=True)
+    masks = sum(r["saved_bytes"] for r in base["layers"] if r["kind"] == "act")
+    assert masks > 0 and stored["activation_bytes"] - base["activation_bytes"] == 7 * masks
+    m = prof.profile("mbv2", "mobiletl", batch=2, image_size=96)
+    assert prof.profile("mbv2", "mobiletl", batch=2, image_size=96, bool_masks=True)[
+        "activation_bytes"] >= m["activation_bytes"]

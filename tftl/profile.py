@@ -32,6 +32,7 @@ input requires grad, i.e. some layer below it (on its input path) trains.
                       counts ReLU6 as ReLU, and MobileTL Table 1 uses it) or 2 (MobileTL
                       Table 2: the mask 0 <= a <= 6 has three states; Figure 1 uses it;
                       8 / 32 are accepted too, for a bool / fp32 store)
+      (profile(bool_masks=True): exact relu / relu6 masks at 8 bits, as tftl stores them)
       hard_swish (exact)  32 bits / element (its input)                  [TinyTL Table 1]
       sigmoid / hard_sigmoid  32 bits / element. They store their *output* y: sigmoid'
                       = y(1-y) and hard_sigmoid' = 1/6 where 0 < y < 1, so the SE gate
@@ -178,14 +179,14 @@ def _params(spec, cfg):
     return 0, 0, 0, 0
 
 
-def _act_save(spec, cfg, relu6_mask_bits):
+def _act_save(spec, cfg, relu6_mask_bits, bool_masks=False):
     """(bytes-per-element multiplier in bits, which tensor) saved by an activation."""
     if cfg.act_backward in _SIGN_BITS:
         return _SIGN_BITS[cfg.act_backward], "mask"
     if spec.act == "relu":
-        return 1, "mask"
+        return 8 if bool_masks else 1, "mask"
     if spec.act == "relu6":
-        return relu6_mask_bits, "mask"
+        return 8 if bool_masks else relu6_mask_bits, "mask"
     if spec.act in _SMOOTH:
         return 32, "input"
     if spec.act in _SMOOTH_OUT:
@@ -193,7 +194,7 @@ def _act_save(spec, cfg, relu6_mask_bits):
     raise ValueError(f"{spec.name}: unknown activation {spec.act!r}")
 
 
-def _walk(specs, configs, batch, relu6_mask_bits=1, input_requires_grad=False):
+def _walk(specs, configs, batch, relu6_mask_bits=1, input_requires_grad=False, bool_masks=False):
     """Walk layers in order; returns (per-layer records, totals dict)."""
     if relu6_mask_bits not in (1, 2, 8, 32):
         raise ValueError(f"relu6_mask_bits must be 1, 2, 8 or 32, got {relu6_mask_bits!r}")
@@ -227,7 +228,7 @@ def _walk(specs, configs, batch, relu6_mask_bits=1, input_requires_grad=False):
         elif s.kind == "bn" and cfg.bn_mode == "full":
             to_save.append((ins[0], "fp32", n_in * FP32))
         elif s.kind == "act" and needs_in_grad:
-            bits, which = _act_save(s, cfg, relu6_mask_bits)
+            bits, which = _act_save(s, cfg, relu6_mask_bits, bool_masks)
             if which == "mask":
                 to_save.append((s.name, f"mask{bits}", _mask_bytes(n_in, bits)))
             else:
@@ -405,8 +406,12 @@ def irb_activation_bytes(batch, channels, height, width, *, expansion, kernel, s
 
 
 def profile(model, scheme="mobiletl", blocks=3, batch=8, image_size=224, num_classes=10,
-            packed_masks=False, relu6_mask_bits=1):
+            packed_masks=False, relu6_mask_bits=1, bool_masks=False):
     """Training costs of `model` under `scheme` (counting rules: module docstring).
+
+    bool_masks=True counts exact ReLU / ReLU6 masks at 8 bits, as tftl's exported graphs
+    store them (a TFLite bool per element), instead of TinyTL's 1 bit: what bench/ compares
+    with measured memory.
 
     Returns a dict (bytes, counts and FLOPs all for one training step of `batch` images):
       model, scheme, blocks (None for schemes that are not block-wise), batch, image_size,
@@ -434,7 +439,7 @@ def profile(model, scheme="mobiletl", blocks=3, batch=8, image_size=224, num_cla
     schemes.validate(scheme, model, blocks)
     specs = archs.decode(model, image_size, num_classes, lite_residual=(scheme == "tinytl"))
     configs = schemes.configure(model, scheme, blocks, specs, packed_masks)
-    records, tot = _walk(specs, configs, batch, relu6_mask_bits)
+    records, tot = _walk(specs, configs, batch, relu6_mask_bits, bool_masks=bool_masks)
     trainable_bytes = tot["trainable"] * FP32
     optimizer = 2 * tot["trainable"] * FP32 + tot["state_bytes"]
     return {
@@ -442,6 +447,7 @@ def profile(model, scheme="mobiletl", blocks=3, batch=8, image_size=224, num_cla
         "blocks": blocks if scheme in schemes.BLOCKWISE else None,
         "batch": batch, "image_size": image_size, "num_classes": num_classes,
         "packed_masks": bool(packed_masks), "relu6_mask_bits": relu6_mask_bits,
+        "bool_masks": bool(bool_masks),
         "activation_bytes": tot["saved"],
         "peak_activation_bytes": tot["peak"], "peak_layer": tot["peak_layer"],
         "trainable_params": tot["trainable"], "trainable_param_bytes": trainable_bytes,
@@ -562,6 +568,8 @@ def main(argv=None):
                    help="mobiletl sign masks bit-packed (1 bit) instead of bool (1 byte)")
     p.add_argument("--relu6-mask-bits", type=int, default=1, choices=(1, 2),
                    help="bits per element of an exact ReLU6 mask (TinyTL: 1, MobileTL Table 2: 2)")
+    p.add_argument("--bool-masks", action="store_true",
+                   help="exact ReLU/ReLU6 masks at 8 bits, as the exported graph stores them")
     p.add_argument("--all-schemes", action="store_true", help="compare all 7 schemes")
     p.add_argument("--layers", action="store_true", help="per-layer table")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -570,7 +578,7 @@ def main(argv=None):
     names = schemes.SCHEMES if a.all_schemes else (a.scheme,)
     try:
         results = [profile(a.model, s, a.blocks, a.batch, a.image_size, a.num_classes,
-                           a.packed_masks, a.relu6_mask_bits) for s in names]
+                           a.packed_masks, a.relu6_mask_bits, a.bool_masks) for s in names]
     except ValueError as e:
         p.error(str(e))
     if a.json:
