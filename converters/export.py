@@ -11,10 +11,10 @@ The file holds these signatures (batch B and resolution R fixed at export):
   save()                                               -> every piece of trainable state
   restore(<the same named tensors>)                    -> ok f32[]
 State = trained weights, BN running statistics of fully trained BNs, optimizer slots and
-step; names are sanitised variable paths. Frozen weights are constants, stored int8 by
-dynamic-range quantization (--quantize int8). tftl metadata (labels, preprocessing, model,
-scheme, blocks, content hash) rides in a ZIP appended to the flatbuffer
-(`tftl.runtime.modelfile`), readable on the device without TensorFlow.
+step; names are sanitised variable paths. Frozen weights are constants, stored per-channel
+int8 behind DEQUANTIZE ops (--quantize int8, converters/quantize.py). tftl metadata (labels,
+preprocessing, model, scheme, blocks, content hash) rides in a ZIP appended to the
+flatbuffer (`tftl.runtime.modelfile`), readable on the device without TensorFlow.
 """
 
 import argparse
@@ -189,7 +189,10 @@ def convert(module, signatures, quantize="int8"):
         conv.experimental_enable_resource_variables = True
         flat = conv.convert()
         if quantize == "int8":
-            flat, _ = int8_weights(flat)
+            flat, stats = int8_weights(flat)
+            logging.info("int8 weights: %d tensors, %d elements; %d elements stay float32 "
+                         "(vectors: BN scales/shifts, biases)", stats["quantized_tensors"],
+                         stats["quantized_elements"], stats["float_elements"])
         return flat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

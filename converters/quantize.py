@@ -10,8 +10,11 @@ them at delegate creation, the builtin kernel caches them in a persistent tensor
 trunk then runs at float speed. Activations are never quantized, so the only error is the
 weights' rounding. Full-integer quantization of a training graph does not convert in TF 2.21.
 
-Rank-0/1 constants (BN scales and shifts folded to vectors, biases, scalars) stay float32,
-like the float scales and int32 biases of a fully quantized model.
+The initial values of the resource variables (trained weights, Adam slots) stay float32
+unless asked (`initial_values=True`), so training starts from the exact pretrained weights.
+Vector-shaped constants (BN scales and shifts, biases, scalars: at most one dimension > 1)
+stay float32, like the float scales and int32 biases of a fully quantized model; per-channel
+int8 would need one float scale per element there.
 """
 
 import numpy as np
@@ -57,15 +60,19 @@ def quantize_weights(w: np.ndarray, axis: int):
     return q, scale
 
 
-def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=None):
+def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=None,
+                 initial_values=False):
     """Float flatbuffer -> (flatbuffer with int8 weights + DEQUANTIZE ops, stats dict).
 
     Args:
       flatbuffer: a TFLite model converted without quantization.
       min_elements: smaller constants stay float32 (the scales would outweigh the saving).
       select: optional predicate (tensor name, shape) -> bool; False keeps a tensor float.
+      initial_values: also round the initial values of the resource variables (the trained
+        weights' pretrained start) to int8. Off: training starts from the exact weights.
     Returns:
-      (new flatbuffer bytes, {"quantized_tensors", "quantized_elements", "float_elements"}).
+      (new flatbuffer bytes, stats): quantized_tensors (DEQUANTIZE ops, per subgraph),
+      quantized_elements and float_elements (distinct int8 / float32 constant data).
     """
     import flatbuffers
 
@@ -76,24 +83,28 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
     quantized = {}   # (float buffer, shape, axis) -> (int8 buffer index, scales); the
     # converter shares one buffer between tensors of equal bytes, even of different shapes
     stats = {"quantized_tensors": 0, "quantized_elements": 0, "float_elements": 0}
+    kept_float = {}  # buffer -> elements of constants left float32 (counted once)
     for sg in model.subgraphs:
         consumers = {}
         for op in sg.operators:
             for pos, t in enumerate(op.inputs if op.inputs is not None else []):
                 if t >= 0:
                     consumers.setdefault(t, []).append((op, pos))
+        initializers = {t for t, uses in consumers.items()
+                        if any(op_names[op.opcodeIndex] == "ASSIGN_VARIABLE" for op, _ in uses)}
         new_ops = []
         for t_index, tensor in enumerate(list(sg.tensors)):
             buf = model.buffers[tensor.buffer] if tensor.buffer else None
             if (buf is None or buf.data is None or len(buf.data) == 0
                     or tensor.type != schema.TensorType.FLOAT32 or t_index not in consumers
-                    or tensor.isVariable):
+                    or tensor.isVariable or (t_index in initializers and not initial_values)):
                 continue
             shape = tuple(int(s) for s in tensor.shape)
             size = int(np.prod(shape)) if shape else 1
-            if len(shape) < 2 or size < min_elements or (
+            vector = sum(d > 1 for d in shape) <= 1   # e.g. [1,1,1,C]: a scale per element
+            if vector or size < min_elements or (
                     select is not None and not select(tensor.name.decode(), shape)):
-                stats["float_elements"] += size
+                kept_float[tensor.buffer] = size
                 continue
             kinds = {op_names[op.opcodeIndex] for op, _ in consumers[t_index]}
             axis = (len(shape) - 1 if "DEPTHWISE_CONV_2D" in kinds
@@ -106,6 +117,7 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
                 qbuf.data = np.frombuffer(q.tobytes(), np.uint8)
                 model.buffers.append(qbuf)
                 quantized[key] = (len(model.buffers) - 1, scale)
+                stats["quantized_elements"] += size
             qindex, scale = quantized[key]
             qt = schema.TensorT()
             qt.shape = list(shape)
@@ -125,8 +137,8 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
             op.outputs = [t_index]
             new_ops.append(op)
             stats["quantized_tensors"] += 1
-            stats["quantized_elements"] += size
         sg.operators = new_ops + list(sg.operators)
+    stats["float_elements"] = sum(kept_float.values())
     still_used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
     for float_buffer, _, _ in quantized:
         if float_buffer not in still_used:

@@ -31,14 +31,20 @@ def test_per_channel_rounding_error_is_half_a_step(shape, axis):
 
 
 def float_weight_tensors(flatbuffer):
-    """(subgraph, name, shape) of float32 constants of rank >= 2 and >= 16 elements."""
+    """(subgraph, name, shape) of float32 constants with >= 16 elements and at least two
+    dimensions > 1 (weights, not BN / bias vectors), other than variables' initial values."""
     m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    assign = [i for i, c in enumerate(m.operatorCodes)
+              if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.ASSIGN_VARIABLE]
     out = []
     for i, sg in enumerate(m.subgraphs):
-        for t in sg.tensors:
+        initial = {op.inputs[1] for op in sg.operators if op.opcodeIndex in assign}
+        for j, t in enumerate(sg.tensors):
             b = m.buffers[t.buffer]
-            if (t.type == schema.TensorType.FLOAT32 and b.data is not None and len(b.data)
-                    and t.shape is not None and len(t.shape) >= 2 and np.prod(t.shape) >= 16):
+            if (j not in initial and t.type == schema.TensorType.FLOAT32
+                    and b.data is not None and len(b.data)
+                    and t.shape is not None and sum(d > 1 for d in t.shape) >= 2
+                    and np.prod(t.shape) >= 16):
                 out.append((i, t.name.decode(), tuple(t.shape)))
     return out
 
@@ -54,6 +60,7 @@ def test_int8_export_stores_whole_trunk_int8_and_still_labels_photos():
                                scheme="mobiletl", blocks=3)
     flat, _, _ = export.to_tflite(model, batch=len(EXPECTED), quantize="int8")
     assert float_weight_tensors(flat) == []
+    assert float_weight_tensors(export.to_tflite(model, batch=1, quantize="none")[0])  # can fail
     x = np.stack([np.asarray(Image.open(os.path.join(d, f)).convert("RGB").resize((224, 224)),
                              np.float32) for f in EXPECTED])
     probs = interpreter.load_interpreter(flat).get_signature_runner("infer")(images=x)["probabilities"]
