@@ -20,6 +20,7 @@ T_MEM_RATIO = 3.0
 T_SPEED_RATIO = 2.0
 T_SAVED_REDUCTION = 0.40
 T_TF_MEM_RATIO = 3.0
+T_CACHE_SPEEDUP = 5.0
 
 
 def _mb(x, nd=1):
@@ -139,7 +140,102 @@ def targets(res, section="memory"):
                     _verdict(all(sp_ok) and all(mem_ok)),
                     f"speed {_verdict(all(sp_ok))} ({'; '.join(speed)}); memory "
                     f"{_verdict(all(mem_ok))} ({'; '.join(mem)})"))
+    if section == "memory":
+        out += train_targets(res)
     return out
+
+
+def cache_speedup(res):
+    """(no-cache epoch s, cached epoch s after the first) of the trainer CLI, or None."""
+    et = _get(res, "train_cli", "epoch_time") or {}
+    rc, rn = et.get("cache") or {}, et.get("no_cache") or {}
+    if not (rc.get("epoch_seconds") and rn.get("epoch_seconds")):
+        return None
+    later = rc["epoch_seconds"][1:] or rc["epoch_seconds"]
+    return statistics.median(rn["epoch_seconds"]), statistics.median(later)
+
+
+def train_targets(res):
+    """T4 feature cache >= 5x; T5 accuracy: mobiletl-3 within 1 point of ft_blocks-3 and
+    above ft_last, per model (trainer CLI section)."""
+    out = []
+    sp = cache_speedup(res)
+    if sp:
+        et = res["train_cli"]["epoch_time"]
+        out.append((f"T4 feature cache: epochs after the first >= {T_CACHE_SPEEDUP:.0f}x faster "
+                    f"({et['model']} {et['scheme']}, tftl-train)",
+                    _verdict(sp[0] / sp[1] >= T_CACHE_SPEEDUP),
+                    f"epoch {sp[0]:.1f} s without the cache vs {sp[1]:.1f} s with it = "
+                    f"{sp[0] / sp[1]:.2f}x"))
+    acc = {(r["model"], r["scheme"]): r for r in _get(res, "train_cli", "accuracy") or []
+           if r.get("val_accuracy_mean") is not None}
+    for model in sorted({m for m, _ in acc}):
+        m, b, l_ = (acc.get((model, k)) for k in ("mobiletl-3", "ft_blocks-3", "ft_last"))
+        if not (m and b and l_):
+            continue
+        gap = 100 * (b["val_accuracy_mean"] - m["val_accuracy_mean"])
+        ok = gap <= 1.0 and m["val_accuracy_mean"] > l_["val_accuracy_mean"]
+        out.append((f"T5 {model} accuracy: mobiletl-3 within 1 point of ft_blocks-3, above ft_last",
+                    _verdict(ok),
+                    f"mobiletl-3 {m['val_accuracy_mean']:.3f}, ft_blocks-3 "
+                    f"{b['val_accuracy_mean']:.3f} ({gap:+.1f} points), ft_last "
+                    f"{l_['val_accuracy_mean']:.3f} (flowers5 val, mean of {len(m['runs'])} seeds)"))
+    return out
+
+
+def headline(res):
+    """The README's table: one row per measured model / scheme."""
+    rows = _get(res, "memory", "rows") or {}
+    acc = {(r["model"], r["scheme"]): r for r in _get(res, "train_cli", "accuracy") or []
+           if r.get("val_accuracy_mean") is not None}
+    L = ["| model | scheme | analytical peak MB | LiteRT peak RSS MB | LiteRT step ms | "
+         "TensorFlow step ms | TensorFlow peak RSS MB |",
+         "|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        l1, t1 = _lite(row, 1), _tf(row, 1)
+        if not l1 or "analytical" not in row:
+            continue
+        L.append(f"| {row['model']} | {row['scheme']} | {_mb(row['analytical']['peak_bytes'])} "
+                 f"| {_mb(l1['peak_rss'], 0)} | {_ms(l1['median_ms'])} "
+                 f"| {_ms(t1['median_ms']) if t1 else '—'} | {_mb(t1['peak_rss'], 0) if t1 else '—'} |")
+    if acc:
+        models = sorted({m for m, _ in acc})
+        L += ["", "| scheme | " + " | ".join(f"{m} flowers5 val acc" for m in models) + " |",
+              "|---|" + "---|" * len(models)]
+        for scheme in common.SCHEME_LABELS:
+            cells = []
+            for m in models:
+                r = acc.get((m, scheme))
+                cells.append(f"{r['val_accuracy_mean']:.3f} ± {r.get('val_accuracy_std', 0):.3f}"
+                             if r else "—")
+            L.append(f"| {scheme} | " + " | ".join(cells) + " |")
+    return L
+
+
+README = os.path.join(common.ROOT, "README.md")
+BEGIN, END = "<!-- bench:headline -->", "<!-- /bench:headline -->"
+
+
+def update_readme(res, path=README):
+    """Replace the README's headline block (between the markers) with this run's numbers."""
+    with open(path) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        return False
+    mem, t = res.get("memory") or {}, res.get("train_cli") or {}
+    block = [BEGIN,
+             f"Measured by `python bench/run.py` on this project's 2-core x86 machine (shared; "
+             f"memory/latency {mem.get('finished', '?')}, trainer {t.get('finished', '?')}): "
+             "batch 8, 224 px, Adam, 1 thread, medians. Peak RSS is the whole fresh process. "
+             "Details, causes and fixes: `bench/RESULTS.md`.", ""]
+    block += headline(res) + ["", "```"]
+    for name, v, detail in targets(res):
+        block += [f"{v:4s}  {name}", f"      {detail}"]
+    block += ["```", "", "![accuracy vs memory](bench/pareto.png)", END]
+    a, b = text.index(BEGIN), text.index(END) + len(END)
+    with open(path, "w") as f:
+        f.write(text[:a] + "\n".join(block) + text[b:])
+    return True
 
 
 # ----------------------------------------------------------------------------- tables
@@ -308,58 +404,6 @@ def top_ops(res, key, n=10):
         out.append(f"| {r['index']} | {r['op']} | {r.get('phase', '')} | {r['ms']:.2f} "
                    f"| `{r['output'][:60]}` | {r['shape']} |")
     return out
-
-
-def experiments_section(res):
-    exps = res.get("experiments") or {}
-    base = _get(res, "memory", "rows") or {}
-    variants = [v for v in ("fixed", "anchor", "fp32") if (exps.get(v) or {}).get("rows")]
-    if not variants:
-        return []
-    L = ["## Fix experiments (tftl/ops.py / export options patched in a scratch process, "
-         "not in the repo: `bench/fix_experiments.py`)", ""]
-    for v in variants:
-        exp = exps[v]
-        L += [f"**Variant `{v}`** — {exp.get('description', '')}", ""]
-        if exp.get("gradient_max_abs_diff"):
-            L += ["Gradient check of the patched ops against the originals (max abs diff): "
-                  + ", ".join(f"{k} {d:.1e}" for k, d in exp["gradient_max_abs_diff"].items()), ""]
-        L += ["| model / scheme | saved act MB: all (trained blocks), before → after | graph ideal "
-              "arena MB | measured arena MB | peak RSS MB | step CPU ms (1t) | extract / "
-              "train_features CPU ms | without XNNPACK: arena MB / peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|"]
-        for key, r in exp["rows"].items():
-            b = base.get(key, {})
-            if "error" in r:
-                L.append(f"| {key} | error: {r['error'][:80]} |" + " |" * 6)
-                continue
-            g0, g1 = b.get("graph", {}), r["graph"]
-            l0 = _lite(b)
-            l1 = r.get("litert") if _ok(r.get("litert")) else None
-            d0 = _get(b, "decompose", "decompose_cpu_ms") or {}
-            d1 = r.get("decompose") or {}
-
-            def ba(f0, f1, fmt=_mb):
-                return f"{fmt(f0) if f0 is not None else '—'} → {fmt(f1) if f1 is not None else '—'}"
-            L.append(f"| {key} | {ba(g0.get('saved_bytes'), g1['saved_bytes'])} "
-                     f"({ba(g0.get('saved_trained_blocks'), g1['saved_trained_blocks'])}) "
-                     f"| {ba(g0.get('ideal_peak_bytes'), g1['ideal_peak_bytes'])} "
-                     f"| {ba(_get(l0, 'arena', 'extent_bytes'), _get(l1, 'arena', 'extent_bytes'))} "
-                     f"| {ba(_get(l0, 'peak_rss'), _get(l1, 'peak_rss'), lambda x: _mb(x, 0))} "
-                     f"| {ba(_get(l0, 'median_cpu_ms'), _get(l1, 'median_cpu_ms'), _ms)} "
-                     f"| {ba(d0.get('extract'), d1.get('extract'), _ms)} / "
-                     f"{ba(d0.get('train_features'), d1.get('train_features'), _ms)} "
-                     f"| {ba(_get(b, 'no_delegates', 'arena', 'extent_bytes'), _get(r, 'no_delegates', 'arena', 'extent_bytes'))} / "
-                     f"{ba(_get(b, 'no_delegates', 'peak_rss'), _get(r, 'no_delegates', 'peak_rss'), lambda x: _mb(x, 0))} |")
-        rows = exp["rows"]
-        b, c = rows.get("mbv3_small/mobiletl-3"), rows.get("mbv3_small/ft_blocks-3")
-        if v == "fixed" and b and c and "graph" in b and "graph" in c:
-            sb, sc = b["graph"]["saved_trained_blocks"], c["graph"]["saved_trained_blocks"]
-            L += ["", f"With these fixes T2 (trained-block saved activations, mobiletl-3 vs "
-                  f"ft_blocks-3) measures {_mb(sb, 2)} vs {_mb(sc, 2)} MB = "
-                  f"{100 * (1 - sb / sc):.1f}% smaller."]
-        L.append("")
-    return L
 
 
 def op_mix(res, key):
@@ -532,16 +576,15 @@ def explain(res):
         "the TFLite arena can be *below* the graph ideal; the no-XNNPACK arena ("
         f"{_mb(_get(b, 'no_delegates', 'arena', 'extent_bytes'))} MB here) is the whole plan.",
         f"* **Saved activations: {_mb(g['saved_bytes'], 2)} MB in the graph vs "
-        f"{_mb(an['activation_bytes'], 2)} MB predicted** — see the per-block table below; the "
-        "padded input of each trained depthwise conv is kept instead of the input itself.",
+        f"{_mb(an['activation_bytes'], 2)} MB predicted** — see the per-block table below.",
         f"* **Variables, {_mb(lb.get('variables_bytes'))} MB** = trainable weights + 2 Adam slots "
         "+ BN running statistics: the profiler's trainable + optimizer terms, matching to within "
         "the BN statistics.",
         f"* **Other step memory, {_mb(_other(lb))} MB** (peak minus baseline, arena, variables "
         "and the input arrays): mostly XNNPACK — the default delegate packs the weights of the "
-        "ops it takes into its own layout (int8 dynamic-range kernels are unpacked to fp32) and "
-        "keeps a workspace for the tensors inside its partitions — plus the hybrid kernels' "
-        "scratch and malloc's retained heap. Without XNNPACK the same step peaks at "
+        "ops it takes into its own layout (the frozen weights, dequantized from int8 once) and "
+        "keeps a workspace for the tensors inside its partitions — plus malloc's retained "
+        "heap. Without XNNPACK the same step peaks at "
         f"{_mb(_get(b, 'no_delegates', 'peak_rss'), 0)} MB (but runs ~3x slower).",
     ]
     if a and _lite(a):
@@ -663,6 +706,8 @@ def write(res, path=MD):
         plot_pareto(res)
     except Exception as e:  # plots are a convenience
         lines.append(f"(plots failed: {type(e).__name__}: {e})")
+    if update_readme(res):
+        lines.append("updated README.md's headline block")
     lines.append(f"wrote {os.path.relpath(path, common.ROOT)}, bench/memory.png, bench/pareto.png")
     return lines
 
@@ -737,23 +782,6 @@ def train_section(res):
                      f"| {_mb(r.get('analytical_peak_bytes'))} | {r['train_flops'] / 1e9:.2f} "
                      f"| {_mb(max([x.get('peak_rss', 0) for x in r['runs']] or [0]), 0)} |"
                      + (f" errors: {errs[0][:100]}" if errs else ""))
-    big = []
-    for r in acc:
-        for x in r.get("runs", []):
-            fc = x.get("feature_cache") or {}
-            if fc.get("enabled") and (fc.get("bytes") or 0) > 300 * 2**20:
-                big.append((r["model"], r["scheme"], fc["bytes"], fc.get("storage"), x["peak_rss"]))
-    if big:
-        L += ["", "**tftl-train caches features that are bigger than the images.** "
-              + "; ".join(f"{m} {s_}: {b / 2**20:.0f} MiB cache ({st}), tftl-train peak RSS "
-                          f"{_mb(p, 0)} MB" for m, s_, b, st, p in big[:4])
-              + ". For ft_bias, ft_norm and tinytl the 'frozen trunk' is only the stem conv "
-              "(`trunk_end` = Conv1 in their metadata: the first BN trains), whose output "
-              "[112,112,32] is 2.7x the image, yet "
-              "`tftl/runtime/trainer.py:509` turns the cache on whenever the model has a trunk "
-              "(`use_cache = session.has_trunk`). Fix: default it on only when the feature tensor "
-              "is smaller than the image (or the trunk holds most of the forward FLOPs); the "
-              "memmap files (~0.8 GB here) stay in the checkpoint folder after the run."]
     pts, source = pareto_points(res)
     L += ["", f"Pareto plot source: {source}."]
     return L
@@ -761,10 +789,6 @@ def train_section(res):
 
 def _row(res, key, section="memory"):
     return (_get(res, section, "rows") or {}).get(key) or {}
-
-
-def _exp(res, variant, key):
-    return _get(res, "experiments", variant, "rows", key) or {}
 
 
 def _other(l1):
@@ -779,7 +803,16 @@ def _opms(row, op, field="ms"):
 
 def findings(res):
     """Causes of the missed targets and the fixes, quoting this run's numbers."""
-    L = ["## Findings: causes and fixes", ""]
+    L = ["## Findings: causes and fixes", "",
+         "Landed in this revision (measured before → after in the previous run of this "
+         "benchmark, same machine): frozen weights stored int8 behind DEQUANTIZE instead of "
+         "the converter's hybrid dynamic-range kernels (mbv2 depthwise convs 83 → 18 ms; "
+         "`converters/quantize.py`); the depthwise/stem weight-gradient pad and the full BN's "
+         "x_hat anchored on dy and the k*k taps chained (mbv3_small trained-block saved "
+         "activations 14.1 → 10.6 MB for mobiletl-3); the global-pool backward as a "
+         "broadcasting MUL instead of BROADCAST_TO (22 ms of ft_all's step); `train_features` "
+         "returning the step's probabilities, so the cached epoch runs one signature per "
+         "batch instead of two.", ""]
     a, b, c = (_row(res, "mbv3_small/ft_all"), _row(res, "mbv3_small/mobiletl-3"),
                _row(res, "mbv3_small/ft_blocks-3"))
     la, lb = _lite(a), _lite(b)
@@ -787,8 +820,10 @@ def findings(res):
         ta, tb_ = a["analytical"]["trainable_params"], b["analytical"]["trainable_params"]
         step_a = la["arena"]["extent_bytes"] + la.get("variables_bytes", 0)
         step_b = lb["arena"]["extent_bytes"] + lb.get("variables_bytes", 0)
-        L += ["### T1a: ft_all / mobiletl-3 peak memory is 3x on the step, not on the process", "",
-              f"* Measured ratios: peak RSS {la['peak_rss'] / lb['peak_rss']:.2f}x, step increment "
+        ratio = la["peak_rss"] / lb["peak_rss"]
+        L += [f"### T1a: ft_all / mobiletl-3 peak memory: {ratio:.2f}x on the process, "
+              f"{step_a / step_b:.2f}x on the step", "",
+              f"* Measured ratios: peak RSS {ratio:.2f}x, step increment "
               f"{(la['peak_rss'] - la['rss_loaded']) / (lb['peak_rss'] - lb['rss_loaded']):.2f}x, "
               f"arena + variables {step_a / step_b:.2f}x, arena alone "
               f"{la['arena']['extent_bytes'] / lb['arena']['extent_bytes']:.1f}x; analytical "
@@ -798,141 +833,67 @@ def findings(res):
               f"LiteRT library, the model bytes), the variables ({_mb(lb['variables_bytes'])} vs "
               f"{_mb(la['variables_bytes'])} MB — on mbv3_small the top 3 blocks + head hold "
               f"{100 * tb_ / ta:.0f}% of the parameters, so mobiletl-3 keeps almost all of "
-              f"ft_all's weights and Adam slots), and XNNPACK/scratch ({_mb(_other(lb))} vs "
-              f"{_mb(_other(la))} MB). With a {_mb(lb['rss_loaded'], 0)} MB floor, 3x on the "
-              f"process would need ft_all at >= {_mb(3 * lb['peak_rss'], 0)} MB.",
-              "* Fix: state the target on the training step's own memory (arena + variables, "
-              f"{step_a / step_b:.1f}x here), which is what the method changes; on the process, "
-              "export the frozen trunk fp32 instead of dynamic-range int8 (see the fp32 "
-              "experiment: lower peak RSS *and* faster) and trim XNNPACK's copy of the weights. "
-              "The Python floor stays; a C/C++ trainer would remove most of it."]
-        qa = _lite(_row(res, "mbv3_small/ft_all", "memory_quick"))
-        qb = _lite(_row(res, "mbv3_small/mobiletl-3", "memory_quick"))
-        if qa and qb:
-            L.append(f"* Run-to-run spread: the `--quick` check measured {_mb(qa['peak_rss'], 0)} and "
-                     f"{_mb(qb['peak_rss'], 0)} MB for the same files ({qa['peak_rss'] / qb['peak_rss']:.2f}x); "
-                     "ft_all's peak RSS moves by ~25 MB between fresh processes (XNNPACK workspace and "
-                     "malloc), the arena and variables do not move at all.")
-        L.append("")
+              f"ft_all's weights and Adam slots), and XNNPACK's packed weights and workspace "
+              f"({_mb(_other(lb))} vs {_mb(_other(la))} MB). 3x on the process would need "
+              f"mobiletl-3 at <= {_mb(la['peak_rss'] / 3, 0)} MB, i.e. "
+              f"{_mb(la['peak_rss'] / 3 - lb['rss_loaded'], 0)} MB above the loaded process for "
+              f"arena, variables and XNNPACK together.",
+              "* Fix (not in reach here): a C/C++ trainer removes most of the Python floor; "
+              "SGD instead of Adam drops two thirds of the variables (`--optimizer sgd`); "
+              "running the frozen trunk through `extract` once (the trainer's feature cache) "
+              "keeps its activations out of the training step entirely.", ""]
     if b.get("graph") and c.get("graph"):
         pb = b["analytical"]["saved_trained_blocks"]
         pc = c["analytical"]["saved_trained_blocks"]
         sb, sc = b["graph"]["saved_trained_blocks"], c["graph"]["saved_trained_blocks"]
-        pads = [t for t in b["graph"]["largest_saved"] if t["producer"] == "PAD"]
-        bn2 = [t for t in c["graph"]["largest_saved"] if (t["layer"] or "").endswith("expand_bn")]
-        fb, fc = _exp(res, "fixed", "mbv3_small/mobiletl-3"), _exp(res, "fixed", "mbv3_small/ft_blocks-3")
-        L += ["### T2: passes, but the converted graph saves more than the profiler predicts", "",
+        L += ["### T2: measured reduction vs predicted", "",
               f"* Trained blocks: measured {_mb(sb, 2)} (mobiletl-3) vs {_mb(sc, 2)} MB "
-              f"(ft_blocks-3), predicted {_mb(pb, 2)} vs {_mb(pc, 2)} MB.",
-              "* **The padded input of every trained depthwise conv is saved instead of the "
-              "input** (`tftl/ops.py:109`, `xp = tf.pad(x, ...)` in the weight gradient). The pad "
-              "depends only on forward tensors, so the converter runs it in the forward pass and "
-              "keeps the padded copy until the backward: "
-              + ", ".join(f"`{t['name']}` {t['shape']} {_mb(t['bytes'], 2)} MB" for t in pads[:3])
-              + " (x itself is [8,7,7,576] = 0.90 MB for the 7x7 blocks). Both schemes pay it.",
-              "* **A fully trained BN saves two full-size tensors instead of one** "
-              "(`tftl/ops.py:314`, `xhat = (x - mean) * rstd` in the backward is hoisted the "
-              "same way: the centred input and x_hat are kept) — e.g. ft_blocks-3 "
-              + ", ".join(f"`{t['name']}` {_mb(t['bytes'], 2)} MB" for t in bn2[:2])
-              + "; only ft_blocks pays it in the trained blocks (mobiletl's block BNs are "
-              "shift-only), which is why the measured reduction still clears 40%.",
-              "* Fix (tried in a scratch process, `fix_experiments.py`, not in tftl/): anchor "
-              "both to the backward with the existing `_zero_from(dy)` trick — "
-              "`xp = tf.pad(x + _zero_from(dy), ...)` and `xhat = (x + _zero_from(dy) - mean) * rstd` — "
-              "*and* chain the k*k weight-gradient taps (`dyd + _zero_from(previous_tap)`); "
-              "anchoring alone lets the converter materialise all 25 shifted copies of dy at "
-              "once (see variant `anchor`: graph ideal arena "
-              f"{_mb(_get(_exp(res, 'anchor', 'mbv3_small/mobiletl-3'), 'graph', 'ideal_peak_bytes'))} MB "
-              f"and peak RSS {_mb(_get(_exp(res, 'anchor', 'mbv3_small/mobiletl-3'), 'litert', 'peak_rss'), 0)} MB "
-              "for mobiletl-3)."
-              + (f" With the fix the trained-block saved activations are "
-                 f"{_mb(fb['graph']['saved_trained_blocks'], 2)} vs "
-                 f"{_mb(fc['graph']['saved_trained_blocks'], 2)} MB = "
-                 f"{100 * (1 - fb['graph']['saved_trained_blocks'] / fc['graph']['saved_trained_blocks']):.1f}% "
-                 f"smaller, matching the prediction ({100 * (1 - pb / pc):.1f}%)."
-                 if fb.get("graph") and fc.get("graph") else ""), ""]
-    # ---- T3
+              f"(ft_blocks-3) = {100 * (1 - sb / sc):.1f}% smaller; predicted {_mb(pb, 2)} vs "
+              f"{_mb(pc, 2)} MB = {100 * (1 - pb / pc):.1f}%. Before the anchoring fix the graph "
+              "kept each trained depthwise conv's padded input instead of its input and a full "
+              "BN's centred input beside x (14.13 vs 24.41 MB, 42.1%).", ""]
     t3 = [(n, v, d) for n, v, d in targets(res) if n.startswith("T3")]
     if t3:
         slow = [n.split()[1] for n, v, d in t3 if "speed MISS" in d]
         mem = [n.split()[1] for n, v, d in t3 if "memory MISS" in d]
-        m2 = _row(res, "mbv2/mobiletl-3")
-        f2 = _exp(res, "fp32", "mbv2/mobiletl-3")
-        fx = _exp(res, "fixed", "mbv3_small/mobiletl-3")
-        q3 = {n.split()[1]: v for n, v, d in targets(res, "memory_quick") if n.startswith("T3")}
-        flips = [n.split()[1] for n, v, d in t3 if n.split()[1] in q3 and q3[n.split()[1]] != v]
-        L += ["### T3: LiteRT is smaller than TensorFlow but mostly not faster", "",
-              f"* Speed misses on {len(slow)} of {len(t3)} scheme/model pairs ({', '.join(slow)}). "
-              "CPU time (not inflated by other jobs) tells the same story, so it is not noise; at 2 "
-              "threads both runtimes often get slower than at 1 (2 cores shared with other jobs)."
-              + (f" Near parity the verdict is fragile: the `--quick` check flips "
-                 f"{', '.join(flips)}." if flips else "")]
-        if m2 and _lite(m2):
-            L.append(
-                f"* **The int8 dynamic-range frozen trunk runs on slow hybrid kernels.** mbv2 "
-                f"mobiletl-3 spends {_ms(_get(m2, 'decompose', 'decompose_cpu_ms', 'extract'))} ms "
-                f"of its {_ms(_lite(m2)['median_cpu_ms'])} ms step in `extract` (the frozen "
-                f"forward); the op profile puts {_ms(_opms(m2, 'DEPTHWISE_CONV_2D'))} ms in "
-                f"DEPTHWISE_CONV_2D alone (hybrid int8 weights"
-                + (f"; the same ops with fp32 weights take {_ms(_opms(f2, 'DEPTHWISE_CONV_2D'))} ms, "
-                   "i.e. the hybrid path is not accelerated by XNNPACK" if f2.get("op_profile") else "")
-                + "; `experimental_default_delegate_latest_features` does not change it)."
-                + (f" Exported fp32 (`--quantize none`) the same scheme steps in "
-                   f"{_ms(f2['litert']['median_cpu_ms'])} ms (extract "
-                   f"{_ms((f2.get('decompose') or {}).get('extract'))} ms) with *lower* peak RSS "
-                   f"({_mb(f2['litert']['peak_rss'], 0)} vs {_mb(_lite(m2)['peak_rss'], 0)} MB) — "
-                   f"TensorFlow takes {_ms(_get(m2, 'tf', '1', 'median_cpu_ms'))} ms."
-                   if f2.get("litert") else ""))
+        L += ["### T3: LiteRT vs TensorFlow", "",
+              f"* Speed misses on {len(slow)} of {len(t3)} scheme/model pairs"
+              + (f" ({', '.join(slow)})" if slow else "") + "; memory misses on "
+              f"{len(mem)}" + (f" ({', '.join(mem)})" if mem else "") + ". Wall and CPU time "
+              "are both in the tables; the machine's 2 cores are shared, so single verdicts near "
+              "parity can flip between runs."]
         if a.get("op_profile"):
-            L.append(
-                "* **Backward ops written as builtin compositions hit generic kernels.** mbv3_small "
-                f"ft_all op profile: BROADCAST_TO {_ms(_opms(a, 'BROADCAST_TO'))} ms in "
-                f"{_opms(a, 'BROADCAST_TO', 'count')} ops (the global-average-pool backward, "
-                f"`tftl/ops.py:190`; a reference kernel), PAD {_ms(_opms(a, 'PAD'))} ms in "
-                f"{_opms(a, 'PAD', 'count')} ops and SUM {_ms(_opms(a, 'SUM'))} ms (the k*k taps of "
-                f"every depthwise weight gradient), MUL {_ms(_opms(a, 'MUL'))} ms in "
-                f"{_opms(a, 'MUL', 'count')} ops (taps, BN backward, Adam as ~10 element-wise ops "
-                f"per variable), STRIDED_SLICE {_ms(_opms(a, 'STRIDED_SLICE'))} ms (the stem "
-                f"conv's weight-gradient slices, `tftl/ops.py:150`), LOGICAL_AND "
-                f"{_ms(_opms(a, 'LOGICAL_AND'))} ms (exact ReLU6 masks `x>0 & x<6`, 3 full-size ops per "
-                f"activation; {_ms(_opms(_row(res, 'mbv2/ft_all'), 'LOGICAL_AND'))} ms in mbv2 ft_all). TensorFlow "
-                "runs the same compositions on Eigen/oneDNN kernels with grappler's fusions.")
+            top = list(a["op_profile"]["by_type"].items())[:6]
+            L.append("* Where ft_all's step goes (mbv3_small, op-level CPU ms): "
+                     + ", ".join(f"{k} {v['ms']:.0f} ms in {v['count']} ops" for k, v in top)
+                     + ". The backward is written as compositions of builtins (per-tap MUL + SUM "
+                     "for depthwise weight gradients, 3 element-wise ops per exact ReLU6 mask, "
+                     "~10 per variable for Adam); TensorFlow runs fused Eigen/oneDNN kernels "
+                     "for the same maths.")
         L.append("* **Trained convs read their kernels from resource variables**, so XNNPACK "
-                 "cannot pre-pack them (dynamic weights): they run on the builtin kernels and "
-                 "are re-transposed every step (TRANSPOSE ops in the op mix). XNNPACK still "
-                 "carries the rest: without it the step is 2.5-3x slower (no-XNNPACK column).")
-        if fx.get("litert") and lb:
-            L.append(f"* Fixes: export the trunk fp32 (or static int8 for XNNPACK's QS8 kernels), "
-                     f"replace BROADCAST_TO by a broadcasting MUL with a [1,H,W,1] constant, "
-                     f"compute the depthwise weight gradient in fewer, larger ops. The `fixed` "
-                     f"patch set alone takes mbv3_small mobiletl-3 from "
-                     f"{_ms(lb['median_cpu_ms'])} to {_ms(fx['litert']['median_cpu_ms'])} ms CPU "
-                     f"(TensorFlow {_ms(_get(b, 'tf', '1', 'median_cpu_ms'))} ms).")
+                 "cannot pre-pack them: they run on the builtin kernels and are re-transposed "
+                 "every step (TRANSPOSE in the op mix). The frozen trunk does run on XNNPACK "
+                 "(float, dequantized once from int8).")
+        L.append("* Fixes in reach next: keep trained conv kernels in the layout CONV_2D reads "
+                 "(OHWI) so no TRANSPOSE runs per step; one depthwise weight-gradient op per "
+                 "layer as a VALID depthwise conv of x with dy as the filter (per sample, "
+                 "batched through the channel axis); Adam's update as fewer, larger element-wise "
+                 "ops over concatenated variables.")
         if mem:
-            ma = _row(res, "mbv2/ft_all")
-            L.append(
-                f"* Memory misses ({', '.join(mem)}): the big-activation schemes. LiteRT plans "
-                "one static arena over the converter's op order, which is not memory-aware "
-                + (f"(mbv2 ft_all: graph ideal {_mb(ma['graph']['ideal_peak_bytes'], 0)} MB vs "
-                   f"{_mb(ma['analytical']['peak_activation_bytes'], 0)} MB predicted activation peak; "
-                   f"{_mb(ma['graph']['saved_bool_bytes'], 1)} MB of saved bool masks at 1 byte per "
-                   f"element; {_mb(_other(_lite(ma)), 0)} MB XNNPACK/scratch on top of the "
-                   f"{_mb(_lite(ma)['arena']['extent_bytes'], 0)} MB arena)" if ma.get("graph") and _lite(ma) else "")
-                + ", while TensorFlow frees each tensor when its last reader is done and only "
-                "its ~600 MB runtime floor is fixed. Fix: the anchoring/chaining above, bit-packed "
-                "exact masks, and fp32 (not hybrid) trunk kernels.")
+            L.append("* Memory misses are the big-activation schemes: LiteRT plans one static "
+                     "arena over the converter's op order, which is not memory-aware, while "
+                     "TensorFlow frees each tensor after its last reader; above TensorFlow's "
+                     "~600 MB runtime floor the margin shrinks as activations grow.")
         L.append("")
-    # ---- profiler bug
     fb2 = _row(res, "mbv2/ft_bias")
     if fb2.get("graph"):
-        L += ["### Profiler: exact ReLU/ReLU6 masks are counted at 1 bit, stored at 8", "",
-              f"mbv2 ft_bias: predicted saved activations {_mb(fb2['analytical']['activation_bytes'], 2)} MB, "
-              f"measured {_mb(fb2['graph']['saved_bytes'], 2)} MB, of which "
-              f"{_mb(fb2['graph']['saved_bool_bytes'], 2)} MB are bool masks. `tftl/profile.py:185-188` "
-              "(`_act_save`) counts an exact ReLU / ReLU6 mask at 1 bit (`relu6_mask_bits`), but "
-              "`tftl/ops.py:348-350` (`_mask`, exact backward) stores a TFLite bool tensor, 1 byte "
-              "per element — the profiler already counts MobileTL's sign masks at 8 bits for that "
-              "reason. Fix: count exact masks at 8 bits unless bit-packed (or bit-pack them in "
-              "`ops.activation` as the `packed` backward does). Same for tinytl (bool masks "
-              f"{_mb(_get(_row(res, 'mbv2/tinytl'), 'graph', 'saved_bool_bytes'), 1)} MB on mbv2).", ""]
+        L += ["### Profiler: masks counted as stored", "",
+              "The analytical columns count exact ReLU / ReLU6 masks at 8 bits "
+              "(`tftl.profile.profile(..., bool_masks=True)`), as the graph stores them (a TFLite "
+              "bool per element); TinyTL's 1-bit rule (the profiler's default, used to reproduce "
+              f"the papers' tables) predicts {_mb(fb2['analytical'].get('peak_bytes_1bit_masks'))} "
+              f"MB peak for mbv2 ft_bias instead of {_mb(fb2['analytical']['peak_bytes'])} MB; "
+              f"the graph saves {_mb(fb2['graph']['saved_bool_bytes'], 2)} MB of bool masks there. "
+              "Bit-packing them (as the `packed` backward does for MobileTL's sign masks) would "
+              "cost a PACK/UNPACK pass per activation.", ""]
     return L
