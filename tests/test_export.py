@@ -160,6 +160,49 @@ def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
     assert rel <= (1e-3 if optimizer == "sgd" else 5e-2), rel
 
 
+def test_int8_litert_matches_keras_with_int8_rounded_frozen_weights():
+    """The int8 file computes exactly 'the Keras model with its frozen kernels rounded to
+    per-channel int8': with that rounding applied in Keras too, 3 SGD steps agree to float
+    precision. (Against the unrounded Keras model the int8 file differs by up to 8% in the
+    loss and 30% in the weight updates here, mbv2 at 128 px: that is the int8 tolerance.)
+    The converter folds frozen BN scales into the kernels before the pass quantizes them,
+    which commutes with per-output-channel rounding except at .5 ties: measured update
+    difference 4.6e-4, bound 5e-3."""
+    from converters import quantize
+    keras.utils.set_random_seed(0)
+    model = models.build_model("mbv2", num_classes=5, scheme="mobiletl", blocks=2,
+                               weights=need(MBV2_WEIGHTS), image_size=128)
+    flat, _, _ = export.to_tflite(model, batch=8, quantize="int8", optimizer="sgd")
+    rounded = 0
+    for layer in model.tftl_layers:
+        for v in layer.weights:
+            if v.name == "kernel" and not v.trainable:
+                w = v.numpy()
+                axis = 2 if getattr(layer, "kind", None) == "depthwise" else w.ndim - 1
+                q, scale = quantize.quantize_weights(w, axis)
+                v.assign(q * scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)]))
+                rounded += 1
+    assert rounded > 20
+    initial = {id(v): v.numpy() for v in model.weights}
+    it = interpreter.load_interpreter(flat)
+    batches = flowers_batches(128, 8, 3)
+    lite = [float(_sig(it, "train")(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
+            for x, y in batches]
+    state = _sig(it, "save")()
+    variables = training.trainable_tf_variables(model)
+    opt = training.Optimizer(variables, "sgd")
+    ref = [float(training.train_step(model, opt, variables, tf.constant(x), tf.constant(y),
+                                     tf.constant(1e-3))) for x, y in batches]
+    np.testing.assert_allclose(lite, ref, rtol=1e-4)
+    names = [(export.sanitize(f"{layer.name}__{v.name}"), v) for layer in model.tftl_layers
+             for v in layer.weights]
+    w_lite = np.concatenate([state[n].ravel() for n, v in names if n in state])
+    w_ref = np.concatenate([v.numpy().ravel() for n, v in names if n in state])
+    w_0 = np.concatenate([initial[id(v)].ravel() for n, v in names if n in state])
+    assert np.linalg.norm(w_lite - w_ref) <= 1e-4 * np.linalg.norm(w_ref)
+    assert np.linalg.norm(w_lite - w_ref) <= 5e-3 * np.linalg.norm(w_ref - w_0)
+
+
 def test_cli_writes_model_and_refuses_bad_input(tmp_path):
     out = tmp_path / "m.tflite"
     cmd = [sys.executable, "-m", "converters.export", "--model", "mbv3_small", "--blocks", "2",
