@@ -1,4 +1,4 @@
-"""Store every frozen weight of a converted training graph as int8.
+"""Shrink a converted training graph: frozen weights int8, zero initial values from FILL.
 
 The converter's dynamic-range quantization (`Optimize.DEFAULT`) skips constants under 1024
 elements (the stem, most depthwise kernels, SE convs: ~11% of a frozen trunk) and turns the
@@ -146,3 +146,67 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
     builder = flatbuffers.Builder(len(flatbuffer))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), stats
+
+
+def fill_zero_initial_values(flatbuffer: bytes):
+    """Variables whose initial value is all zeros (Adam's m and v) get it from a FILL op.
+
+    The converter stores every initial value as a constant buffer; the Adam slots are zeros
+    as large as the trained weights (3.6 MB of mbv2 MobileTL-3's 11.2 MB file). FILL(shape,
+    0.0) makes the same tensor when the variables are initialised, from a few bytes.
+    Returns (new flatbuffer bytes, bytes of zeros removed).
+    """
+    import flatbuffers
+
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    op_names = _op_names(schema, model)
+    fill = _opcode_index(schema, model, "FILL", 1)
+    zero_value = len(model.buffers)
+    zbuf = schema.BufferT()
+    zbuf.data = np.zeros(4, np.uint8)
+    model.buffers.append(zbuf)
+    dims_buffers, replaced = {}, set()
+    for sg in model.subgraphs:
+        targets = [op.inputs[1] for op in sg.operators
+                   if op_names[op.opcodeIndex] == "ASSIGN_VARIABLE"]
+        new_ops, value_tensor = [], None
+        for t_index in targets:
+            tensor = sg.tensors[t_index]
+            buf = model.buffers[tensor.buffer] if tensor.buffer else None
+            if (buf is None or buf.data is None or not len(buf.data)
+                    or tensor.type != schema.TensorType.FLOAT32 or np.asarray(buf.data).any()):
+                continue
+            shape = tuple(int(s) for s in tensor.shape)
+            if shape not in dims_buffers:
+                dbuf = schema.BufferT()
+                dbuf.data = np.frombuffer(np.asarray(shape, np.int32).tobytes(), np.uint8)
+                model.buffers.append(dbuf)
+                dims_buffers[shape] = len(model.buffers) - 1
+            dims = schema.TensorT()
+            dims.shape, dims.type, dims.buffer = [len(shape)], schema.TensorType.INT32, dims_buffers[shape]
+            dims.name = (tensor.name or b"v") + b"_shape"
+            sg.tensors.append(dims)
+            dims_index = len(sg.tensors) - 1
+            if value_tensor is None:
+                value = schema.TensorT()
+                value.shape, value.type, value.buffer = [], schema.TensorType.FLOAT32, zero_value
+                value.name = b"zero"
+                sg.tensors.append(value)
+                value_tensor = len(sg.tensors) - 1
+            replaced.add(tensor.buffer)
+            tensor.buffer = 0
+            op = schema.OperatorT()
+            op.opcodeIndex = fill
+            op.inputs = [dims_index, value_tensor]
+            op.outputs = [t_index]
+            new_ops.append(op)
+        sg.operators = new_ops + list(sg.operators)
+    still_used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
+    removed = 0
+    for b in replaced - still_used:
+        removed += len(model.buffers[b].data)
+        model.buffers[b].data = None
+    builder = flatbuffers.Builder(len(flatbuffer))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), removed

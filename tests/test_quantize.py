@@ -66,3 +66,24 @@ def test_int8_export_stores_whole_trunk_int8_and_still_labels_photos():
     probs = interpreter.load_interpreter(flat).get_signature_runner("infer")(images=x)["probabilities"]
     got = [labels[i + 1].split(",")[0] for i in probs.argmax(1)]  # labels[0] is "background"
     assert got == list(EXPECTED.values())
+
+
+def test_zero_initial_values_come_from_fill_and_state_is_unchanged():
+    """Adam's slots start at zero from FILL ops, not zero buffers; weights start exact."""
+    model = models.build_model("mbv3_small", num_classes=5, scheme="mobiletl", blocks=2,
+                               weights=None, image_size=64)
+    flat, _, _ = export.to_tflite(model, batch=2, quantize="none")
+    state = interpreter.load_interpreter(flat).get_signature_runner("save")()
+    slots = [k for k in state if k.startswith(("opt_m__", "opt_v__"))]
+    assert slots and all(not state[k].any() for k in slots)
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    code = {i: max(c.builtinCode, c.deprecatedBuiltinCode) for i, c in enumerate(m.operatorCodes)}
+    zero_buffers, fills = 0, 0
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            fills += code[op.opcodeIndex] == schema.BuiltinOperator.FILL
+            if code[op.opcodeIndex] == schema.BuiltinOperator.ASSIGN_VARIABLE:
+                b = m.buffers[sg.tensors[op.inputs[1]].buffer]
+                zero_buffers += b.data is not None and len(b.data) > 0 and not np.asarray(b.data).any()
+    assert fills > 0 and zero_buffers == 0
+    assert quantize.fill_zero_initial_values(flat)[1] == 0   # nothing left to replace
