@@ -39,10 +39,17 @@ def load_results():
     return {}
 
 
+OWNED = set()  # the sections of results.json this process measures
+
+
 def save_results(res):
-    tmp = RESULTS + ".tmp"
+    """Write this process's sections into results.json, keeping the others as they are on
+    disk: a --part memory and a --part train run can go on at the same time."""
+    disk = load_results()
+    disk.update({k: res[k] for k in OWNED if k in res})
+    tmp = RESULTS + f".tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(res, f, indent=1)
+        json.dump(disk, f, indent=1)
     os.replace(tmp, RESULTS)
 
 
@@ -138,6 +145,7 @@ def memory_latency(a, res, src):
     if old.get("source_hash") != src or old.get("mode") != ("quick" if a.quick else "full"):
         old = {}  # other code or settings: start afresh
     section = res[name] = old
+    OWNED.add(name)
     section.update(mode="quick" if a.quick else "full", environment=environment(),
                    steps=a.steps, warmup=a.warmup,
                    threads=a.threads, batch=8, image_size=224, num_classes=10,
@@ -262,6 +270,7 @@ def train_part(a, res, src):
                    epochs=a.epochs, seeds=a.seeds, schemes=a.acc_schemes, models=a.acc_models,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     res[key] = section
+    OWNED.add(key)
     if not ok:
         section["skipped"] = (f"trainer CLI unavailable (python -m tftl.runtime.cli train --help: "
                               f"{why}); rerun bench/run.py --part train when it exists")
@@ -279,8 +288,13 @@ def train_part(a, res, src):
     et = section["epoch_time"]
     if "cache" in et and "error" not in et["cache"]:
         reuse[(et["model"], et["scheme"], a.epochs, a.seeds[0])] = et["cache"]
+    def on_row(rows):
+        section["accuracy"] = rows
+        save_results(res)
+
     section["accuracy"] = train_cli.accuracy(src, models=a.acc_models, labels=a.acc_schemes,
-                                             seeds=a.seeds, epochs=a.epochs, reuse=reuse)
+                                             seeds=a.seeds, epochs=a.epochs, reuse=reuse,
+                                             on_row=on_row)
     section["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     section["seconds"] = round(time.time() - t0)
     save_results(res)
@@ -340,6 +354,7 @@ def main(argv=None):
     res = load_results()
     if a.report_only and a.regraph:
         regraph(res)
+        OWNED.update(k for k in ("memory", "memory_quick") if k in res)
         save_results(res)
     if not a.report_only:
         t0 = time.time()
@@ -348,10 +363,12 @@ def main(argv=None):
             memory_latency(a, res, src)
         if a.part in ("all", "train"):
             train_part(a, res, src)
-        res.setdefault("runs", []).append(dict(
+        res["runs"] = load_results().get("runs", []) + [dict(
             command="python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            finished=time.strftime("%Y-%m-%d %H:%M:%S"), seconds=round(time.time() - t0)))
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"), seconds=round(time.time() - t0))]
+        OWNED.add("runs")
         save_results(res)
+        res = load_results()  # with the sections another run may have written meanwhile
     lines = report.write(res)
     for line in lines:
         print(line)

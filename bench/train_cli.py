@@ -122,12 +122,17 @@ def epoch_seconds(src, *, model="mbv2", label="mobiletl-3", epochs=2, seed=0, lo
     return res
 
 
-def accuracy(src, *, models, labels, seeds, epochs, probe_steps=3, log=common.log, reuse=None):
-    """Val accuracy per (model, scheme) over seeds + measured step memory of the same file."""
+def accuracy(src, *, models, labels, seeds, epochs, probe_steps=3, log=common.log, reuse=None,
+             on_row=None):
+    """Val accuracy per (model, scheme) over seeds + measured step memory of the same file.
+
+    Scheme-major (every model gets a scheme before the next scheme starts), so an
+    interrupted run has whole rows; on_row(rows) is called after each row (to save it).
+    """
     rows = []
     reuse = reuse or {}
-    for model in models:
-        for label in labels:
+    for label in labels:
+        for model in models:
             path, _, err = export_for_training(model, label, src)
             row = dict(model=model, scheme=label, epochs=epochs, runs=[])
             if err:
@@ -164,6 +169,8 @@ def accuracy(src, *, models, labels, seeds, epochs, probe_steps=3, log=common.lo
             row["train_flops"] = prof["forward_flops"] + prof["backward_flops"]
             row["analytical_peak_bytes"] = prof["peak_bytes"]
             rows.append(row)
+            if on_row:
+                on_row(rows)
     return rows
 
 
