@@ -300,12 +300,38 @@ def train_part(a, res, src):
     save_results(res)
 
 
+def cache_part(a, res, src):
+    """tftl-train seconds per epoch with and without --cache-features, per scheme (mbv2):
+    the speed-up is bounded by the share of the step the cache removes (the trunk)."""
+    import train_cli
+    from tftl import profile
+    section = res["cache_epochs"] = dict(source_hash=src, epochs=a.epochs,
+                                         started=time.strftime("%Y-%m-%d %H:%M:%S"), rows=[])
+    OWNED.add("cache_epochs")
+    for label in [x for x in a.cache_schemes.split(",") if x]:
+        row = train_cli.epoch_seconds(src, model="mbv2", label=label, epochs=a.epochs,
+                                      seed=a.seeds[0])
+        scheme, blocks = common.parse_label(label)
+        layers = profile.profile("mbv2", scheme, blocks, 8, 224, 5)["layers"]
+        first = next(i for i, l in enumerate(layers) if l["trains"] or l["needs_input_grad"])
+        trunk = sum(l["forward_flops"] for l in layers[:first])
+        top = sum(l["forward_flops"] + l["backward_flops"] for l in layers[first:])
+        row.update(trunk_forward_flops=trunk, trained_flops=top)
+        section["rows"].append(row)
+        save_results(res)
+    section["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    save_results(res)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="fewer steps, TF only for the target schemes at 1 thread, 1 seed / "
                         "1 epoch / 4 schemes for accuracy")
-    p.add_argument("--part", choices=("all", "memory", "train"), default="all")
+    p.add_argument("--part", choices=("all", "memory", "train", "cache"), default="all",
+                   help="cache: tftl-train epoch time with/without the feature cache for "
+                        "--cache-schemes (part of 'all'; 'train' measures mobiletl-3 only)")
+    p.add_argument("--cache-schemes", default="ft_last,mobiletl-3")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--regraph", action="store_true",
                    help="with --report-only: recompute the static per-tensor accounting of the "
@@ -363,6 +389,8 @@ def main(argv=None):
             memory_latency(a, res, src)
         if a.part in ("all", "train"):
             train_part(a, res, src)
+        if a.part in ("all", "cache"):
+            cache_part(a, res, src)
         res["runs"] = load_results().get("runs", []) + [dict(
             command="python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             finished=time.strftime("%Y-%m-%d %H:%M:%S"), seconds=round(time.time() - t0))]
