@@ -156,6 +156,9 @@ def memory_latency(a, res, src):
     for model in a.models:
         for label in a.schemes:
             key = f"{model}/{label}"
+            if a.resume and _lite(rows.get(key)):
+                common.log(f"{key}: kept from the interrupted run (--resume)")
+                continue
             scheme, blocks = common.parse_label(label)
             path, exp_s, err = common.ensure_export(model, label, src=src)
             row = dict(model=model, scheme=label, file=os.path.relpath(path, common.ROOT)
@@ -240,6 +243,11 @@ def regraph(res):
                 row["graph"] = graph_row(row["model"], row["scheme"], path)
 
 
+def _lite(row):
+    r = ((row or {}).get("litert") or {}).get("1")
+    return r if isinstance(r, dict) and "error" not in r else None
+
+
 def _say(r, what=""):
     if "error" in r:
         common.log(f"  {what} ERROR {r['error'].splitlines()[-1] if r['error'] else ''}")
@@ -282,19 +290,28 @@ def train_part(a, res, src):
         common.log("SKIP " + section["skipped"])
         save_results(res)
         return
-    section["epoch_time"] = train_cli.epoch_seconds(src, epochs=a.epochs, seed=a.seeds[0])
+    # Same code and budget: keep what an earlier run measured that this one does not
+    # (e.g. slow schemes run later with fewer seeds); seeds are recorded per row.
+    same = old.get("source_hash") == src and old.get("epochs") == a.epochs and key == "train_cli"
+    if same and "error" not in (old.get("epoch_time") or {"error": 1}):
+        section["epoch_time"] = old["epoch_time"]
+    else:
+        section["epoch_time"] = train_cli.epoch_seconds(src, epochs=a.epochs, seed=a.seeds[0])
     save_results(res)
     reuse = {}
     et = section["epoch_time"]
     if "cache" in et and "error" not in et["cache"]:
         reuse[(et["model"], et["scheme"], a.epochs, a.seeds[0])] = et["cache"]
+    measuring = {(m, l) for m in a.acc_models for l in a.acc_schemes}
+    kept = [r for r in (old.get("accuracy") or []) if same and (r["model"], r["scheme"]) not in measuring]
+
     def on_row(rows):
-        section["accuracy"] = rows
+        section["accuracy"] = kept + rows
         save_results(res)
 
-    section["accuracy"] = train_cli.accuracy(src, models=a.acc_models, labels=a.acc_schemes,
-                                             seeds=a.seeds, epochs=a.epochs, reuse=reuse,
-                                             on_row=on_row)
+    section["accuracy"] = kept + train_cli.accuracy(
+        src, models=a.acc_models, labels=a.acc_schemes, seeds=a.seeds, epochs=a.epochs,
+        reuse=reuse, on_row=on_row)
     section["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     section["seconds"] = round(time.time() - t0)
     save_results(res)
@@ -333,6 +350,8 @@ def main(argv=None):
                         "--cache-schemes (part of 'all'; 'train' measures mobiletl-3 only)")
     p.add_argument("--cache-schemes", default="ft_last,mobiletl-3")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="memory part: keep rows an interrupted run of the same code measured")
     p.add_argument("--regraph", action="store_true",
                    help="with --report-only: recompute the static per-tensor accounting of the "
                         "stored rows from the cached .tflite files first")
