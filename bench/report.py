@@ -679,6 +679,7 @@ def write(res, path=MD):
         L += findings(res)
     L += ["## Trainer CLI (tftl-train): epoch time and accuracy", ""]
     L += train_section(res)
+    L += cache_section(res) + int8_section()
     L += ["", "## Plots", "", "* `bench/memory.png` — per scheme: measured peak RSS split into "
           "loaded baseline / arena / variables / other, next to the analytical peak; TensorFlow's "
           "peak RSS as triangles.",
@@ -689,6 +690,9 @@ def write(res, path=MD):
           "python bench/run.py --quick          # ~5 min with a warm export cache; 13 min here with 6 accuracy exports cold (+~15 min if the 14 benchmark exports are cold too)",
           "python bench/run.py --part memory    # memory + latency only (the core): 26 min here, 14 exports included",
           "python bench/run.py --part train [--quick] [--epochs N --seeds 0,1,2 --acc-schemes ...]",
+          "python bench/run.py --part cache [--cache-schemes ft_last,mobiletl-3 --epochs N]   # feature-cache speed-up",
+          "python bench/run.py --part memory --resume [--threads 1 --tf-threads 1 --dig-models mbv3_small]   # continue an interrupted run",
+          "python bench/int8_accuracy.py [--model mbv2 --seeds 0,1,2 --epochs 10]   # int8 vs float trunk accuracy and size",
           "python bench/run.py --report-only [--regraph]   # RESULTS.md + plots from results.json",
           "python bench/op_profile.py bench/.cache/<file>.tflite   # op-level CPU time of the train signature",
           "python bench/probe_litert.py bench/.cache/<file>.tflite --threads 1 --steps 20   # one probe",
@@ -709,6 +713,47 @@ def write(res, path=MD):
         lines.append("updated README.md's headline block")
     lines.append(f"wrote {os.path.relpath(path, common.ROOT)}, bench/memory.png, bench/pareto.png")
     return lines
+
+
+def cache_section(res):
+    """Feature-cache speed-up per scheme (--part cache) with its FLOP bound."""
+    rows = _get(res, "cache_epochs", "rows") or []
+    if not rows:
+        return []
+    L = ["", f"Feature cache, mbv2 (ImageNet weights), tftl-train {res['cache_epochs'].get('epochs')} "
+         "epochs, seconds per epoch (median; the cached run's first epoch excluded, its cache "
+         "build reported apart):", "",
+         "| scheme | no cache s/epoch | cached s/epoch | speed-up | cache build s | trunk fwd GFLOPs "
+         "| trained fwd+bwd GFLOPs | FLOP bound |", "|---|---|---|---|---|---|---|---|"]
+    for et in rows:
+        sp = _speedup(et)
+        if not sp:
+            L.append(f"| {et.get('scheme')} | error |" + " |" * 6)
+            continue
+        tr = et.get("trained_flops") or 0
+        bound = (et["trunk_forward_flops"] + tr) / tr if tr else None
+        L.append(f"| {et['scheme']} | {sp[0]:.1f} | {sp[1]:.2f} | {sp[0] / max(sp[1], 1e-9):.1f}x "
+                 f"| {(et['cache'].get('feature_cache') or {}).get('seconds')} "
+                 f"| {et.get('trunk_forward_flops', 0) / 1e9:.2f} | {tr / 1e9:.2f} "
+                 f"| {f'{bound:.1f}x' if bound and bound < 1000 else 'none'} |")
+    return L
+
+
+def int8_section():
+    """bench/int8_accuracy.json: accuracy and size of the int8 trunk vs float."""
+    path = os.path.join(common.BENCH, "int8_accuracy.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        r = json.load(f)
+    L = ["", f"## int8 vs float frozen trunk (`{r.get('command')}`)", "",
+         f"{r['model']} {r['scheme']}, flowers5 val (200 images), tftl-train {r['epochs']} epochs:", "",
+         "| weights | file MB | val acc mean | runs |", "|---|---|---|---|"]
+    for row in r["rows"]:
+        L.append(f"| {row['variant']} | {row['file_bytes'] / 1e6:.2f} | {row['mean']:.3f} "
+                 f"| {row['val_accuracy']} |")
+    return L + ["", "(File sizes before zero initial values moved to FILL ops, which takes "
+                "3.5 MB more off every variant.)"]
 
 
 def train_section(res):
