@@ -929,6 +929,25 @@ def findings(res):
                      "TensorFlow frees each tensor after its last reader; above TensorFlow's "
                      "~600 MB runtime floor the margin shrinks as activations grow.")
         L.append("")
+    fb, fn = _lite(_row(res, "mbv3_small/ft_bias")), _lite(_row(res, "mbv3_small/ft_norm"))
+    if fb and fn:
+        L += ["### Regression: schemes that backpropagate through the frozen trunk use more memory",
+              "",
+              f"* mbv3_small ft_bias peaks at {_mb(fb['peak_rss'], 0)} MB and ft_norm at "
+              f"{_mb(fn['peak_rss'], 0)} MB (arena {_mb(fb['arena']['extent_bytes'])} / "
+              f"{_mb(fn['arena']['extent_bytes'])} MB), against 159 / 216 MB (arena 57.3 / 98.8 MB) "
+              "with the previous hybrid int8 trunk; their steps got faster (112 → "
+              f"{_ms(_cpu(fb))} ms and 141 → {_ms(_cpu(fn))} ms CPU).",
+              "* Cause: the frozen convs now run in float, so XNNPACK takes them, and in these "
+              "schemes they sit between backward builtins: many small delegate partitions, each "
+              "with its own tensors, and an arena split around them. Measured on the same "
+              "ft_bias file without the default delegates "
+              "(`bench/probe_litert.py <file> --resolver no_delegates`): 162 MB peak, 88.4 MB "
+              "arena, 116 ms CPU.",
+              "* Fix: choose the delegate by scheme at load time (XNNPACK when the backward stays "
+              "in the trained top, the builtin kernels when it crosses the trunk), or let "
+              "XNNPACK take only the `extract` signature. mobiletl-3 and ft_blocks-3 got both "
+              "faster and smaller with the new trunk.", ""]
     fb2 = _row(res, "mbv2/ft_bias")
     if fb2.get("graph"):
         L += ["### Profiler: masks counted as stored", "",
