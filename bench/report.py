@@ -222,7 +222,8 @@ def update_readme(res, path=README):
     mem, t = res.get("memory") or {}, res.get("train_cli") or {}
     block = [BEGIN,
              f"Measured by `python bench/run.py` on this project's 2-core x86 machine (shared; "
-             f"memory/latency {mem.get('finished', '?')}, trainer {t.get('finished', '?')}): "
+             f"memory/latency {mem.get('finished', '?')}, trainer "
+             f"{t.get('finished') or 'run started ' + str(t.get('started')) + ', not finished: rows missing below were not measured'}): "
              "batch 8, 224 px, Adam, 1 thread, medians; step time is process CPU time per step "
              "(other jobs shared the 2 cores, which stretches wall time; wall is in RESULTS.md). "
              "Peak RSS is the whole fresh process. "

@@ -304,6 +304,10 @@ def train_part(a, res, src):
         reuse[(et["model"], et["scheme"], a.epochs, a.seeds[0])] = et["cache"]
     measuring = {(m, l) for m in a.acc_models for l in a.acc_schemes}
     kept = [r for r in (old.get("accuracy") or []) if same and (r["model"], r["scheme"]) not in measuring]
+    if kept:  # seeds and schemes now differ by row: each row lists its runs
+        section["seeds"] = sorted(set(a.seeds) | set(old.get("seeds") or []))
+        section["schemes"] = list(dict.fromkeys([r["scheme"] for r in kept] + a.acc_schemes))
+        section["seeds_note"] = "seeds per row: see each row's runs"
 
     def on_row(rows):
         section["accuracy"] = kept + rows
