@@ -272,7 +272,7 @@ def rss_breakdown(res, model):
     """Peak RSS = loaded baseline + arena + variables + inputs + other, per scheme."""
     rows = _get(res, "memory", "rows") or {}
     lines = ["| scheme | loaded baseline | arena | variables | other (XNNPACK packing/workspace, "
-             "hybrid-int8 scratch, allocator) | = peak RSS | analytical: act peak + params + "
+             "allocator) | = peak RSS | analytical: act peak + params + "
              "optimizer | no-XNNPACK peak RSS / step ms |",
              "|---|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
