@@ -203,8 +203,10 @@ def headline(res):
             cells = []
             for m in models:
                 r = acc.get((m, scheme))
-                cells.append(f"{r['val_accuracy_mean']:.3f} ± {r.get('val_accuracy_std', 0):.3f}"
-                             if r else "—")
+                n = len([x for x in r["runs"] if x.get("val_accuracy") is not None]) if r else 0
+                cells.append("—" if not r else
+                             f"{r['val_accuracy_mean']:.3f} (1 seed)" if n == 1 else
+                             f"{r['val_accuracy_mean']:.3f} ± {r.get('val_accuracy_std', 0):.3f} ({n} seeds)")
             L.append(f"| {scheme} | " + " | ".join(cells) + " |")
     return L
 
