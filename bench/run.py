@@ -302,6 +302,11 @@ def train_part(a, res, src):
     et = section["epoch_time"]
     if "cache" in et and "error" not in et["cache"]:
         reuse[(et["model"], et["scheme"], a.epochs, a.seeds[0])] = et["cache"]
+    if same:  # runs of the same code, budget and seed are not repeated
+        for r in old.get("accuracy") or []:
+            for x in r.get("runs", []):
+                if "error" not in x and x.get("seed") is not None:
+                    reuse.setdefault((r["model"], r["scheme"], a.epochs, x["seed"]), x)
     measuring = {(m, l) for m in a.acc_models for l in a.acc_schemes}
     kept = [r for r in (old.get("accuracy") or []) if same and (r["model"], r["scheme"]) not in measuring]
     if kept:  # seeds and schemes now differ by row: each row lists its runs
