@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import common  # noqa: E402
+import report  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results.json")
 TARGET_MODEL = "mbv3_small"
@@ -156,7 +157,7 @@ def memory_latency(a, res, src):
     for model in a.models:
         for label in a.schemes:
             key = f"{model}/{label}"
-            if a.resume and _lite(rows.get(key)):
+            if a.resume and report._lite(rows.get(key) or {}):
                 common.log(f"{key}: kept from the interrupted run (--resume)")
                 continue
             scheme, blocks = common.parse_label(label)
@@ -241,11 +242,6 @@ def regraph(res):
             path = os.path.join(common.ROOT, row.get("file") or "")
             if row.get("file") and os.path.exists(path):
                 row["graph"] = graph_row(row["model"], row["scheme"], path)
-
-
-def _lite(row):
-    r = ((row or {}).get("litert") or {}).get("1")
-    return r if isinstance(r, dict) and "error" not in r else None
 
 
 def _say(r, what=""):
@@ -404,7 +400,6 @@ def main(argv=None):
     a.acc_schemes = split(a.acc_schemes or (",".join(QUICK_ACC) if q else
                                             ",".join(common.SCHEME_LABELS)))
 
-    import report
     res = load_results()
     if a.report_only and a.regraph:
         regraph(res)

@@ -21,13 +21,35 @@ import numpy as np
 
 # Per-channel axis by consumer: depthwise filters are [1, H, W, C]; conv, transposed conv and
 # fully-connected weights put output channels first. Anything else: the last axis.
-_FIRST_AXIS_OPS = ("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+_FIRST_AXIS_OPS = frozenset(("CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"))
 MIN_ELEMENTS = 16
 
 
 def _schema():
     from tensorflow.lite.python import schema_py_generated as schema
     return schema
+
+
+def _load(flatbuffer):
+    schema = _schema()
+    return schema, schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+
+
+def _pack(model, size_hint):
+    import flatbuffers
+    builder = flatbuffers.Builder(size_hint)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _drop_unreferenced(model, buffers):
+    """Empty those of `buffers` no tensor uses any more; returns the bytes removed."""
+    still_used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
+    removed = 0
+    for b in set(buffers) - still_used:
+        removed += len(model.buffers[b].data)
+        model.buffers[b].data = None
+    return removed
 
 
 def _op_names(schema, model):
@@ -74,10 +96,7 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
       (new flatbuffer bytes, stats): quantized_tensors (DEQUANTIZE ops, per subgraph),
       quantized_elements and float_elements (distinct int8 / float32 constant data).
     """
-    import flatbuffers
-
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    schema, model = _load(flatbuffer)
     op_names = _op_names(schema, model)
     dequantize = _opcode_index(schema, model, "DEQUANTIZE", 5)   # 5: per-channel int8
     quantized = {}   # (float buffer, shape, axis) -> (int8 buffer index, scales); the
@@ -108,7 +127,7 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
                 continue
             kinds = {op_names[op.opcodeIndex] for op, _ in consumers[t_index]}
             axis = (len(shape) - 1 if "DEPTHWISE_CONV_2D" in kinds
-                    else 0 if kinds & set(_FIRST_AXIS_OPS) else len(shape) - 1)
+                    else 0 if kinds & _FIRST_AXIS_OPS else len(shape) - 1)
             key = (tensor.buffer, shape, axis)
             if key not in quantized:
                 w = np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), np.float32).reshape(shape)
@@ -139,13 +158,8 @@ def int8_weights(flatbuffer: bytes, min_elements: int = MIN_ELEMENTS, select=Non
             stats["quantized_tensors"] += 1
         sg.operators = new_ops + list(sg.operators)
     stats["float_elements"] = sum(kept_float.values())
-    still_used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
-    for float_buffer, _, _ in quantized:
-        if float_buffer not in still_used:
-            model.buffers[float_buffer].data = None      # the float copy leaves the file
-    builder = flatbuffers.Builder(len(flatbuffer))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), stats
+    _drop_unreferenced(model, [b for b, _, _ in quantized])   # the float copies leave the file
+    return _pack(model, len(flatbuffer)), stats
 
 
 def fill_zero_initial_values(flatbuffer: bytes):
@@ -156,10 +170,7 @@ def fill_zero_initial_values(flatbuffer: bytes):
     0.0) makes the same tensor when the variables are initialised, from a few bytes.
     Returns (new flatbuffer bytes, bytes of zeros removed).
     """
-    import flatbuffers
-
-    schema = _schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    schema, model = _load(flatbuffer)
     op_names = _op_names(schema, model)
     fill = _opcode_index(schema, model, "FILL", 1)
     zero_value = len(model.buffers)
@@ -202,11 +213,5 @@ def fill_zero_initial_values(flatbuffer: bytes):
             op.outputs = [t_index]
             new_ops.append(op)
         sg.operators = new_ops + list(sg.operators)
-    still_used = {t.buffer for sg in model.subgraphs for t in sg.tensors}
-    removed = 0
-    for b in replaced - still_used:
-        removed += len(model.buffers[b].data)
-        model.buffers[b].data = None
-    builder = flatbuffers.Builder(len(flatbuffer))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), removed
+    removed = _drop_unreferenced(model, replaced)
+    return _pack(model, len(flatbuffer)), removed
