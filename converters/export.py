@@ -74,6 +74,7 @@ def build_module(model, optimizer="adam", batch=8):
     import tensorflow as tf
 
     from tftl import models, training
+    from tftl.runtime import contract
 
     info = model.tftl
     r = info.image_size
@@ -83,11 +84,15 @@ def build_module(model, optimizer="adam", batch=8):
     frozen_map = [(v, tf.constant(v.numpy())) for v in frozen]
     trained = [tv for _, kv, tv in state if kv.trainable]
     opt = training.Optimizer(trained, optimizer)
-    names = [n for n, _, _ in state] + ["opt_step"]
+    names = [n for n, _, _ in state] + [contract.OPT_STEP]
     tensors = [tv for _, _, tv in state] + [opt.step]
     trained_names = [n for n, kv, _ in state if kv.trainable]
+    groups = {contract.TRAINABLE: trained_names,
+              contract.BN_STATISTICS: [n for n, kv, _ in state if not kv.trainable],
+              contract.OPTIMIZER: [contract.OPT_STEP]}
     for slot, slots in (("m", opt.m), ("v", opt.v)):
         names += [f"opt_{slot}__{n}" for n in trained_names]
+        groups[contract.OPTIMIZER] += [f"opt_{slot}__{n}" for n in trained_names]
         tensors += list(slots)
 
     specs = info.specs
@@ -153,22 +158,31 @@ def build_module(model, optimizer="adam", batch=8):
     def infer_features(features):
         return {"probabilities": tf.nn.softmax(run(features, True, False)[0])}
 
-    @tf.function(input_signature=[])
-    def save():
-        return {n: tf.identity(t) for n, t in zip(names, tensors)}
+    # Contract tftl-2 (tftl/runtime/contract.py): `save` takes one input, because
+    # Android's Interpreter.runSignature refuses an empty input map; every state tensor has
+    # rank >= 1, because a scalar READ_VARIABLE output is dynamic and LiteRT's CompiledModel
+    # (C, Python, LiteRT.js) cannot bind a buffer to it; `ok` is computed, not a constant.
+    as_file = [tf.TensorShape([1]) if t.shape.rank == 0 else t.shape for t in tensors]
 
-    restore_specs = [tf.TensorSpec(t.shape, tf.float32, name=n) for n, t in zip(names, tensors)]
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name=contract.SAVE_INPUT)])
+    def save(token):
+        del token  # present only for runSignature; kept as an input by the signature
+        return {n: tf.reshape(t, shape) for n, t, shape in zip(names, tensors, as_file)}
+
+    restore_specs = [tf.TensorSpec(shape, tf.float32, name=n) for n, shape in zip(names, as_file)]
 
     @tf.function(input_signature=restore_specs)
     def restore(*values):
+        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values]
         for t, v in zip(tensors, values):
-            t.assign(v)
-        return {"ok": tf.constant(1.0)}
+            t.assign(tf.reshape(v, t.shape))
+        return {contract.RESTORE_OUTPUT: tf.reshape(tf.cast(tf.reduce_all(tf.stack(finite)), tf.float32), [1])}
 
-    sigs = dict(infer=infer, train=train, extract=extract, train_features=train_features,
-                infer_features=infer_features, save=save, restore=restore)
+    sigs = {contract.INFER: infer, contract.TRAIN: train, contract.EXTRACT: extract,
+            contract.TRAIN_FEATURES: train_features, contract.INFER_FEATURES: infer_features,
+            contract.SAVE: save, contract.RESTORE: restore}
     module.opt = opt
-    return module, sigs, dict(names=names, feature_shape=list(feat_shape),
+    return module, sigs, dict(names=names, groups=groups, feature_shape=list(feat_shape),
                               trunk_end=info.trunk_end)
 
 
@@ -244,7 +258,7 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
         ValueError / FileNotFoundError: bad arguments or missing weights (one line).
     """
     from tftl import archs, schemes
-    from tftl.runtime import modelfile
+    from tftl.runtime import contract, modelfile
 
     labels = labels or read_labels()
     if model_name not in archs.MODEL_NAMES:
@@ -265,13 +279,14 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
     flat, sigs, extra = to_tflite(model, optimizer=optimizer, batch=batch, quantize=quantize)
     trainable = int(sum(v.numpy().size for v in model.trainable_weights))
     total = int(sum(v.numpy().size for v in model.weights))
-    meta = dict(format="tftl-1", model=model_name, scheme=scheme,
+    meta = dict(format=contract.FORMAT, model=model_name, scheme=scheme,
                 blocks=blocks if scheme in schemes.BLOCKWISE else 0, image_size=image_size,
                 batch=batch, optimizer=optimizer, quantize=quantize,
                 preprocessing=dict(input="RGB float32 0..255", resize="shorter side to size, "
                                    "centre crop", normalization="inside the model"),
                 feature_shape=extra["feature_shape"], trunk_end=extra["trunk_end"],
-                state_names=extra["names"], signatures=sorted(sigs),
+                state_names=extra["names"], state_groups=extra["groups"],
+                signatures=sorted(sigs),
                 trainable_params=trainable, frozen_params=total - trainable)
     try:
         from tftl import profile

@@ -72,7 +72,7 @@ def test_every_scheme_converts_trains_and_restores(model_name, scheme):
     losses = [float(train(images=x, labels=y, learning_rate=np.float32(3e-3))["loss"])
               for _ in range(6)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
-    state = _sig(it, "save")()
+    state = _sig(it, "save")(token=np.zeros(1, np.float32))
     probs = _sig(it, "infer")(images=x)["probabilities"]
     fresh = interpreter.load_interpreter(flat)
     before = _sig(fresh, "infer")(images=x)["probabilities"]
@@ -85,7 +85,7 @@ def test_fresh_interpreter_state_equals_keras_weights():
     model = models.build_model("mbv3_small", num_classes=5, scheme="mobiletl", blocks=2,
                                weights=None, image_size=64)
     flat, _, extra = export.to_tflite(model, batch=2)  # int8: initial values stay exact
-    state = _sig(interpreter.load_interpreter(flat), "save")()
+    state = _sig(interpreter.load_interpreter(flat), "save")(token=np.zeros(1, np.float32))
     keras_state = {export.sanitize(f"{layer.name}__{v.name}"): v.numpy()
                    for layer in model.tftl_layers for v in layer.weights}
     trained = [n for n in state if not n.startswith("opt_")]
@@ -135,7 +135,7 @@ def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
     batches = flowers_batches(size, batch, steps)
     lite_losses = [float(_sig(it, "train")(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
                    for x, y in batches]
-    lite_state = _sig(it, "save")()
+    lite_state = _sig(it, "save")(token=np.zeros(1, np.float32))
 
     variables = training.trainable_tf_variables(model)
     opt = training.Optimizer(variables, optimizer)
@@ -188,7 +188,7 @@ def test_int8_litert_matches_keras_with_int8_rounded_frozen_weights():
     batches = flowers_batches(128, 8, 3)
     lite = [float(_sig(it, "train")(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
             for x, y in batches]
-    state = _sig(it, "save")()
+    state = _sig(it, "save")(token=np.zeros(1, np.float32))
     variables = training.trainable_tf_variables(model)
     opt = training.Optimizer(variables, "sgd")
     ref = [float(training.train_step(model, opt, variables, tf.constant(x), tf.constant(y),

@@ -73,7 +73,7 @@ def test_zero_initial_values_come_from_fill_and_state_is_unchanged():
     model = models.build_model("mbv3_small", num_classes=5, scheme="mobiletl", blocks=2,
                                weights=None, image_size=64)
     flat, _, _ = export.to_tflite(model, batch=2, quantize="none")
-    state = interpreter.load_interpreter(flat).get_signature_runner("save")()
+    state = interpreter.load_interpreter(flat).get_signature_runner("save")(token=np.zeros(1, np.float32))
     slots = [k for k in state if k.startswith(("opt_m__", "opt_v__"))]
     assert slots and all(not state[k].any() for k in slots)
     m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))

@@ -82,7 +82,7 @@ def main(argv=None):
     images, labels = batch_of_photos(a.images, size, batch, mf.metadata["num_labels"])
     lr = np.float32(a.lr)
 
-    initial = {k: np.array(v) for k, v in run("save")().items()}
+    initial = {k: np.array(v) for k, v in run("save")(token=np.zeros(1, np.float32)).items()}
     out["state_tensors"] = len(initial)
     probs0 = np.array(run("infer")(images=images)["probabilities"])
     feats0 = np.array(run("extract")(images=images)["features"])
@@ -106,7 +106,7 @@ def main(argv=None):
     probs_f = np.array(run("infer_features")(features=feats)["probabilities"])
     probs1 = np.array(run("infer")(images=images)["probabilities"])
     out["infer_features_matches_infer"] = float(np.max(np.abs(probs_f - probs1)))
-    trained = {k: np.array(v) for k, v in run("save")().items()}
+    trained = {k: np.array(v) for k, v in run("save")(token=np.zeros(1, np.float32)).items()}
     out["state_changed"] = not same_state(initial, trained)
 
     # A fresh interpreter: restore the trained state, infer must match bit for bit.
@@ -115,7 +115,7 @@ def main(argv=None):
     out["restore_ok"] = float(ok)
     probs2 = np.array(fresh.get_signature_runner("infer")(images=images)["probabilities"])
     out["restore_exact"] = bool(np.array_equal(probs1, probs2))
-    restored = {k: np.array(v) for k, v in fresh.get_signature_runner("save")().items()}
+    restored = {k: np.array(v) for k, v in fresh.get_signature_runner("save")(token=np.zeros(1, np.float32)).items()}
     out["restore_state_exact"] = same_state(trained, restored)
 
     # Back to the exported state: the first train step repeats exactly.

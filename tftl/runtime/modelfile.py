@@ -17,6 +17,7 @@ import os
 import struct
 import zipfile
 
+from tftl.runtime import contract
 from tftl.runtime.checkpoint import atomic_write
 
 METADATA_NAME = "tftl.json"
@@ -39,6 +40,7 @@ class ModelFile:
     metadata: dict
     labels: list
     path: str
+    meta: contract.ModelMetadata = None  # the typed, validated view of `metadata`
 
 
 def content_hash(flatbuffer: bytes) -> str:
@@ -198,4 +200,8 @@ def read_model(path) -> ModelFile:
     labels = labels_text.splitlines()
     if meta.get("num_labels") != len(labels):
         raise ModelFileError(damaged)
-    return ModelFile(flatbuffer=flatbuffer, metadata=meta, labels=labels, path=path)
+    try:
+        typed = contract.ModelMetadata.from_dict(meta, where=f"model file {path}")
+    except contract.ContractError as e:
+        raise ModelFileError(str(e)) from None
+    return ModelFile(flatbuffer=flatbuffer, metadata=meta, labels=labels, path=path, meta=typed)

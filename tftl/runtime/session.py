@@ -19,12 +19,13 @@ import zipfile
 
 import numpy as np
 
+from tftl.runtime import contract
 from tftl.runtime import interpreter as rt
 from tftl.runtime import modelfile
 
 STATE_NAME = "state.npz"
 # What tftl-train needs from a model; `train` is the image-level step of the same graph.
-TRAIN_SIGNATURES = ("train", "extract", "train_features", "infer_features", "save", "restore")
+TRAIN_SIGNATURES = contract.TRAIN_SIGNATURES
 
 
 class SessionError(modelfile.ModelFileError):
@@ -73,16 +74,11 @@ class Session:
         self.path = mf.path
         self.metadata = meta
         self.labels = list(mf.labels)
-        try:
-            self.batch = int(meta["batch"])
-            self.image_size = int(meta["image_size"])
-        except (KeyError, TypeError, ValueError):
-            raise SessionError(
-                f"{mf.path} has no batch / image_size in its metadata — {modelfile.EXPORT_HINT}"
-            ) from None
-        fs = meta.get("feature_shape")
-        self.feature_shape = tuple(int(d) for d in fs) if fs else (self.image_size, self.image_size, 3)
-        self.has_trunk = bool(meta.get("trunk_end"))
+        self.meta = mf.meta or contract.ModelMetadata.from_dict(meta, where=f"model file {mf.path}")
+        self.batch = self.meta.batch
+        self.image_size = self.meta.image_size
+        self.feature_shape = self.meta.feature_shape
+        self.has_trunk = self.meta.has_trunk
         try:
             self.interpreter = rt.load_interpreter(mf.flatbuffer, threads)
             self.signatures = frozenset(self.interpreter.get_signature_list())
@@ -183,32 +179,55 @@ class Session:
 
     # --- state -------------------------------------------------------------------------
 
-    def state(self) -> dict:
-        """Every trainable tensor (weights, BN statistics, optimizer slots, opt_step), copied."""
-        return {name: np.array(value) for name, value in self.runner("save")().items()}
+    def state(self, groups=contract.GROUPS) -> dict:
+        """The trainable state as named float32 arrays (copies), limited to `groups`
+        (contract.TRAINABLE, BN_STATISTICS, OPTIMIZER; all by default)."""
+        wanted = {n for g in groups for n in self.meta.state_groups[g]}
+        save = self.runner(contract.SAVE)
+        # tftl-1 files have no save input; tftl-2 files take contract.SAVE_INPUT (ignored).
+        inputs = {k: np.zeros(1, np.float32) for k in save.get_input_details()}
+        out = save(**inputs)
+        return {name: np.array(value) for name, value in out.items() if name in wanted}
 
-    def restore_state(self, state: dict, *, what="state") -> None:
-        """Load tensors from `state()` / a checkpoint; SessionError if they do not fit the model."""
-        run = self.runner("restore")
-        expected = self.interpreter.get_signature_list()["restore"]["inputs"]
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        if missing or extra:
+    def state_shapes(self) -> dict:
+        """{state name: shape} as the `restore` signature declares them (no state is copied)."""
+        details = self.runner(contract.RESTORE).get_input_details()
+        return {name: tuple(int(d) for d in detail["shape"]) for name, detail in details.items()}
+
+    def restore_state(self, state: dict, *, what="state", partial=False) -> None:
+        """Load tensors from `state()` / a checkpoint; SessionError if they do not fit the model.
+
+        partial: only the names in `state` are replaced; the others keep their current
+        values (for example weights only, optimizer reset: pass the trainable group and
+        restore the optimizer from a fresh model's state). Shapes are checked against the
+        signature before anything is converted, and a scalar `opt_step` from a tftl-1
+        checkpoint is accepted as [1].
+        """
+        shapes = self.state_shapes()
+        missing = sorted(set(shapes) - set(state))
+        extra = sorted(set(state) - set(shapes))
+        if (missing and not partial) or extra:
             raise SessionError(
                 f"{what} does not fit {self.path}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                 f"unknown {extra[:3]}{'...' if len(extra) > 3 else ''} — it belongs to another model"
             )
-        current = self.runner("save")()
-        values = {}
-        for name in expected:
-            value = np.asarray(state[name], dtype=np.float32)
-            if value.shape != current[name].shape:
+        for name in state:
+            value = state[name]
+            have = tuple(np.shape(value))
+            if have != shapes[name] and not (have == () and shapes[name] in ((1,), ())):
                 raise SessionError(
-                    f"{what} does not fit {self.path}: {name} has shape {value.shape}, "
-                    f"the model has {current[name].shape} — it belongs to another model"
+                    f"{what} does not fit {self.path}: {name} has shape {have}, "
+                    f"the model has {shapes[name]} — it belongs to another model"
                 )
-            values[name] = value
-        run(**values)
+        current = self.state() if missing else {}
+        values = {}
+        for name, shape in shapes.items():
+            value = np.asarray(state[name] if name in state else current[name], dtype=np.float32)
+            values[name] = value.reshape(shape)
+            if not np.isfinite(values[name]).all():
+                raise SessionError(f"{what} holds NaN or infinite values in {name} — "
+                                   "use an earlier checkpoint or train again")
+        self.runner(contract.RESTORE)(**values)
 
 
 def state_npz_bytes(state: dict) -> bytes:

@@ -1,0 +1,174 @@
+"""The model-file contract: what `converters.export` writes and every reader relies on.
+
+One module, imported by the exporter (which writes it) and by the device runtime (which
+parses it once), and mirrored field by field by the Java reader (`android_demo/core`) and
+the browser (`web_demo/`). A tftl file is a TFLite flatbuffer followed by a ZIP holding
+`tftl.json` (the `ModelMetadata` below), `labels.txt` and, for a fine-tuned model,
+`state.npz`.
+
+Format versions:
+  tftl-1  `save()` had no input and returned `opt_step` as a scalar. Python's Interpreter
+          runs it; Android's `Interpreter.runSignature` refuses an empty input map and
+          LiteRT's CompiledModel (C, Python, LiteRT.js) cannot bind a buffer to a scalar
+          READ_VARIABLE output, so those hosts refuse a tftl-1 file and ask for a re-export.
+  tftl-2  `save(token f32[1])`, every state tensor rank >= 1 (`opt_step` is f32[1]),
+          `restore(...) -> ok f32[1]` (1 when every restored value is finite), and the state
+          names grouped in `state_groups`.
+
+Example:
+    meta = ModelMetadata.from_dict(json.loads(text), path="model.tflite")
+    meta.state_groups["trainable"]      # names of the trained weights
+"""
+
+import dataclasses
+import math
+
+FORMAT = "tftl-2"
+FORMATS = ("tftl-1", "tftl-2")  # what the Python runtime reads
+
+# Signature names, and the tensor names the hosts use.
+INFER, TRAIN, EXTRACT = "infer", "train", "extract"
+TRAIN_FEATURES, INFER_FEATURES = "train_features", "infer_features"
+SAVE, RESTORE = "save", "restore"
+SIGNATURES = (INFER, TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE)
+TRAIN_SIGNATURES = (TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE)
+SAVE_INPUT = "token"          # f32[1], ignored; Android refuses an empty input map
+RESTORE_OUTPUT = "ok"         # f32[1]: 1.0 when every restored value is finite
+IMAGES, LABELS, SAMPLE_WEIGHT = "images", "labels", "sample_weight"
+LEARNING_RATE, FEATURES = "learning_rate", "features"
+LOSS, PROBABILITIES = "loss", "probabilities"
+OPT_STEP = "opt_step"
+
+# State groups: how `save`'s tensors divide (the exporter knows; old files are grouped by name).
+TRAINABLE, BN_STATISTICS, OPTIMIZER = "trainable", "bn_statistics", "optimizer"
+GROUPS = (TRAINABLE, BN_STATISTICS, OPTIMIZER)
+
+# Bounds on what a file may declare, so a damaged or hostile file cannot make a reader
+# allocate without limit.
+MAX_IMAGE_SIZE = 2048
+MAX_BATCH = 1024
+MAX_LABELS = 100_000
+MAX_FEATURE_ELEMENTS = 1 << 26
+MAX_STATE_TENSORS = 100_000
+
+EXPORT_HINT = "export it again with python -m converters.export"
+
+
+class ContractError(ValueError):
+    """Metadata that breaks the contract (wrong type, out of range, unknown format)."""
+
+
+def group_of(name: str) -> str:
+    """The state group of a tensor name, by the naming rule every exporter version used."""
+    if name == OPT_STEP or name.startswith(("opt_m__", "opt_v__")):
+        return OPTIMIZER
+    if name.endswith(("__moving_mean", "__moving_variance")):
+        return BN_STATISTICS
+    return TRAINABLE
+
+
+def group_names(names) -> dict:
+    """{group: [names]} for state tensor names, in their given order."""
+    groups = {g: [] for g in GROUPS}
+    for n in names:
+        groups[group_of(n)].append(n)
+    return groups
+
+
+def _int(meta, key, lo, hi, where, default=None):
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ContractError(f"{where}: tftl.json field {key!r} must be an integer in {lo}..{hi}, "
+                            f"got {value!r} — {EXPORT_HINT}")
+    return value
+
+
+def _str(meta, key, where, optional=False):
+    value = meta.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ContractError(f"{where}: tftl.json field {key!r} must be a non-empty string, "
+                            f"got {value!r} — {EXPORT_HINT}")
+    return value
+
+
+def _names(meta, key, where):
+    value = meta.get(key, [])
+    if (not isinstance(value, list) or len(value) > MAX_STATE_TENSORS
+            or not all(isinstance(v, str) and v for v in value)):
+        raise ContractError(f"{where}: tftl.json field {key!r} must be a list of names — {EXPORT_HINT}")
+    return tuple(value)
+
+
+def _feature_shape(meta, image_size, where):
+    fs = meta.get("feature_shape")
+    if fs is None:
+        return (image_size, image_size, 3)
+    ok = (isinstance(fs, list) and 1 <= len(fs) <= 4
+          and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 20 for d in fs))
+    if not ok or math.prod(fs) > MAX_FEATURE_ELEMENTS:
+        raise ContractError(f"{where}: tftl.json field 'feature_shape' must be 1-4 positive integers "
+                            f"(at most {MAX_FEATURE_ELEMENTS} elements), got {fs!r} — {EXPORT_HINT}")
+    return tuple(fs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+    """The typed `tftl.json`. `raw` keeps every key as read (unknown keys are preserved)."""
+
+    format: str
+    model: str
+    scheme: str
+    blocks: int
+    image_size: int
+    batch: int
+    num_labels: int
+    feature_shape: tuple
+    trunk_end: object
+    state_names: tuple
+    state_groups: dict
+    content_hash: str
+    trained_state: bool
+    raw: dict
+
+    @property
+    def has_trunk(self) -> bool:
+        return bool(self.trunk_end)
+
+    @classmethod
+    def from_dict(cls, meta, *, where="model file") -> "ModelMetadata":
+        """Validate `tftl.json` before anything is allocated from it.
+
+        Raises:
+            ContractError: a one-line message naming `where` and the fix.
+        """
+        if not isinstance(meta, dict):
+            raise ContractError(f"{where}: tftl.json is not a JSON object — {EXPORT_HINT}")
+        fmt = meta.get("format")
+        if fmt not in FORMATS:
+            raise ContractError(f"{where} has model-file format {fmt!r}; this tftl reads "
+                                f"{', '.join(FORMATS)} — {EXPORT_HINT} with this version")
+        image_size = _int(meta, "image_size", 8, MAX_IMAGE_SIZE, where)
+        names = _names(meta, "state_names", where)
+        groups = meta.get("state_groups")
+        if groups is None:
+            groups = group_names(names)
+        elif (not isinstance(groups, dict) or set(groups) != set(GROUPS)
+              or sorted(sum((list(v) for v in groups.values() if isinstance(v, list)), [])) != sorted(names)):
+            raise ContractError(f"{where}: tftl.json 'state_groups' must split 'state_names' into "
+                                f"{', '.join(GROUPS)} — {EXPORT_HINT}")
+        trunk_end = meta.get("trunk_end")
+        if trunk_end is not None and not isinstance(trunk_end, str):
+            raise ContractError(f"{where}: tftl.json field 'trunk_end' must be a layer name or null — {EXPORT_HINT}")
+        if not isinstance(meta.get("trained_state", False), bool):
+            raise ContractError(f"{where}: tftl.json field 'trained_state' must be true or false — {EXPORT_HINT}")
+        return cls(
+            format=fmt, model=_str(meta, "model", where), scheme=_str(meta, "scheme", where),
+            blocks=_int(meta, "blocks", 0, 1000, where, default=0), image_size=image_size,
+            batch=_int(meta, "batch", 1, MAX_BATCH, where),
+            num_labels=_int(meta, "num_labels", 1, MAX_LABELS, where),
+            feature_shape=_feature_shape(meta, image_size, where), trunk_end=trunk_end,
+            state_names=names, state_groups={g: tuple(groups[g]) for g in GROUPS},
+            content_hash=_str(meta, "content_hash", where),
+            trained_state=bool(meta.get("trained_state", False)), raw=dict(meta))
