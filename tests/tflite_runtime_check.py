@@ -112,7 +112,7 @@ def main(argv=None):
     # A fresh interpreter: restore the trained state, infer must match bit for bit.
     fresh = rt.load_interpreter(mf.flatbuffer)
     ok = fresh.get_signature_runner("restore")(**trained)["ok"]
-    out["restore_ok"] = float(ok)
+    out["restore_ok"] = float(np.asarray(ok).reshape(-1)[0])
     probs2 = np.array(fresh.get_signature_runner("infer")(images=images)["probabilities"])
     out["restore_exact"] = bool(np.array_equal(probs1, probs2))
     restored = {k: np.array(v) for k, v in fresh.get_signature_runner("save")(token=np.zeros(1, np.float32)).items()}
