@@ -19,6 +19,8 @@ from tftl.runtime import modelfile as mf
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ["daisy", "dandelion", "roses"]
+# The smallest metadata the tftl-2 contract accepts (the Doubler graph has no tftl signatures).
+META = {"format": "tftl-2", "model": "doubler", "scheme": "ft_last", "image_size": 224, "batch": 1}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def flatbuffer():
 @pytest.fixture
 def model_path(tmp_path, flatbuffer):
     path = tmp_path / "m.tftl"
-    mf.write_model(path, flatbuffer, {"scheme": "ft_last", "image_size": 224}, LABELS)
+    mf.write_model(path, flatbuffer, META, LABELS)
     return path
 
 
@@ -55,8 +57,7 @@ def test_round_trip(model_path, flatbuffer):
     assert model.labels == LABELS
     assert model.path == str(model_path)
     assert model.metadata == {
-        "scheme": "ft_last",
-        "image_size": 224,
+        **META,
         "content_hash": hashlib.sha256(flatbuffer).hexdigest(),
         "num_labels": 3,
     }
