@@ -155,14 +155,23 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
+def _check_budget(img) -> None:
+    """Refuse an image whose (drafted) size needs more than MAX_DECODED_PIXELS, undecoded."""
+    if img.size[0] * img.size[1] > MAX_DECODED_PIXELS:
+        raise _TooLarge(f"{img.size[0]} x {img.size[1]} pixels to decode, more than the "
+                        f"{MAX_DECODED_PIXELS / 1e6:.0f} MP this loader accepts — resize it")
+
+
 def _decode_file(f, size: int, augment):
     """(array [size, size, 3] float32) of the open image file `f`; raises on any problem."""
     with Image.open(f, formats=IMAGE_FORMATS) as img:
         # The crop box is chosen on the upright full-resolution image, so the random
         # draws depend only on the image's dimensions, never on the decoder.
         scale = 1
-        orientation = _orientation(img)
         is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone JPEG with extra frames
+        if not is_jpeg:
+            _check_budget(img)  # before getexif: a PNG's getexif decodes the whole image
+        orientation = _orientation(img)
         if is_jpeg:
             # JPEG EXIF sits before the image data, so the upright size is known before
             # decoding; that lets the DCT decode at 1/2, 1/4 or 1/8 scale for free, used
@@ -177,9 +186,7 @@ def _decode_file(f, size: int, augment):
                 drafted = img.draft("RGB", (raw_w // s, raw_h // s))
                 if drafted is not None:
                     scale = raw_w / drafted[1][2]
-        if img.size[0] * img.size[1] > MAX_DECODED_PIXELS:
-            raise _TooLarge(f"{img.size[0]} x {img.size[1]} pixels to decode, more than the "
-                            f"{MAX_DECODED_PIXELS / 1e6:.0f} MP this loader accepts — resize it")
+            _check_budget(img)  # the drafted size
         img.load()  # force the full decode so truncated files fail here
         upright = img.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else img
         rgb = _to_rgb(upright)
