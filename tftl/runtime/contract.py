@@ -262,18 +262,16 @@ def check_labels(labels, *, where="labels") -> list:
 
 
 def parse_labels(text: str, *, where="labels.txt") -> list:
-    """The labels of a labels.txt text: one per line, a leading UTF-8 BOM and a final
-    newline dropped, "\\r\\n" accepted; every label checked with check_labels.
+    """The labels of a labels.txt text: one per line; a leading UTF-8 BOM, "\\r" line ends
+    and blank lines are dropped; every label checked with check_labels.
 
-    Lines are split at "\\n" only (not `str.splitlines`), so a stray U+2028 is reported as
-    a bad label instead of silently making two labels.
+    Lines are split at "\\n" only (not `str.splitlines`), so a stray U+2028 or \\x1c is
+    reported as a bad label instead of silently making two labels.
     """
     if text.startswith("\ufeff"):
         text = text[1:]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return check_labels([line[:-1] if line.endswith("\r") else line for line in lines], where=where)
+    lines = (line[:-1] if line.endswith("\r") else line for line in text.split("\n"))
+    return check_labels([line for line in lines if line.strip()], where=where)
 
 
 def check_state(state: dict, shapes: dict, *, where="state", partial=False) -> dict:

@@ -42,6 +42,9 @@ MAX_DECODED_PIXELS = 1 << 25
 MAX_SOURCE_PIXELS = 1 << 28
 Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+# A damaged EXIF block (parsed by the TIFF plugin) is treated as "upright"; its warnings
+# would only be noise among the progress lines.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 CROP_SCALE = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -168,6 +171,9 @@ def _decode_file(f, size: int, augment):
         # The crop box is chosen on the upright full-resolution image, so the random
         # draws depend only on the image's dimensions, never on the decoder.
         scale = 1
+        if img.size[0] * img.size[1] > MAX_SOURCE_PIXELS:
+            raise _TooLarge(f"{img.size[0]} x {img.size[1]} pixels, more than the "
+                            f"{MAX_SOURCE_PIXELS / 1e6:.0f} MP this loader accepts — resize it")
         is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone JPEG with extra frames
         if not is_jpeg:
             _check_budget(img)  # before getexif: a PNG's getexif decodes the whole image
