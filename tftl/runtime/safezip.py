@@ -25,6 +25,7 @@ import io
 import lzma
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 
@@ -40,7 +41,8 @@ _ALLOWED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 # What zipfile, zlib and numpy raise for damaged bytes (zipfile is not careful about it).
 ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, ValueError,
           OSError, EOFError, zlib.error, lzma.LZMAError, struct.error, IndexError, KeyError,
-          OverflowError, UnicodeDecodeError, TypeError)
+          OverflowError, UnicodeDecodeError, TypeError, SyntaxError, MemoryError,
+          tokenize.TokenError)  # numpy parses the .npy header dict with tokenize + literal_eval
 
 
 class ArchiveError(ValueError):
