@@ -25,7 +25,8 @@ import os
 import warnings
 
 import numpy as np
-from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401
+from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError  # noqa: F401
+from PIL import WebPImagePlugin  # noqa: F401  (registers the decoder IMAGE_FORMATS names)
 
 from tftl.runtime import contract, files
 
@@ -238,8 +239,13 @@ def load_image(path, size: int, *, augment=None) -> np.ndarray:
             array = _decode_file(f, size, augment)
     except _TooLarge as e:
         raise ImageError(path, str(e)) from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a JPEG, PNG, BMP or WebP image") from None
     except Exception as e:  # noqa: BLE001 - any bytes at all must end in "skipped", not a traceback
-        raise ImageError(path, " ".join(str(e).split()) or type(e).__name__) from e
+        message = " ".join(str(e).split())
+        if not isinstance(e, (OSError, ValueError)):
+            message = f"{type(e).__name__}: {message}" if message else type(e).__name__
+        raise ImageError(path, message or type(e).__name__) from e
     if array.shape != (size, size, 3):
         raise ImageError(path, f"decoded to shape {array.shape}, expected {(size, size, 3)}")
     return array
