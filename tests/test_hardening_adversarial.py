@@ -805,3 +805,13 @@ def test_data_loss_kill_9_during_checkpoint_writes(tmp_path, delay):
     # the next write removes what the killed one left
     ckpt.save_checkpoint(path, arrays, meta)
     assert os.listdir(tmp_path) == ["checkpoint.npz"]
+
+
+def test_crash_too_many_archive_members_refused_before_reading_them(tmp_path, fb, monkeypatch):
+    monkeypatch.setattr(safezip, "MAX_MEMBERS", 10)
+    extra = {f"junk{i}.bin": b"" for i in range(12)}
+    assert "archive members" in read_model_error(tmp_path, model_bytes(fb, extra=extra))
+
+
+def test_late_unknown_image_format_says_which_formats_are_read(tmp_path):
+    assert "not a JPEG, PNG, BMP or WebP image" in skipped(write(tmp_path / "x.jpg", other_format("GIF")))

@@ -4,6 +4,8 @@ TensorFlow is used here only to make the model; the runtime itself must not impo
 """
 
 import hashlib
+import io
+import json
 import os
 import pathlib
 import re
@@ -172,3 +174,26 @@ def test_every_cut_of_a_model_is_reported_as_truncated(model_path, flatbuffer):
         expected = "not a tftl model" if cut == len(flatbuffer) else "truncated or corrupted"
         with pytest.raises(mf.ModelFileError, match=expected):
             mf.read_model(cut_path)
+
+
+def test_signature_tensors_reads_the_declared_shapes(flatbuffer):
+    sigs = mf.signature_tensors(flatbuffer)
+    (entry,) = sigs.values()
+    assert entry == {"inputs": {"x": ((1, 4), mf.FLOAT32)}, "outputs": {"y": ((1, 4), mf.FLOAT32)}}
+
+
+def test_labels_txt_with_bom_and_crlf_reads_clean_labels(model_path):
+    model = mf.read_model(model_path)
+    path = model_path.parent / "bom.tftl"
+    with open(path, "wb") as f:
+        f.write(model.flatbuffer)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            archive.writestr("tftl.json", json.dumps(model.metadata))
+            archive.writestr("labels.txt", "\ufeffdaisy\r\ndandelion\r\nroses".encode())
+        f.write(buf.getvalue())
+    assert mf.read_model(path).labels == LABELS
+
+
+def test_model_without_state_has_no_state(model_path):
+    assert mf.read_state(model_path) == (None, None)
