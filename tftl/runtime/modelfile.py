@@ -231,12 +231,22 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=Non
 
 
 def _read_bytes(path: str) -> bytes:
-    """The whole model file, refusing folders, FIFOs, devices and files over the cap."""
+    """The whole model file, refusing folders, FIFOs, devices, files over the cap and (from
+    their first 8 bytes, before the rest is read) files that are not TFLite models."""
     try:
-        return files.read_regular(path, limit=MAX_MODEL_BYTES)
+        with files.open_regular(path, limit=MAX_MODEL_BYTES) as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelFileError(f"model file {path} is truncated or corrupted — export it again")
+            if head[4:8] != TFLITE_IDENTIFIER:
+                raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) "
+                                     f"— {EXPORT_HINT}")
+            return head + f.read(MAX_MODEL_BYTES)
     except files.FileProblem as e:
         fix = "check the path" if e.reason != "does not exist" else EXPORT_HINT
         raise ModelFileError(f"model file {path} {e.reason} — {fix}") from None
+    except OSError as e:
+        raise ModelFileError(f"model file {path} cannot be read ({e.strerror or e}) — check the file") from None
 
 
 def _archive_members(path: str, data: bytes):
@@ -313,10 +323,6 @@ def read_model(path) -> ModelFile:
     path = os.fspath(path)
     data = _read_bytes(path)
     damaged = f"model file {path} is truncated or corrupted — export it again"
-    if len(data) < 8:
-        raise ModelFileError(damaged)
-    if data[4:8] != TFLITE_IDENTIFIER:
-        raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) — {EXPORT_HINT}")
     meta, labels_text, flatbuffer = _archive_members(path, data)
     del data
     where = f"model file {path}"
