@@ -33,7 +33,7 @@ from PIL import Image
 from hardening_util import (LABELS, META, STATE_SHAPES, good_state, model_bytes, npy_bytes, one_line,
                             tiny_flatbuffer, zip_bytes)
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import contract, data, files, modelfile, safezip
+from tftl.runtime import contract, data, modelfile, safezip
 
 FAKE_FLATBUFFER = b"\x1c\x00\x00\x00TFL3" + b"\x00" * 56  # enough for write_model's identifier check
 
