@@ -4,8 +4,8 @@
 
 --code: the source tree whose `tftl` is imported (default: this checkout), so the same
 inputs can be measured against an older commit (`git archive <commit> | tar -x -C DIR`).
---model: a tftl model whose flatbuffer carries the hostile archive (default: a 4-tensor
-dummy flatbuffer is not enough for read_model's identifier check, so pass an exported one).
+--model: an exported tftl model whose flatbuffer carries the hostile archive (the
+metadata-bomb case is left out when it does not exist).
 
 Cases:
   metadata-bomb  a model whose tftl.json member is 400 MB of JSON deflated to ~0.4 MB

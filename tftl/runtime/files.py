@@ -116,13 +116,14 @@ def clean_stale_temps(path) -> list:
 
 
 def preallocate(fd_or_file, size: int) -> None:
-    """Reserve `size` bytes of disk for an open file, so a memmap over it cannot SIGBUS.
+    """Reserve `size` bytes of disk for a new, open file, so a memmap over it cannot SIGBUS.
 
     A sparse file (what np.memmap "w+" makes) gets its blocks only when a page is first
     written; on a full disk that write is a SIGBUS ("Bus error") that kills the process.
     posix_fallocate asks for the blocks now and raises OSError(ENOSPC) instead. Where
     the file system cannot allocate (EOPNOTSUPP/EINVAL, e.g. some FUSE mounts) it falls
-    back to writing zeros, which fails the same clean way.
+    back to writing zeros over the first `size` bytes, which fails the same clean way.
+    Use: open the cache file "wb", preallocate(f, nbytes), then np.memmap(path, mode="r+").
 
     Raises:
         OSError: errno.ENOSPC (or EDQUOT) when the disk cannot hold `size` bytes.
