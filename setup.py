@@ -17,7 +17,7 @@ setup(
         "runtime": RUNTIME,
         "export": EXPORT,
         "plot": ["matplotlib"],
-        "dev": EXPORT + RUNTIME + ["pytest", "matplotlib"],
+        "dev": EXPORT + RUNTIME + ["pytest", "matplotlib", "hypothesis"],
     },
     entry_points={"console_scripts": [
         "tftl-train=tftl.runtime.cli:train_main",

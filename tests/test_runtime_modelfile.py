@@ -4,6 +4,8 @@ TensorFlow is used here only to make the model; the runtime itself must not impo
 """
 
 import hashlib
+import io
+import json
 import os
 import pathlib
 import re
@@ -19,6 +21,8 @@ from tftl.runtime import modelfile as mf
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LABELS = ["daisy", "dandelion", "roses"]
+# The smallest metadata the tftl-2 contract accepts (the Doubler graph has no tftl signatures).
+META = {"format": "tftl-2", "model": "doubler", "scheme": "ft_last", "image_size": 224, "batch": 1}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def flatbuffer():
 @pytest.fixture
 def model_path(tmp_path, flatbuffer):
     path = tmp_path / "m.tftl"
-    mf.write_model(path, flatbuffer, {"scheme": "ft_last", "image_size": 224}, LABELS)
+    mf.write_model(path, flatbuffer, META, LABELS)
     return path
 
 
@@ -55,8 +59,7 @@ def test_round_trip(model_path, flatbuffer):
     assert model.labels == LABELS
     assert model.path == str(model_path)
     assert model.metadata == {
-        "scheme": "ft_last",
-        "image_size": 224,
+        **META,
         "content_hash": hashlib.sha256(flatbuffer).hexdigest(),
         "num_labels": 3,
     }
@@ -171,3 +174,26 @@ def test_every_cut_of_a_model_is_reported_as_truncated(model_path, flatbuffer):
         expected = "not a tftl model" if cut == len(flatbuffer) else "truncated or corrupted"
         with pytest.raises(mf.ModelFileError, match=expected):
             mf.read_model(cut_path)
+
+
+def test_signature_tensors_reads_the_declared_shapes(flatbuffer):
+    sigs = mf.signature_tensors(flatbuffer)
+    (entry,) = sigs.values()
+    assert entry == {"inputs": {"x": ((1, 4), mf.FLOAT32)}, "outputs": {"y": ((1, 4), mf.FLOAT32)}}
+
+
+def test_labels_txt_with_bom_and_crlf_reads_clean_labels(model_path):
+    model = mf.read_model(model_path)
+    path = model_path.parent / "bom.tftl"
+    with open(path, "wb") as f:
+        f.write(model.flatbuffer)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            archive.writestr("tftl.json", json.dumps(model.metadata))
+            archive.writestr("labels.txt", "\ufeffdaisy\r\ndandelion\r\nroses".encode())
+        f.write(buf.getvalue())
+    assert mf.read_model(path).labels == LABELS
+
+
+def test_model_without_state_has_no_state(model_path):
+    assert mf.read_state(model_path) == (None, None)

@@ -22,6 +22,10 @@ Example:
 
 import dataclasses
 import math
+import re
+import unicodedata
+
+import numpy as np
 
 FORMAT = "tftl-2"
 FORMATS = ("tftl-1", "tftl-2")  # what the Python runtime reads
@@ -51,7 +55,23 @@ MAX_LABELS = 100_000
 MAX_FEATURE_ELEMENTS = 1 << 26
 MAX_STATE_TENSORS = 100_000
 
+MAX_LABEL_CHARS = 256
+MAX_STATE_ELEMENTS = 1 << 30   # 4 GiB of float32 state: far above any mobile network
+
 EXPORT_HINT = "export it again with python -m converters.export"
+
+# Characters a label may not hold: it is one line of labels.txt, a class folder name and a
+# string every host (Python, Java, JavaScript) must split identically. `str.splitlines`
+# also breaks at \x0b \x0c \x1c \x1d \x1e \x85 U+2028 U+2029, so those are refused
+# with every other control character (Unicode category Cc), line/paragraph separators
+# (Zl, Zp), lone surrogates (Cs: undecodable file-name bytes, not valid UTF-8) and the
+# byte-order mark; '/' and '\\' would make the label a path.
+LABEL_RULE = ("a label must be 1-256 characters of printable text on one line: no control characters, "
+              "no line or paragraph separators (\\x0b \\x0c \\x1c-\\x1e \\x85 U+2028 U+2029), "
+              "no '/' or backslash, no byte-order mark, no outer spaces, not '.' or '..'")
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_REFUSED_CATEGORIES = frozenset(("Cc", "Cs", "Zl", "Zp"))
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class ContractError(ValueError):
@@ -113,6 +133,17 @@ def _feature_shape(meta, image_size, where):
     return tuple(fs)
 
 
+def _string_map(meta, key, where):
+    """An optional {str: str} field (`preprocessing`), or None when absent."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
+        raise ContractError(f"{where}: tftl.json field {key!r} must map names to text — {EXPORT_HINT}")
+    return dict(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelMetadata:
     """The typed `tftl.json`. `raw` keeps every key as read (unknown keys are preserved)."""
@@ -131,6 +162,7 @@ class ModelMetadata:
     content_hash: str
     trained_state: bool
     raw: dict
+    preprocessing: dict = None     # {name: description}, informational; None when absent
 
     @property
     def has_trunk(self) -> bool:
@@ -163,6 +195,16 @@ class ModelMetadata:
             raise ContractError(f"{where}: tftl.json field 'trunk_end' must be a layer name or null — {EXPORT_HINT}")
         if not isinstance(meta.get("trained_state", False), bool):
             raise ContractError(f"{where}: tftl.json field 'trained_state' must be true or false — {EXPORT_HINT}")
+        content_hash = _str(meta, "content_hash", where)
+        if not _HEX64.fullmatch(content_hash):
+            raise ContractError(f"{where}: tftl.json field 'content_hash' must be 64 lowercase hex digits "
+                                f"(sha256) — {EXPORT_HINT}")
+        preprocessing = _string_map(meta, "preprocessing", where)
+        for key in ("signatures",):
+            value = meta.get(key)
+            if value is not None and (not isinstance(value, list)
+                                      or not all(isinstance(v, str) for v in value)):
+                raise ContractError(f"{where}: tftl.json field {key!r} must be a list of names — {EXPORT_HINT}")
         return cls(
             format=fmt, model=_str(meta, "model", where), scheme=_str(meta, "scheme", where),
             blocks=_int(meta, "blocks", 0, 1000, where, default=0), image_size=image_size,
@@ -170,5 +212,96 @@ class ModelMetadata:
             num_labels=_int(meta, "num_labels", 1, MAX_LABELS, where),
             feature_shape=_feature_shape(meta, image_size, where), trunk_end=trunk_end,
             state_names=names, state_groups={g: tuple(groups[g]) for g in GROUPS},
-            content_hash=_str(meta, "content_hash", where),
-            trained_state=bool(meta.get("trained_state", False)), raw=dict(meta))
+            content_hash=content_hash, trained_state=bool(meta.get("trained_state", False)),
+            raw=dict(meta), preprocessing=preprocessing)
+
+
+def label_problem(label) -> str:
+    """What breaks LABEL_RULE in `label` (a short phrase), or "" when it is a valid label."""
+    if not isinstance(label, str):
+        return f"is a {type(label).__name__}, not text"
+    if not label or not label.strip():
+        return "is empty"
+    if len(label) > MAX_LABEL_CHARS:
+        return f"has {len(label)} characters"
+    if label != label.strip():
+        return "has outer spaces"
+    if label in (".", ".."):
+        return "is a path component"
+    for ch in label:
+        if ch in _LINE_BREAKS or ch == "\ufeff" or ch in "/\\" \
+                or unicodedata.category(ch) in _REFUSED_CATEGORIES:
+            return f"holds {ch!r} (U+{ord(ch):04X})"
+    return ""
+
+
+def check_labels(labels, *, where="labels") -> list:
+    """`labels` as a list of str after LABEL_RULE and uniqueness; call before any work.
+
+    The exporter (for --labels / class folders), tftl-train (for its class folders) and
+    modelfile.write_model all call it, so a label no reader can load is refused up front.
+
+    Raises:
+        ContractError: one line naming the first bad label, the rule and the fix.
+    """
+    labels = list(labels)
+    if not labels:
+        raise ContractError(f"{where}: no labels — a model needs at least one class")
+    if len(labels) > MAX_LABELS:
+        raise ContractError(f"{where}: {len(labels)} labels, at most {MAX_LABELS}")
+    for label in labels:
+        problem = label_problem(label)
+        if problem:
+            raise ContractError(f"{where}: label {label!r} {problem}; {LABEL_RULE} — rename it")
+    seen = set()
+    for label in labels:
+        if label in seen:
+            raise ContractError(f"{where}: label {label!r} appears twice — each label must be unique")
+        seen.add(label)
+    return labels
+
+
+def parse_labels(text: str, *, where="labels.txt") -> list:
+    """The labels of a labels.txt text: one per line; a leading UTF-8 BOM, "\\r" line ends
+    and blank lines are dropped; every label checked with check_labels.
+
+    Lines are split at "\\n" only (not `str.splitlines`), so a stray U+2028 or \\x1c is
+    reported as a bad label instead of silently making two labels.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = (line[:-1] if line.endswith("\r") else line for line in text.split("\n"))
+    return check_labels([line for line in lines if line.strip()], where=where)
+
+
+def check_state(state: dict, shapes: dict, *, where="state", partial=False) -> dict:
+    """Refuse state that does not fit the model or is not finite; returns float32 arrays.
+
+    shapes: {name: shape} the `restore` signature declares. A tftl-1 scalar is accepted
+    for a declared (1,). Used for a fine-tuned model's state.npz and a checkpoint's arrays,
+    so a NaN / infinite state is refused when the file is read, not after it has run.
+
+    Raises:
+        ContractError: one line naming the first bad tensor.
+    """
+    missing = sorted(set(shapes) - set(state))
+    extra = sorted(set(state) - set(shapes))
+    if (missing and not partial) or extra:
+        raise ContractError(f"{where} does not fit the model: missing {missing[:3]}"
+                            f"{'...' if len(missing) > 3 else ''}, unknown {extra[:3]}"
+                            f"{'...' if len(extra) > 3 else ''} — it belongs to another model")
+    out = {}
+    for name, value in state.items():
+        value = np.asarray(value)
+        want = tuple(shapes[name])
+        if value.shape != want and not (value.shape == () and want == (1,)):
+            raise ContractError(f"{where}: {name} has shape {value.shape}, the model has {want} "
+                                "— it belongs to another model")
+        if value.dtype.kind not in "biuf":
+            raise ContractError(f"{where}: {name} has dtype {value.dtype}, not a number type")
+        value = value.astype(np.float32, copy=False)
+        if not np.isfinite(value).all():
+            raise ContractError(f"{where} holds NaN or infinite values in {name} — "
+                                "use an earlier checkpoint or train again")
+        out[name] = value.reshape(want)
+    return out

@@ -7,35 +7,57 @@ it saw on the desktop. Output is float32 RGB in 0..255 (models do their own resc
   augment: random resized crop (area 0.25..1, aspect 3/4..4/3, as torchvision's
            RandomResizedCrop), resized to size x size, random horizontal flip (p = 0.5).
 
+Hostile or damaged files (all checked before the pixels are decoded): only regular
+files are opened (a FIFO named x.jpg would block forever, /dev/zero never ends); only
+the JPEG, PNG, BMP and WebP decoders are tried, whatever the name says; an image whose
+decoded size is over MAX_DECODED_PIXELS is refused from its header (a 20 KB PNG can
+declare 13000 x 13000 pixels), while JPEGs up to MAX_SOURCE_PIXELS decode at 1/2..1/8
+scale through Pillow's draft; EXIF that does not parse counts as "upright"; 16-bit
+grayscale is scaled to 0..255 (Pillow's convert clips it). Any failure is an ImageError
+that the callers count and list as a skipped file.
+
 No TensorFlow here: numpy, Pillow and the standard library only.
 """
 
 import concurrent.futures
 import math
 import os
-import struct
+import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError  # noqa: F401
+from PIL import WebPImagePlugin  # noqa: F401  (registers the decoder IMAGE_FORMATS names)
+
+from tftl.runtime import contract, files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The decoders tried, whatever the file is named (Pillow would otherwise also try TIFF,
+# PSD, EPS (which runs Ghostscript) and dozens more on a renamed file).
+# The JPEG decoder also opens MPO (a phone JPEG with extra frames) as format "MPO".
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
+# Decoded pixels a single image may need (about 100 MB as RGB). JPEGs are decoded at
+# 1/2..1/8 scale when the crop allows, so this limits the drafted size, not the photo's.
+MAX_DECODED_PIXELS = 1 << 25
+# Largest declared size at all (a 268 MP JPEG still drafts to 4 MP). Pillow refuses at
+# twice its MAX_IMAGE_PIXELS and warns above it; the warning is made an error (a skip).
+MAX_SOURCE_PIXELS = 1 << 28
+Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+# A damaged EXIF block (parsed by the TIFF plugin) is treated as "upright"; its warnings
+# would only be noise among the progress lines.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
 
 CROP_SCALE = (0.25, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10
 
-# Everything Pillow raises for a bad file: unknown format, truncated data, broken headers.
-_DECODE_ERRORS = (
-    UnidentifiedImageError,
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    Image.DecompressionBombError,
-)
 # EXIF orientations that swap width and height (transpose / rotate 90 / 270).
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 class ImageError(ValueError):
@@ -113,48 +135,117 @@ def _choose_crop(width, height, augment):
     return box, bool(augment.random() < 0.5)
 
 
+def _orientation(img) -> int:
+    """The EXIF orientation 1..8; 1 (upright) when the EXIF block is missing or damaged.
+
+    A one-bit error in a phone's EXIF block can make Pillow's parser raise almost
+    anything (struct.error, SyntaxError, TypeError, ...); the pixels are still fine.
+    """
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any parser failure means "no usable orientation"
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _to_rgb(img):
+    """`img` as 8-bit RGB; 16-bit grayscale scaled by 255/65535 instead of clipped at 255."""
+    if img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):
+        wide = np.asarray(img).astype(np.uint32)
+        gray = ((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # the palette with its transparency; the alpha is dropped next
+    return img.convert("RGB")
+
+
+def _check_budget(img) -> None:
+    """Refuse an image whose (drafted) size needs more than MAX_DECODED_PIXELS, undecoded."""
+    if img.size[0] * img.size[1] > MAX_DECODED_PIXELS:
+        raise _TooLarge(f"{img.size[0]} x {img.size[1]} pixels to decode, more than the "
+                        f"{MAX_DECODED_PIXELS / 1e6:.0f} MP this loader accepts — resize it")
+
+
+def _decode_file(f, size: int, augment):
+    """(array [size, size, 3] float32) of the open image file `f`; raises on any problem."""
+    with Image.open(f, formats=IMAGE_FORMATS) as img:
+        # The crop box is chosen on the upright full-resolution image, so the random
+        # draws depend only on the image's dimensions, never on the decoder.
+        scale = 1
+        if img.size[0] * img.size[1] > MAX_SOURCE_PIXELS:
+            raise _TooLarge(f"{img.size[0]} x {img.size[1]} pixels, more than the "
+                            f"{MAX_SOURCE_PIXELS / 1e6:.0f} MP this loader accepts — resize it")
+        is_jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone JPEG with extra frames
+        if not is_jpeg:
+            _check_budget(img)  # before getexif: a PNG's getexif decodes the whole image
+        orientation = _orientation(img)
+        if is_jpeg:
+            # JPEG EXIF sits before the image data, so the upright size is known before
+            # decoding; that lets the DCT decode at 1/2, 1/4 or 1/8 scale for free, used
+            # only while the crop keeps >= `size` pixels a side (nothing gets upsampled).
+            width, height = img.size
+            if orientation in _SWAPPING_ORIENTATIONS:
+                width, height = height, width
+            box, flip = _choose_crop(width, height, augment)
+            s = _draft_scale(box, size)
+            if s > 1:
+                raw_w, raw_h = img.size
+                drafted = img.draft("RGB", (raw_w // s, raw_h // s))
+                if drafted is not None:
+                    scale = raw_w / drafted[1][2]
+            _check_budget(img)  # the drafted size
+        img.load()  # force the full decode so truncated files fail here
+        upright = img.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else img
+        rgb = _to_rgb(upright)
+        if not is_jpeg:
+            box, flip = _choose_crop(*rgb.size, augment)
+        box = tuple(min(v / scale, lim) for v, lim in zip(box, rgb.size * 2))
+        out = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+        if flip:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return np.asarray(out, dtype=np.float32)
+
+
+class _TooLarge(Exception):
+    """An image over the pixel budget (turned into an ImageError with its path)."""
+
+
+def _folder_reason(path) -> str:
+    """Why a folder in the sample list cannot be used (it is there because it cannot be listed)."""
+    try:
+        os.listdir(path)
+    except OSError as e:
+        return f"folder cannot be listed ({e.strerror or e}); the photos in it are not used"
+    return "is a folder, not an image file"
+
+
 def load_image(path, size: int, *, augment=None) -> np.ndarray:
     """Decode one image file to float32 [size, size, 3] in 0..255.
 
     augment: None for the deterministic eval path, or a numpy Generator for the
-    random-resized-crop + flip training path. Raises ImageError for any unreadable file.
+    random-resized-crop + flip training path. Raises ImageError for any file that is not
+    a readable regular image file within the pixel budget, whatever its bytes are.
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise ValueError(f"image size must be a positive integer, got {size!r}")
     size = int(size)
     try:
-        with Image.open(path) as img:
-            # The crop box is chosen on the upright full-resolution image, so the random
-            # draws depend only on the image's dimensions, never on the decoder.
-            scale = 1
-            is_jpeg = img.format == "JPEG"
-            if is_jpeg:
-                # JPEG EXIF sits before the image data, so the upright size is known before
-                # decoding; that lets the DCT decode at 1/2, 1/4 or 1/8 scale for free, used
-                # only while the crop keeps >= `size` pixels a side (nothing gets upsampled).
-                width, height = img.size
-                if img.getexif().get(0x0112, 1) in _SWAPPING_ORIENTATIONS:
-                    width, height = height, width
-                box, flip = _choose_crop(width, height, augment)
-                s = _draft_scale(box, size)
-                if s > 1:
-                    raw_w, raw_h = img.size
-                    drafted = img.draft("RGB", (raw_w // s, raw_h // s))
-                    if drafted is not None:
-                        scale = raw_w / drafted[1][2]
-            img.load()  # force the full decode so truncated files fail here
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
-            if not is_jpeg:
-                box, flip = _choose_crop(*rgb.size, augment)
-            box = tuple(min(v / scale, lim) for v, lim in zip(box, rgb.size * 2))
-            out = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
-            if flip:
-                out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            array = np.asarray(out, dtype=np.float32)
-    except ImageError:
-        raise
-    except _DECODE_ERRORS as e:
-        raise ImageError(path, str(e) or type(e).__name__) from e
+        f = files.open_regular(path)
+    except files.FileProblem as e:
+        reason = _folder_reason(path) if os.path.isdir(path) else e.reason
+        raise ImageError(path, reason) from None
+    try:
+        with f:
+            array = _decode_file(f, size, augment)
+    except _TooLarge as e:
+        raise ImageError(path, str(e)) from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a JPEG, PNG, BMP or WebP image") from None
+    except Exception as e:  # noqa: BLE001 - any bytes at all must end in "skipped", not a traceback
+        message = " ".join(str(e).split())
+        if not isinstance(e, (OSError, ValueError)):
+            message = f"{type(e).__name__}: {message}" if message else type(e).__name__
+        raise ImageError(path, message or type(e).__name__) from e
     if array.shape != (size, size, 3):
         raise ImageError(path, f"decoded to shape {array.shape}, expected {(size, size, 3)}")
     return array
@@ -164,15 +255,23 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
-def _list_images(folder: str) -> list:
-    """Image files under `folder` (recursive, hidden entries skipped), sorted by relative path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+def _list_images(folder: str):
+    """(image paths, unlistable folders) under `folder`, recursive, hidden entries skipped.
+
+    The paths are sorted by relative path. A sub-folder that cannot be listed (permissions,
+    I/O error) is returned as (path, reason) rather than silently dropped.
+    """
+    found, unlistable = [], []
+
+    def onerror(e):
+        unlistable.append((e.filename or folder, f"folder cannot be listed ({e.strerror or e})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=onerror):
         dirnames[:] = [d for d in dirnames if _visible(d)]
         for name in filenames:
             if _visible(name) and is_image_file(name):
                 found.append(os.path.join(dirpath, name))
-    return sorted(found, key=lambda p: os.path.relpath(p, folder).replace(os.sep, "/"))
+    return sorted(found, key=lambda p: os.path.relpath(p, folder).replace(os.sep, "/")), unlistable
 
 
 class ImageFolder:
@@ -189,16 +288,28 @@ class ImageFolder:
             raise ValueError(f"image folder {root} does not exist — pass a folder holding one subfolder per class")
         if not os.path.isdir(root):
             raise ValueError(f"image folder {root} is not a directory — pass a folder of one subfolder per class")
-        folders = sorted(
-            name for name in os.listdir(root) if _visible(name) and os.path.isdir(os.path.join(root, name))
-        )
+        try:
+            names = os.listdir(root)
+        except OSError as e:
+            raise ValueError(f"image folder {root} cannot be listed ({e.strerror or e}) — check its permissions") from None
+        folders = sorted(name for name in names if _visible(name) and os.path.isdir(os.path.join(root, name)))
         if not folders:
             raise ValueError(f"{root} has no class subfolders — put one folder per class in {root}")
-        files = {name: _list_images(os.path.join(root, name)) for name in folders}
-        if not any(files.values()):
+        if labels is None:
+            # Folder names become the model's labels: refuse now, before any listing or
+            # decoding, a name no reader could load back (contract.LABEL_RULE).
+            contract.check_labels(folders, where=f"class folders of {root}")
+        by_class, unreadable = {}, []
+        for name in folders:
+            found, unlistable = _list_images(os.path.join(root, name))
+            # An unlistable folder stays in the samples: load_image refuses it with the
+            # reason, so every caller counts and lists it like an unreadable image.
+            by_class[name] = found + [path for path, _ in unlistable]
+            unreadable += unlistable
+        if not any(by_class.values()):
             exts = "/".join(e[1:] for e in IMAGE_EXTENSIONS)
             raise ValueError(f"no images ({exts}) in the class folders of {root} — add images to them")
-        empty = [name for name in folders if not files[name]]
+        empty = [name for name in folders if not by_class[name]]
         if empty:
             raise ValueError(
                 f"class folder {os.path.join(root, empty[0])} has no images — add some or remove the folder"
@@ -215,18 +326,21 @@ class ImageFolder:
                     f"{root}: folders {unknown} are not labels of the model {classes} — rename or remove them"
                 )
         index = {name: i for i, name in enumerate(classes)}
-        samples = [(path, index[name]) for name in folders for path in files[name]]
-        self._init(root, classes, samples)
+        samples = [(path, index[name]) for name in folders for path in by_class[name]]
+        self._init(root, classes, samples, unreadable)
 
-    def _init(self, root, classes, samples):
+    def _init(self, root, classes, samples, unreadable=()):
         self.root = root
         self.classes = list(classes)
         self.samples = list(samples)
+        # (path, reason) of sub-folders that could not be listed; they are also in
+        # `samples`, where load_image refuses them, so they are counted as skipped.
+        self.unreadable = list(unreadable)
 
     @classmethod
-    def _view(cls, root, classes, samples):
+    def _view(cls, root, classes, samples, unreadable=()):
         view = cls.__new__(cls)
-        view._init(root, classes, samples)
+        view._init(root, classes, samples, unreadable)
         return view
 
     def __len__(self) -> int:
@@ -265,7 +379,8 @@ class ImageFolder:
             val_idx.update(idx[j] for j in chosen)
         train = [s for i, s in enumerate(self.samples) if i not in val_idx]
         val = [s for i, s in enumerate(self.samples) if i in val_idx]
-        return (self._view(self.root, self.classes, train), self._view(self.root, self.classes, val))
+        return (self._view(self.root, self.classes, train, self.unreadable),
+                self._view(self.root, self.classes, val))
 
 
 def _decode(job):

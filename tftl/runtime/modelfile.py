@@ -17,13 +17,21 @@ import os
 import struct
 import zipfile
 
-from tftl.runtime import contract
+from tftl.runtime import contract, files, safezip
 from tftl.runtime.checkpoint import atomic_write
 
 METADATA_NAME = "tftl.json"
 LABELS_NAME = "labels.txt"
 TFLITE_IDENTIFIER = b"TFL3"
 EXPORT_HINT = "export it with python -m converters.export"
+STATE_NAME = "state.npz"
+# Caps on what a model file may make a reader allocate (flatbuffers end at 2 GiB).
+MAX_MODEL_BYTES = 4 << 30
+MAX_METADATA_BYTES = 16 << 20
+MAX_LABELS_BYTES = 16 << 20
+MAX_STATE_BYTES = contract.MAX_STATE_ELEMENTS * 4
+# TFLite TensorType codes used by the contract.
+FLOAT32, INT32 = 0, 2
 # Fixed timestamps make the same model export to the same bytes.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -41,6 +49,12 @@ class ModelFile:
     labels: list
     path: str
     meta: contract.ModelMetadata = None  # the typed, validated view of `metadata`
+    signatures: dict = None  # {signature: {"inputs"/"outputs": {name: (shape, type)}}}
+
+    def state_shapes(self) -> dict:
+        """{state name: shape} as the flatbuffer's `restore` signature declares them, or None."""
+        restore = (self.signatures or {}).get(contract.RESTORE)
+        return None if restore is None else {n: s for n, (s, _) in restore["inputs"].items()}
 
 
 def content_hash(flatbuffer: bytes) -> str:
@@ -50,9 +64,13 @@ def content_hash(flatbuffer: bytes) -> str:
 
 def _table_fields(data: bytes, table: int):
     """(field offsets, vtable field count) of the flatbuffer table at `table`, bounds-checked."""
+    if not 0 <= table <= len(data) - 4:
+        raise ValueError("table out of bounds")
     vtable = table - struct.unpack_from("<i", data, table)[0]
+    if not 0 <= vtable <= len(data) - 4:
+        raise ValueError("vtable out of bounds")
     vtable_len, table_len = struct.unpack_from("<HH", data, vtable)
-    if vtable < 0 or vtable + vtable_len > len(data) or table + table_len > len(data) or vtable_len < 4:
+    if vtable + vtable_len > len(data) or table + table_len > len(data) or vtable_len < 4:
         raise ValueError("table out of bounds")
     return struct.unpack_from(f"<{(vtable_len - 4) // 2}H", data, vtable + 4)
 
@@ -67,6 +85,70 @@ def _vector(data: bytes, table: int, fields, index: int, elem_size: int):
     if start + 4 + length * elem_size > len(data):
         raise ValueError("vector out of bounds")
     return start + 4, length
+
+
+def _child(data: bytes, pos: int):
+    """(table, fields) of the table referenced by the uoffset stored at `pos`."""
+    table = pos + struct.unpack_from("<I", data, pos)[0]
+    return table, _table_fields(data, table)
+
+
+def _elements(data, table, fields, index, elem_size=4):
+    """Positions of the elements of the vector in field `index` (empty when absent)."""
+    vec = _vector(data, table, fields, index, elem_size)
+    return [] if vec is None else [vec[0] + k * elem_size for k in range(vec[1])]
+
+
+def _string(data, table, fields, index) -> str:
+    vec = _vector(data, table, fields, index, 1)
+    return "" if vec is None else data[vec[0]:vec[0] + vec[1]].decode("utf-8")
+
+
+def _scalar(data, table, fields, index, fmt):
+    if index >= len(fields) or not fields[index]:
+        return 0
+    return struct.unpack_from(fmt, data, table + fields[index])[0]
+
+
+def signature_tensors(data: bytes) -> dict:
+    """{signature: {"inputs"/"outputs": {name: (shape, TensorType code)}}} of a TFLite model.
+
+    Read straight from the flatbuffer (Model.signature_defs -> SignatureDef.inputs/outputs
+    -> TensorMap.tensor_index -> SubGraph.tensors[i].shape/type), so a reader can check the
+    metadata and any state against the graph before an interpreter or an array exists.
+
+    Raises:
+        ValueError: an offset, index or string outside the buffer (a damaged flatbuffer).
+    """
+    try:
+        root = struct.unpack_from("<I", data, 0)[0]
+        fields = _table_fields(data, root)
+        subgraphs = _elements(data, root, fields, 2)
+        out = {}
+        for pos in _elements(data, root, fields, 7):
+            sig, sig_fields = _child(data, pos)
+            index = _scalar(data, sig, sig_fields, 4, "<I")
+            if index >= len(subgraphs):
+                raise ValueError("signature subgraph index out of range")
+            graph, graph_fields = _child(data, subgraphs[index])
+            tensors = _elements(data, graph, graph_fields, 0)
+            entry = {}
+            for side, field in (("inputs", 0), ("outputs", 1)):
+                entry[side] = {}
+                for mpos in _elements(data, sig, sig_fields, field):
+                    tmap, tmap_fields = _child(data, mpos)
+                    t = _scalar(data, tmap, tmap_fields, 1, "<I")
+                    if t >= len(tensors):
+                        raise ValueError("signature tensor index out of range")
+                    tensor, tensor_fields = _child(data, tensors[t])
+                    shape = tuple(struct.unpack_from("<i", data, p)[0]
+                                  for p in _elements(data, tensor, tensor_fields, 0))
+                    entry[side][_string(data, tmap, tmap_fields, 0)] = (
+                        shape, _scalar(data, tensor, tensor_fields, 1, "<b"))
+            out[_string(data, sig, sig_fields, 2)] = entry
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(f"damaged flatbuffer ({e})") from None
+    return out
 
 
 def _flatbuffer_complete(data: bytes) -> bool:
@@ -112,18 +194,6 @@ def _archive_started(data: bytes) -> bool:
     return any(data.endswith(sig[:k]) for k in (1, 2, 3))
 
 
-def _check_labels(labels) -> list:
-    labels = [str(label) for label in labels]
-    if not labels:
-        raise ValueError("a tftl model needs at least one label — pass the class names")
-    for label in labels:
-        if not label.strip() or "\n" in label or "\r" in label or label != label.strip():
-            raise ValueError(f"label {label!r} must be non-empty, one line, without outer spaces — rename it")
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"labels {labels} contain duplicates — each label must be unique")
-    return labels
-
-
 def _zip_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_STORED
@@ -140,7 +210,7 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=Non
     flatbuffer = bytes(flatbuffer)
     if flatbuffer[4:8] != TFLITE_IDENTIFIER:
         raise ValueError(f"cannot write {path}: the flatbuffer is not a TFLite model (no {TFLITE_IDENTIFIER!r} tag)")
-    labels = _check_labels(labels)
+    labels = contract.check_labels([str(label) for label in labels], where=f"labels for {path}")
     meta = dict(metadata)
     meta["content_hash"] = content_hash(flatbuffer)
     meta["num_labels"] = len(labels)
@@ -160,26 +230,38 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=Non
     return meta
 
 
-def read_model(path) -> ModelFile:
-    """Parse and verify a tftl model file; ModelFileError with the fix otherwise."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ModelFileError(f"model file {path} does not exist — {EXPORT_HINT}")
-    with open(path, "rb") as f:
-        data = f.read()
+def _read_bytes(path: str) -> bytes:
+    """The whole model file, refusing folders, FIFOs, devices, files over the cap and (from
+    their first 8 bytes, before the rest is read) files that are not TFLite models."""
+    try:
+        with files.open_regular(path, limit=MAX_MODEL_BYTES) as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelFileError(f"model file {path} is truncated or corrupted — export it again")
+            if head[4:8] != TFLITE_IDENTIFIER:
+                raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) "
+                                     f"— {EXPORT_HINT}")
+            return head + f.read(MAX_MODEL_BYTES)
+    except files.FileProblem as e:
+        fix = "check the path" if e.reason != "does not exist" else EXPORT_HINT
+        raise ModelFileError(f"model file {path} {e.reason} — {fix}") from None
+    except OSError as e:
+        raise ModelFileError(f"model file {path} cannot be read ({e.strerror or e}) — check the file") from None
+
+
+def _archive_members(path: str, data: bytes):
+    """(metadata dict, labels text, flatbuffer) from the appended archive, sizes capped."""
     damaged = f"model file {path} is truncated or corrupted — export it again"
     not_tftl = f"{path} is not a tftl model (no tftl metadata) — {EXPORT_HINT}"
-    if len(data) < 8:
-        raise ModelFileError(damaged)
-    if data[4:8] != TFLITE_IDENTIFIER:
-        raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) — {EXPORT_HINT}")
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+        archive = safezip.open_archive(data)
+    except safezip.NotZip:
         # A cut-off tftl file holds the start of its archive or a cut flatbuffer; an intact
         # plain .tflite holds neither.
         intact_plain = not _archive_started(data) and _flatbuffer_complete(data)
         raise ModelFileError(not_tftl if intact_plain else damaged) from None
+    except safezip.ArchiveError as e:
+        raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
     with archive:
         names = set(archive.namelist())
         if METADATA_NAME not in names:
@@ -187,21 +269,111 @@ def read_model(path) -> ModelFile:
         if LABELS_NAME not in names:
             raise ModelFileError(damaged)
         try:
-            meta = json.loads(archive.read(METADATA_NAME).decode("utf-8"))
-            labels_text = archive.read(LABELS_NAME).decode("utf-8")
-        except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError) as e:
-            raise ModelFileError(f"{damaged} ({e})") from e
+            meta_bytes = safezip.read_member(archive, METADATA_NAME, MAX_METADATA_BYTES)
+            labels_bytes = safezip.read_member(archive, LABELS_NAME, MAX_LABELS_BYTES)
+        except safezip.ArchiveError as e:
+            raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
         # zipfile shifts offsets by any bytes prepended to the archive, so the first
         # member's header offset is where the flatbuffer ends.
         start = min(info.header_offset for info in archive.infolist())
     flatbuffer = data[:start]
+    try:
+        meta = json.loads(meta_bytes.decode("utf-8"))
+        labels_text = labels_bytes.decode("utf-8")
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ModelFileError(f"model file {path} is truncated or corrupted (unreadable tftl.json or "
+                             f"labels.txt: {type(e).__name__}) — export it again") from None
     if not isinstance(meta, dict) or meta.get("content_hash") != content_hash(flatbuffer):
         raise ModelFileError(damaged)
-    labels = labels_text.splitlines()
-    if meta.get("num_labels") != len(labels):
-        raise ModelFileError(damaged)
+    return meta, labels_text, flatbuffer
+
+
+def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
+    """Refuse metadata that disagrees with the shapes the graph's signatures declare."""
+    b, r, k = meta.batch, meta.image_size, meta.num_labels
+    feats = (b, *meta.feature_shape)
+    expected = {
+        contract.IMAGES: ((b, r, r, 3), FLOAT32, "batch and image_size"),
+        contract.PROBABILITIES: ((b, k), FLOAT32, "batch and num_labels (the number of labels)"),
+        contract.FEATURES: (feats, FLOAT32, "batch and feature_shape"),
+    }
+    for sig, entry in sigs.items():
+        for side in ("inputs", "outputs"):
+            for name, (shape, ttype) in entry[side].items():
+                want = expected.get(name)
+                if want is not None and (shape, ttype) != want[:2]:
+                    raise ModelFileError(
+                        f"model file {path}: the {sig} signature's {name} tensor is {list(shape)}, but "
+                        f"tftl.json's {want[2]} make {list(want[0])} — {contract.EXPORT_HINT}")
+    restore = sigs.get(contract.RESTORE)
+    if restore is not None and meta.state_names and set(restore["inputs"]) != set(meta.state_names):
+        raise ModelFileError(f"model file {path}: tftl.json 'state_names' differ from the restore "
+                             f"signature's inputs — {contract.EXPORT_HINT}")
+
+
+def read_model(path) -> ModelFile:
+    """Parse and verify a tftl model file; ModelFileError (one line, with the fix) otherwise.
+
+    Checked before anything is built from it: the file is a regular file under
+    MAX_MODEL_BYTES, every archive member's declared size is under its cap before it is
+    inflated, the flatbuffer matches `content_hash`, `tftl.json` passes the typed
+    contract, labels.txt follows the label rule and has `num_labels` lines, and batch,
+    image_size, num_labels and feature_shape agree with the graph's signature tensors.
+    """
+    path = os.fspath(path)
+    data = _read_bytes(path)
+    damaged = f"model file {path} is truncated or corrupted — export it again"
+    meta, labels_text, flatbuffer = _archive_members(path, data)
+    del data
+    where = f"model file {path}"
     try:
-        typed = contract.ModelMetadata.from_dict(meta, where=f"model file {path}")
+        typed = contract.ModelMetadata.from_dict(meta, where=where)
+        labels = contract.parse_labels(labels_text, where=f"{where}: labels.txt")
     except contract.ContractError as e:
         raise ModelFileError(str(e)) from None
-    return ModelFile(flatbuffer=flatbuffer, metadata=meta, labels=labels, path=path, meta=typed)
+    if len(labels) != typed.num_labels:
+        raise ModelFileError(f"{where} has {len(labels)} labels in labels.txt but tftl.json declares "
+                             f"num_labels {typed.num_labels} — {contract.EXPORT_HINT}")
+    try:
+        sigs = signature_tensors(flatbuffer)
+    except ValueError:
+        raise ModelFileError(damaged) from None
+    _check_graph(path, typed, sigs)
+    return ModelFile(flatbuffer=flatbuffer, metadata=meta, labels=labels, path=path, meta=typed,
+                     signatures=sigs)
+
+
+def read_state(model):
+    """(state, raw bytes) of a fine-tuned model's `state.npz`, or (None, None) without one.
+
+    model: a ModelFile (from read_model) or a path. Every member's name and shape is
+    compared with the `restore` signature's inputs from the .npy headers, before any array
+    is allocated, and the values must be finite (contract.check_state).
+
+    Raises:
+        ModelFileError: one line naming the file, the bad member and the fix.
+    """
+    model = model if isinstance(model, ModelFile) else read_model(model)
+    path = model.path
+    try:
+        archive = safezip.open_archive(_read_bytes(path))
+    except safezip.ArchiveError as e:
+        raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
+    with archive:
+        if STATE_NAME not in archive.namelist():
+            return None, None
+        try:
+            raw = safezip.read_member(archive, STATE_NAME, MAX_STATE_BYTES)
+        except safezip.ArchiveError as e:
+            raise ModelFileError(f"model file {path} has a damaged {STATE_NAME} ({e}) — train it again") from None
+    shapes = model.state_shapes()
+    where = f"{STATE_NAME} of model file {path}"
+    try:
+        state = safezip.read_npz(raw, limit=MAX_STATE_BYTES, declared=shapes)
+        if shapes is not None:
+            state = contract.check_state(state, shapes, where=where)
+    except safezip.ArchiveError as e:
+        raise ModelFileError(f"{where} is damaged ({e}) — train it again") from None
+    except contract.ContractError as e:
+        raise ModelFileError(str(e)) from None
+    return state, raw

@@ -1,0 +1,147 @@
+"""File-system guards shared by the readers and writers of the device runtime.
+
+  open_regular       open for reading only a regular file: a FIFO named `x.jpg` would block
+                     `open()` forever, a device (`/dev/zero`) never ends, a folder is a
+                     usage mistake. Checked with os.stat before the open, opened with
+                     O_NONBLOCK (so even a FIFO swapped in between cannot block) and checked
+                     again with fstat on the descriptor.
+  output_mode        the mode a new output file gets from the umask (mkstemp makes 0600).
+  clean_stale_temps  remove the `.<name>.*.tmp` files a crash during an atomic write left.
+  preallocate        reserve a file's blocks with posix_fallocate, so a full disk is an
+                     OSError at creation instead of SIGBUS when a memmap page is first touched.
+"""
+
+import errno
+import glob
+import os
+import stat
+
+
+class FileProblem(ValueError):
+    """A path that cannot be read as a regular file; `reason` is a short phrase."""
+
+    def __init__(self, path, reason):
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path} {reason}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file"
+    return "is not a regular file"
+
+
+def open_regular(path, *, limit=None):
+    """A binary file object for the regular file `path`; FileProblem otherwise.
+
+    limit: refuse files larger than this many bytes (checked on the open descriptor).
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileProblem(path, "does not exist") from None
+    except OSError as e:
+        raise FileProblem(path, f"cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileProblem(path, _kind(st.st_mode))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise FileProblem(path, f"cannot be read ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(path, _kind(st.st_mode))
+        if limit is not None and st.st_size > limit:
+            raise FileProblem(path, f"is {st.st_size / 2**20:.0f} MiB, larger than the "
+                                    f"{limit / 2**20:.0f} MiB this reader accepts")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path, *, limit=None) -> bytes:
+    """All bytes of the regular file `path` (see open_regular); FileProblem otherwise."""
+    with open_regular(path, limit=limit) as f:
+        try:
+            data = f.read() if limit is None else f.read(limit + 1)
+        except OSError as e:
+            raise FileProblem(path, f"cannot be read ({e.strerror or e})") from None
+    if limit is not None and len(data) > limit:
+        raise FileProblem(path, f"grew past {limit} bytes while it was read")
+    return data
+
+
+def output_mode() -> int:
+    """0o666 less the process umask: the mode `open(path, "w")` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def temp_pattern(path) -> str:
+    """The glob of the temp files atomic_write makes for `path` (`.<name>.*.tmp`)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.join(glob.escape(directory), "." + glob.escape(os.path.basename(path)) + ".*.tmp")
+
+
+def clean_stale_temps(path) -> list:
+    """Remove the temp files a crashed atomic write of `path` left; returns what was removed.
+
+    Only files matching this target's own pattern are touched, and only regular files.
+    Two processes writing the same target at once is already unsupported (last rename
+    wins), so removing another writer's live temp file loses nothing that would survive.
+    """
+    removed = []
+    for tmp in glob.glob(temp_pattern(path)):
+        try:
+            if stat.S_ISREG(os.lstat(tmp).st_mode):
+                os.unlink(tmp)
+                removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def preallocate(fd_or_file, size: int) -> None:
+    """Reserve `size` bytes of disk for a new, open file, so a memmap over it cannot SIGBUS.
+
+    A sparse file (what np.memmap "w+" makes) gets its blocks only when a page is first
+    written; on a full disk that write is a SIGBUS ("Bus error") that kills the process.
+    posix_fallocate asks for the blocks now and raises OSError(ENOSPC) instead. Where
+    the file system cannot allocate (EOPNOTSUPP/EINVAL, e.g. some FUSE mounts) it falls
+    back to writing zeros over the first `size` bytes, which fails the same clean way.
+    Use: open the cache file "wb", preallocate(f, nbytes), then np.memmap(path, mode="r+").
+
+    Raises:
+        OSError: errno.ENOSPC (or EDQUOT) when the disk cannot hold `size` bytes.
+    """
+    fd = fd_or_file if isinstance(fd_or_file, int) else fd_or_file.fileno()
+    if size <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except AttributeError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    chunk = b"\0" * (1 << 20)
+    os.lseek(fd, 0, os.SEEK_SET)
+    left = size
+    while left:
+        left -= os.write(fd, chunk[:min(left, len(chunk))])
+    os.fsync(fd)
