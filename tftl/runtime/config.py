@@ -13,6 +13,7 @@ import math
 from tftl.runtime import loop
 
 MAX_THREADS = 256  # more interpreter threads than this only crash or slow the runtime
+MAX_VIEWS = 64  # cached views per image; each costs a trunk pass and a cache row
 
 
 def arg(default=None, help=None, *, positional=False, group=None, **kwargs):
@@ -44,6 +45,7 @@ positive_float = _number(float, 0, lo_open=True, what="a positive number")
 nonnegative_float = _number(float, 0, what="a number >= 0")
 fraction = _number(float, 0, 1, lo_open=True, hi_open=True, what="a fraction between 0 and 1")
 threads = _number(int, 1, MAX_THREADS, what=f"a thread count in 1..{MAX_THREADS}")
+views = _number(int, 1, MAX_VIEWS, what=f"a view count in 1..{MAX_VIEWS}")
 
 
 @dataclasses.dataclass
@@ -78,7 +80,7 @@ class TrainConfig(ModelArgs):
                                action=argparse.BooleanOptionalAction)
     cache_views: int = arg(loop.DEFAULT_CACHE_VIEWS, "augmented views cached per image, drawn once and never "
                            "regenerated (a fresh view costs a full trunk pass); each epoch uses one per image "
-                           "(default %(default)s)", type=positive_int)
+                           "(default %(default)s)", type=views)
     cache_ram_mb: float = arg(loop.DEFAULT_CACHE_RAM_MB, "larger caches go to memmap files in the checkpoint "
                               "folder (default %(default)s)", type=nonnegative_float)
     labels: str = arg(help="file with the model's labels, one per line, naming its class_i slots (use the same "
