@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tftl.runtime import checkpoint as ck
-from tftl.runtime import modelfile
+from tftl.runtime import loop, modelfile
 from tftl.runtime import trainer as tr
 from tftl.runtime.cli import eval_main, predict_main, train_main
 from tftl.runtime.session import Session
@@ -178,7 +178,7 @@ def test_resume_after_an_epoch_gives_the_uninterrupted_result(model, flowers, tm
     (tmp_path / "b").mkdir()
     cfg = tr.TrainConfig(model=str(model), images=str(train), val=str(val), epochs=2, seed=7, fill_placeholders=True,
                          output=str(tmp_path / "b" / "out.tflite"), checkpoint_dir=str(tmp_path / "b" / "ckpt"),
-                         cache_ram_mb=0 if storage == "memmap" else tr.DEFAULT_CACHE_RAM_MB)
+                         cache_ram_mb=0 if storage == "memmap" else loop.DEFAULT_CACHE_RAM_MB)
     with pytest.raises(tr.Interrupted):
         tr.train(cfg, on_epoch_end=stop_after_first_epoch)
     assert load_state(tmp_path / "b" / "ckpt")[1]["epoch"] == 1

@@ -15,7 +15,7 @@ from test_runtime_cli import CLASSES, ENV, REPO, copy_subset, export
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import config, contract, data, features, labels
 from tftl.runtime.errors import InputError
-from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer, TrainState, cosine_lr
+from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer, cosine_lr
 from tftl.runtime.session import Session, save_model
 
 
@@ -146,7 +146,8 @@ def test_every_flag_is_one_field_and_reaches_the_config():
     cfg = config.from_args(config.TrainConfig, p.parse_args(["m", "i", "--cache-views", "3", "--no-augment",
                                                             "--val-split", "0.5", "--threads", "2"]))
     assert (cfg.cache_views, cfg.augment, cfg.val_split, cfg.threads, cfg.epochs) == (3, False, 0.5, 2, 10)
-    for bad in (["--threads", "100000"], ["--lr", "nan"], ["--val-split", "1"], ["--cache-ram-mb", "-1"]):
+    for bad in (["--threads", "100000"], ["--lr", "nan"], ["--val-split", "1"], ["--cache-ram-mb", "-1"],
+                ["--cache-views", "1000"], ["--epochs", "0"], ["--resume", "--overwrite"]):
         with pytest.raises(SystemExit):
             p.parse_args(["m", "i", *bad])
     with pytest.raises(InputError, match="--threads"):
@@ -330,3 +331,19 @@ def test_the_public_api_is_lazy_and_real():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(model, *, threads=None" in proc.stdout and "scheme='mobiletl'" in proc.stdout
     assert "(name: str, *, num_classes" in proc.stdout and "(model, train_dir" in proc.stdout
+
+
+def test_a_full_disk_refuses_the_memmap_cache_in_one_line(tmp_path, monkeypatch):
+    """Space is reserved before the first write: a sparse memmap on a full disk dies with SIGBUS."""
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(InputError, match="cannot reserve .* --no-cache-features") as e:
+        features._allocate(str(tmp_path / "f.f16"), (2, 100, 3, 3, 160))
+    assert "\n" not in str(e.value) and not (tmp_path / "f.f16").exists()
+    monkeypatch.undo()
+    cache = features._allocate(str(tmp_path / "f.f16"), (2, 10, 4))
+    assert cache.shape == (2, 10, 4) and os.path.getsize(tmp_path / "f.f16") == 2 * 2 * 10 * 4

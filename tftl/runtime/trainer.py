@@ -27,14 +27,16 @@ import time
 
 from tftl.runtime import checkpoint as ckpt
 from tftl.runtime import data, labels as labels_mod
-from tftl.runtime.config import TrainConfig  # noqa: F401  (re-exported: the run's options)
-from tftl.runtime.errors import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,  # noqa: F401
-                                 Abort, Diverged, InputError, Interrupted)
+from tftl.runtime.config import TrainConfig
+from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.evaluate import skipped_report
 from tftl.runtime.features import Samples
-from tftl.runtime.loop import (CHECKPOINT_NAME, DEFAULT_CACHE_RAM_MB, DEFAULT_CACHE_VIEWS,  # noqa: F401
-                               DEFAULT_EPOCHS, DEFAULT_LR, Schedule, Trainer)
+from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer
 from tftl.runtime.session import TRAIN_SIGNATURES, Session, save_model
+
+# The run's options and what train() raises, importable from here.
+__all__ = ["TrainConfig", "TrainResult", "train", "check_paths", "InputError", "Diverged", "Interrupted",
+           "CHECKPOINT_NAME"]
 
 TrainError = InputError  # the name earlier versions raised
 STALE_TMP_SECONDS = 3600  # a temp file this old next to --output is a crashed write's leftover
