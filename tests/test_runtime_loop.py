@@ -347,3 +347,15 @@ def test_a_full_disk_refuses_the_memmap_cache_in_one_line(tmp_path, monkeypatch)
     monkeypatch.undo()
     cache = features._allocate(str(tmp_path / "f.f16"), (2, 10, 4))
     assert cache.shape == (2, 10, 4) and os.path.getsize(tmp_path / "f.f16") == 2 * 2 * 10 * 4
+
+
+def test_every_console_script_resolves_to_a_main():
+    import importlib
+    import re
+
+    scripts = dict(re.findall(r'"(tftl-[a-z]+)=([\w.]+:\w+)"', (REPO / "setup.py").read_text()))
+    assert set(scripts) == {"tftl-train", "tftl-eval", "tftl-predict", "tftl-export", "tftl-profile"}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    assert '"absl-py"' not in (REPO / "setup.py").read_text()  # imported nowhere in tftl
