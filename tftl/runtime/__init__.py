@@ -1,4 +1,12 @@
-"""Device side of tftl: data, checkpoints, model files and the TFLite interpreter.
+"""Device side of tftl: run and fine-tune exported models without TensorFlow.
+
+    session.Session     a loaded model: predict, extract, train steps, grouped state
+    loop.Trainer        fit(samples, epochs, schedule=Schedule(...)) -> state + history
+    features            the feature cache and live decode+extract behind one interface
+    evaluate            prediction, metrics, the skipped-files report
+    labels              which output row is which class (fixed at export or given)
+    trainer, cli        the tftl-train / tftl-eval / tftl-predict commands (config: their flags)
+    data, checkpoint, modelfile, contract, interpreter, compiled: files and runtimes
 
 Imports no TensorFlow (only numpy, Pillow, the standard library and ai_edge_litert or
 tflite_runtime) so it runs on a phone-class device. Submodules are imported on demand;
