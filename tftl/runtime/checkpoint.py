@@ -42,15 +42,6 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _follow_umask(fd) -> None:
-    """mkstemp creates 0600; give the file the mode open() would (0666 minus the umask)."""
-    if not hasattr(os, "fchmod"):
-        return
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-
-
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a binary file object; on success it replaces `path` atomically, else vanishes."""
@@ -59,7 +50,6 @@ def atomic_write(path):
     files.clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        _follow_umask(fd)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

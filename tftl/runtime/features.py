@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import data
+from tftl.runtime import data, files
 from tftl.runtime.errors import InputError
 from tftl.runtime.progress import Progress
 
@@ -293,10 +293,7 @@ def _allocate(path, shape):
     nbytes = 2 * math.prod(shape)
     try:
         with open(path, "wb") as f:
-            if hasattr(os, "posix_fallocate") and nbytes:
-                os.posix_fallocate(f.fileno(), 0, nbytes)
-            else:
-                f.truncate(nbytes)
+            files.preallocate(f, nbytes)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(path)

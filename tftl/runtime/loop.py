@@ -242,7 +242,8 @@ class Trainer:
 
         Raises CheckpointError (damaged, foreign, another model or label set) or SessionError.
         """
-        arrays, meta = ckpt.load_checkpoint(path)
+        # names and shapes checked against `restore` before any array is allocated
+        arrays, meta = ckpt.load_checkpoint(path, shapes=self.session.state_shapes())
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ckpt.CheckpointError(f"checkpoint {path} is not a tftl-train checkpoint — remove it or pass "
                                        "a different --checkpoint-dir")

@@ -33,25 +33,6 @@ class SessionError(modelfile.ModelFileError):
     """A model that loads but cannot do what was asked (missing signature, bad state)."""
 
 
-def _read_state_member(path: str):
-    """(state dict, raw bytes) of the model file's embedded state.npz, or (None, None)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            if STATE_NAME not in archive.namelist():
-                return None, None
-            raw = archive.read(STATE_NAME)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise modelfile.ModelFileError(f"model file {path} is truncated or corrupted ({e}) — export it again") from e
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            state = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise modelfile.ModelFileError(f"model file {path} has a damaged {STATE_NAME} ({e}) — train it again") from e
-    return state, raw
-
-
 def _pad(array: np.ndarray, batch: int) -> np.ndarray:
     """`array` with its first axis filled up to `batch` by repeating the last row."""
     n = len(array)
@@ -95,7 +76,7 @@ class Session:
         self._runners = {}
         embedded, raw = (None, None)
         if mf.path and os.path.isfile(mf.path):
-            embedded, raw = _read_state_member(mf.path)
+            embedded, raw = modelfile.read_state(mf)  # checked before allocation, finite
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
         # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
         # a fine-tuned file shares its feature cache with the file it was trained from.
