@@ -349,7 +349,7 @@ META_TYPE_CASES = [
     ("rng_state", "x"), ("rng_state", {"bit_generator": "PCG64"}), ("rng_state", {"bit_generator": "os.system"}),
     ("rng_state", {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}, "has_uint32": 0, "uinteger": 0}),
     ("partial", []), ("settings", 5), ("history", {}), ("history", [1]), ("skipped", []), ("skipped", {"a": 1}),
-    ("epoch", "<missing>"), ("rng_state", "<missing>"),
+    ("epoch", "<missing>"), ("model_hash", "<missing>"),
 ]
 
 

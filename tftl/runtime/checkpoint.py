@@ -97,9 +97,11 @@ def _types_error(meta: dict):
         "history": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
         "skipped": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
     }
-    required = meta.get("format") == TRAIN_FORMAT
+    # Required in a tftl-train checkpoint; the rest are optional (the Android app cannot
+    # write numpy's PCG64 state; tftl.runtime.loop re-seeds without it) but typed if present.
+    required = {"model_hash", "labels", "epoch", "position", "global_step"} if meta.get("format") == TRAIN_FORMAT else set()
     for key, ok in rules.items():
-        if key in meta or required:
+        if key in meta or key in required:
             if key not in meta or not ok(meta[key]):
                 return key
     return None
