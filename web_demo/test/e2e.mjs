@@ -9,13 +9,11 @@
 // Usage: node test/e2e.mjs --model M --out DIR --epochs E --class daisy=a.jpg,b.jpg ... \
 //        [--compare x.jpg,y.jpg] [--predict z.jpg] [--threads N] [--chromium /usr/bin/chromium]
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from '../serve.mjs';
-
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+import { FLAGS, chromeMemory } from './chrome.mjs';
 
 function parseArgs(argv) {
   const args = { classes: [], compare: [], epochs: 3, threads: 1, chromium: '/usr/bin/chromium', lr: 0.0005 };
@@ -28,32 +26,6 @@ function parseArgs(argv) {
     else args[key] = ['epochs', 'threads', 'lr'].includes(key) ? Number(value) : value;
   }
   return args;
-}
-
-/** Every Chromium process of this profile: type, VmRSS and VmHWM (peak) in kB, from /proc (Linux). */
-function chromeMemory(profile) {
-  const browserPid = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).find((pid) => {
-    try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`--user-data-dir=${profile}`) && !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--type='); } catch { return false; }
-  });
-  if (!browserPid) return [];
-  const kids = (pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    } catch { return []; }
-  };
-  const all = [];
-  const walk = (pid) => { all.push(pid); kids(pid).forEach(walk); };
-  walk(browserPid);
-  const per = all.map((pid) => {
-    try {
-      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      const kb = (k) => Number((new RegExp(`${k}:\\s+(\\d+)`).exec(status) || [0, 0])[1]);
-      const type = (/--type=([\w-]+)/.exec(cmd) || [0, 'browser'])[1];
-      return { pid, type, rss_kb: kb('VmRSS'), hwm_kb: kb('VmHWM') };
-    } catch { return null; }
-  }).filter(Boolean);
-  return per;
 }
 
 async function waitIdle(page) {
