@@ -36,11 +36,13 @@ def python_times(model, threads, steps):
     feats = rng.uniform(0, 3, (batch, *meta["feature_shape"])).astype(np.float32)
     labels = np.arange(batch, dtype=np.int32) % len(session.labels)
     times = []
+    cpu0 = time.process_time()
     for _ in range(steps + 1):
         t = time.perf_counter()
         session.train_features_step(feats, labels, 1e-4)
         times.append(1000 * (time.perf_counter() - t))
-    return statistics.median(times[1:]), extract_ms
+    cpu_ms = 1000 * (time.process_time() - cpu0) / (steps + 1)
+    return statistics.median(times[1:]), cpu_ms, extract_ms
 
 
 def bundle_sizes():
@@ -68,15 +70,17 @@ def main():
     browser = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = []
     for run in browser["runs"]:
-        py_step, py_extract = python_times(a.model, run["threads"], a.steps)
-        rows.append({**run, "pythonStepMs": py_step, "pythonExtractBatchMs": py_extract})
+        py_step, py_cpu, py_extract = python_times(a.model, run["threads"], a.steps)
+        rows.append({**run, "pythonStepMs": py_step, "pythonCpuMsPerStep": py_cpu, "pythonExtractBatchMs": py_extract})
     sizes = bundle_sizes()
-    print("| threads | cross-origin isolated | browser step ms | Python step ms | ratio | browser extract/batch ms"
-          " | Python extract/batch ms | tab peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| threads | cross-origin isolated | browser step wall ms | Python step wall ms | wall ratio "
+          "| browser CPU ms/step | Python CPU ms/step | CPU ratio | browser extract/batch ms "
+          "| Python extract/batch ms | tab peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['threads']} | {r['crossOriginIsolated']} | {r['stepMedianMs']:.1f} | {r['pythonStepMs']:.1f} | "
-              f"{r['stepMedianMs'] / r['pythonStepMs']:.2f} | {r['extractBatchMs']:.0f} | "
+              f"{r['stepMedianMs'] / r['pythonStepMs']:.2f} | {r['cpuMsPerStep']:.1f} | {r['pythonCpuMsPerStep']:.1f} | "
+              f"{r['cpuMsPerStep'] / r['pythonCpuMsPerStep']:.2f} | {r['extractBatchMs']:.0f} | "
               f"{r['pythonExtractBatchMs']:.0f} | {r['tabPeakMB']:.0f} |")
     for variant in ("litert_wasm_internal", "litert_wasm_threaded_internal"):
         s = sizes[variant]

@@ -50,7 +50,12 @@ function inputShapes(signature) {
 }
 
 async function load({ flatbuffer, metadata, threads }) {
-  if (!model) await loadLiteRt(wasmFile(threads));
+  if (!model) {
+    // The threaded glue starts its pthread workers from its own script, which it takes to
+    // be the running one (this worker) unless told: name it, or every pthread runs worker.js.
+    self.Module = { mainScriptUrlOrBlob: wasmFile(threads) };
+    await loadLiteRt(wasmFile(threads));
+  }
   else model.delete();
   meta = metadata;
   model = await loadAndCompile(new Uint8Array(flatbuffer), { accelerator: 'wasm', cpuOptions: { numThreads: threads } });

@@ -31,3 +31,14 @@ export function chromeMemory(profile) {
   return per;
 }
 
+
+/** CPU seconds (user + system) used so far by every Chromium process of this profile. */
+export function chromeCpuSeconds(profile) {
+  const TICKS = 100; // Linux USER_HZ
+  return chromeMemory(profile).reduce((sum, p) => {
+    try {
+      const fields = readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return sum + (Number(fields[11]) + Number(fields[12])) / TICKS; // utime, stime
+    } catch { return sum; }
+  }, 0);
+}
