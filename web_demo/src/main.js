@@ -72,9 +72,11 @@ function buildClassRows() {
     const row = document.createElement('div');
     row.className = 'class-row';
     row.innerHTML = `<span class="name"></span><input type="file" multiple accept="image/*" data-class="${i}">
+      <button data-camera="${i}" title="webcam">Camera</button>
       <span class="count" data-count="${i}"></span><span class="thumbs" data-thumbs="${i}"></span>`;
     row.querySelector('.name').textContent = label;
     row.querySelector('input').addEventListener('change', (e) => addPhotos(i, [...e.target.files]).catch(fail));
+    row.querySelector('button').addEventListener('click', () => openCamera(i).catch(fail));
     return row;
   }));
   updateCounts();
@@ -151,9 +153,37 @@ function addThumbs(classIndex, files) {
   }
 }
 
+// Webcam: frames become lossless PNG files, then go through the same path as picked files.
+const camera = { stream: null, classIndex: 0 };
+
+async function openCamera(classIndex) {
+  camera.classIndex = classIndex;
+  $('camera-class').textContent = app.model.labels[classIndex];
+  if (!camera.stream) {
+    camera.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    $('camera-video').srcObject = camera.stream;
+  }
+  $('camera').hidden = false;
+}
+
+function closeCamera() {
+  if (camera.stream) camera.stream.getTracks().forEach((t) => t.stop());
+  camera.stream = null;
+  $('camera').hidden = true;
+}
+
+async function takePhoto() {
+  const video = $('camera-video');
+  const canvas = new OffscreenCanvas(video.videoWidth, video.videoHeight);
+  canvas.getContext('2d').drawImage(video, 0, 0);
+  const blob = await canvas.convertToBlob({ type: 'image/png' });
+  const file = new File([blob], `camera-${Date.now()}.png`, { type: 'image/png' });
+  await addPhotos(camera.classIndex, [file]);
+}
+
 function setBusy(busy) {
   app.busy = busy;
-  for (const el of document.querySelectorAll('input, #train, #download')) el.disabled = busy;
+  for (const el of document.querySelectorAll('input, #train, #download, #camera-shot, [data-camera]')) el.disabled = busy;
   $('cancel').disabled = !busy;
 }
 
@@ -280,6 +310,8 @@ function wire() {
     drop.classList.remove('over');
     if (e.dataTransfer.files[0]) openModel(e.dataTransfer.files[0]).catch(fail);
   });
+  $('camera-shot').addEventListener('click', () => takePhoto().catch(fail));
+  $('camera-close').addEventListener('click', closeCamera);
   $('train').addEventListener('click', () => train().catch(fail));
   $('cancel').addEventListener('click', () => worker.postMessage({ op: 'cancel' }));
   $('predict-file').addEventListener('change', (e) => e.target.files[0] && predictFile(e.target.files[0]).catch(fail));
