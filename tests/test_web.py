@@ -141,15 +141,30 @@ def test_page_loads_the_model_and_shows_its_metadata(run):
     assert result["pageErrors"] == []
 
 
-def test_refuses_a_tftl1_file_in_one_line(model, tmp_path):
+def read_in_page_code(path):
+    """The page's own reader (web_demo/src/modelfile.js) on a file, under Node."""
+    out = subprocess.run(["node", "test/read_model.mjs", str(path)], cwd=WEB, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_page_reader_refuses_tftl1_and_damaged_files_in_one_line(model, tmp_path):
     mf = modelfile.read_model(model)
+    assert read_in_page_code(model)["labels"] == CLASSES
     old = tmp_path / "old.tflite"
     modelfile.write_model(old, mf.flatbuffer, dict(mf.metadata, format="tftl-1"), mf.labels)
-    out = subprocess.run(["node", "test/read_model.mjs", str(old)], cwd=WEB, capture_output=True, text=True)
-    answer = json.loads(out.stdout)
-    assert not answer["ok"] and answer["type"] == "ModelFileError"
-    assert "old.tflite is a tftl-1 file" in answer["error"] and "converters.export" in answer["error"]
-    assert "\n" not in answer["error"]
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(model.read_bytes()[:-200])
+    edited = tmp_path / "edited.tflite"
+    data = bytearray(model.read_bytes())
+    data[1000] ^= 0xFF  # inside the flatbuffer: content_hash no longer matches
+    edited.write_bytes(bytes(data))
+    for path, words in ((old, "old.tflite is a tftl-1 file"), (cut, "cut.tflite is truncated or corrupted"),
+                        (edited, "edited.tflite is truncated or corrupted")):
+        answer = read_in_page_code(path)
+        assert not answer["ok"] and answer["type"] == "ModelFileError", answer
+        assert words in answer["error"] and "converters.export" in answer["error"], answer
+        assert "\n" not in answer["error"]
 
 
 def test_train_features_losses_match_python_on_the_same_bytes(run, model):
@@ -205,6 +220,11 @@ def test_downloaded_model_passes_tftl_eval(run, tmp_path, capsys):
     accuracy = json.loads(capsys.readouterr().out)["accuracy"]
     print(f"\ntftl-eval of the browser-trained model on {VAL_PER_CLASS * len(CLASSES)} val photos: {accuracy:.3f}")
     assert accuracy >= ACCURACY_FLOOR
+
+
+def test_cancel_stops_a_run_early(run):
+    _, result = run
+    assert "cancelled after" in result["cancelStatus"], result["cancelStatus"]
 
 
 def test_screenshot_after_training_is_kept(run):

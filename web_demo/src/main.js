@@ -200,6 +200,8 @@ async function train() {
   if (!(epochs >= 1 && epochs <= 200)) throw new Error('epochs must be 1..200');
   if (!(lr > 0 && lr < 1)) throw new Error('learning rate must be between 0 and 1');
   setBusy(true);
+  $('train-status').textContent = 'starting…';
+  $('progress').value = 0;
   const losses = [];
   onProgress = (p) => {
     losses.push(p.loss);

@@ -41,7 +41,19 @@ function zipStart(bytes, name) {
     }
     return { shift, flatEnd: shift + (entries ? first : 0) };
   }
+  // No end record: a cut-off tftl file still holds its archive's start (as modelfile.py tells).
+  if (containsBytes(bytes, strToU8(`PK\x03\x04`)) && containsBytes(bytes, strToU8(METADATA_NAME))) {
+    throw new ModelFileError(`${name} is truncated or corrupted (its ZIP has no end) — ${EXPORT_HINT}`);
+  }
   throw new ModelFileError(`${name} is not a tftl model (no tftl metadata ZIP after the flatbuffer) — ${EXPORT_HINT}`);
+}
+
+function containsBytes(haystack, needle) {
+  outer: for (let i = haystack.indexOf(needle[0]); i >= 0 && i <= haystack.length - needle.length; i = haystack.indexOf(needle[0], i + 1)) {
+    for (let j = 1; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
 }
 
 export async function sha256Hex(bytes) {
