@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tftl.runtime import modelfile
-from tftl.runtime.cli import eval_main
+from tftl.runtime.cli import eval_main, predict_main
 from tftl.runtime.data import load_image
 from tftl.runtime.session import Session
 
@@ -120,12 +120,16 @@ def model(tmp_path_factory):
 def run(model, tmp_path_factory):
     """One browser session over the whole user flow; returns (output folder, result.json)."""
     out = pathlib.Path(os.environ.get("TFTL_WEB_ARTIFACTS") or tmp_path_factory.mktemp("web_artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
     print(f"\nweb_demo test artifacts (screenshot, downloaded model, result.json): {out}")
     compare = [p for c in CLASSES for p in photos("val", c, COMPARE_PER_CLASS)]
     cmd = ["node", "test/e2e.mjs", "--model", str(model), "--out", str(out), "--epochs", str(EPOCHS),
            "--compare", ",".join(map(str, compare)), "--predict", str(photos("val", "roses", 1)[0])]
+    broken = out / "broken.jpg"  # a photo the page must skip, and say so
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     for c in CLASSES:
-        cmd += ["--class", f"{c}=" + ",".join(map(str, photos("train", c, TRAIN_PER_CLASS)))]
+        files = photos("train", c, TRAIN_PER_CLASS) + ([broken] if c == "tulips" else [])
+        cmd += ["--class", f"{c}=" + ",".join(map(str, files))]
     proc = subprocess.run(cmd, cwd=WEB, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((out / "result.json").read_text())
@@ -139,6 +143,12 @@ def test_page_loads_the_model_and_shows_its_metadata(run):
     assert "tftl-2" in result["metaText"] and "mbv2" in result["metaText"]
     assert result["crossOriginIsolated"] is True
     assert result["pageErrors"] == []
+
+
+def test_unreadable_photo_is_skipped_and_named(run):
+    _, result = run
+    assert "skipped 1 unreadable photo(s): broken.jpg: cannot read image" in result["photoError"]
+    assert len(result["sampleLabels"]) == TRAIN_PER_CLASS * len(CLASSES)
 
 
 def read_in_page_code(path):
@@ -220,6 +230,10 @@ def test_downloaded_model_passes_tftl_eval(run, tmp_path, capsys):
     accuracy = json.loads(capsys.readouterr().out)["accuracy"]
     print(f"\ntftl-eval of the browser-trained model on {VAL_PER_CLASS * len(CLASSES)} val photos: {accuracy:.3f}")
     assert accuracy >= ACCURACY_FLOOR
+    rose = photos("val", "roses", 1)[0]
+    assert predict_main([str(downloaded), str(rose), "--json", "--top-k", "3", "--threads", "1"]) == 0
+    top = json.loads(capsys.readouterr().out)["predictions"][0]["top_k"]
+    assert len(top) == 3 and top[0]["label"] == "roses"  # the page's own top-3 said roses too
 
 
 def test_cancel_stops_a_run_early(run):

@@ -39,6 +39,7 @@ const app = {
   trainedSteps: 0,
   lastRun: null,
   busy: false,
+  photoBatches: 0, // file selections handled (tests wait on it)
 };
 
 function showError(message) {
@@ -111,14 +112,22 @@ async function startModel(model) {
   app.signatures = info.signatures;
 }
 
+/** Preprocess files; unreadable ones are skipped and named (as tftl-train skips them). */
 async function preprocessAll(files, size, onEach) {
   const R = size * size * 3;
   const images = new Float32Array(files.length * R);
+  const good = [];
+  const skipped = [];
   for (let i = 0; i < files.length; i++) {
-    images.set(await loadImage(files[i], size), i * R);
+    try {
+      images.set(await loadImage(files[i], size), good.length * R);
+      good.push(files[i]);
+    } catch (e) {
+      skipped.push(e.message);
+    }
     onEach(i + 1);
   }
-  return images;
+  return { images: images.slice(0, good.length * R), good, skipped };
 }
 
 async function addPhotos(classIndex, files) {
@@ -126,20 +135,23 @@ async function addPhotos(classIndex, files) {
   const { meta } = app.model;
   setBusy(true);
   try {
-    const images = await preprocessAll(files, meta.image_size, (k) => {
+    const { images, good, skipped } = await preprocessAll(files, meta.image_size, (k) => {
       $('extract-status').textContent = `preparing photo ${k}/${files.length}…`;
     });
-    $('extract-status').textContent = `extracting features of ${files.length} photos…`;
-    const { features, featureSize } = await call('extract', { images, count: files.length }, [images.buffer]);
+    if (skipped.length) showError(`skipped ${skipped.length} unreadable photo(s): ${skipped.join('; ')}`);
+    if (!good.length) return;
+    $('extract-status').textContent = `extracting features of ${good.length} photos…`;
+    const { features, featureSize } = await call('extract', { images, count: good.length }, [images.buffer]);
     app.featureSize = featureSize;
-    for (let i = 0; i < files.length; i++) {
+    for (let i = 0; i < good.length; i++) {
       app.features.push(features.slice(i * featureSize, (i + 1) * featureSize));
       app.sampleLabels.push(classIndex);
     }
-    addThumbs(classIndex, files);
+    addThumbs(classIndex, good);
     updateCounts();
     await persist();
   } finally {
+    app.photoBatches += 1;
     setBusy(false);
   }
 }

@@ -10,6 +10,8 @@
 // reduction is emulated here by an s x s box average. tests/test_web.py measures the gap.
 
 const PRECISION_BITS = 32 - 8 - 2;
+// Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS as decompression bombs; so does the page.
+const MAX_PIXELS = 2 * 89478485;
 
 /** The centred square (left, top, right, bottom), as data.center_crop_box. */
 export function centerCropBox(width, height) {
@@ -149,6 +151,9 @@ export async function decodeRgb(blob) {
     colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image',
   });
   try {
+    if (bitmap.width * bitmap.height > MAX_PIXELS) {
+      throw new Error(`${bitmap.width} x ${bitmap.height} pixels is over the ${MAX_PIXELS} limit (Pillow's decompression-bomb bound)`);
+    }
     const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
     const ctx = canvas.getContext('2d', { willReadFrequently: true });
     ctx.drawImage(bitmap, 0, 0);

@@ -48,11 +48,12 @@ async function addPhotos(page, args, result) {
   const t = Date.now();
   for (const c of args.classes) {
     const i = result.labels.indexOf(c.name);
-    const before = await page.evaluate(() => window.tftlDemo.app.features.length);
+    const before = await page.evaluate(() => window.tftlDemo.app.photoBatches);
     await page.setInputFiles(`input[data-class="${i}"]`, c.files);
-    await page.waitForFunction((n) => window.tftlDemo.app.features.length >= n && !window.tftlDemo.app.busy,
-      before + c.files.length, { timeout: 300000 });
+    await page.waitForFunction((n) => window.tftlDemo.app.photoBatches > n && !window.tftlDemo.app.busy,
+      before, { timeout: 300000 });
   }
+  result.photoError = await page.isVisible('#error') ? await page.textContent('#error') : '';
   result.timings.extractSeconds = seconds(t);
   result.sampleLabels = await page.evaluate(() => window.tftlDemo.app.sampleLabels);
   writeFileSync(join(args.out, 'features.f32'), Buffer.from(await page.evaluate(async () => {
