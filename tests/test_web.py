@@ -228,9 +228,11 @@ def test_downloaded_model_passes_tftl_eval(run, tmp_path, capsys):
     capsys.readouterr()
     assert eval_main([str(downloaded), str(val), "--json", "--threads", "1"]) == 0
     accuracy = json.loads(capsys.readouterr().out)["accuracy"]
-    print(f"\ntftl-eval of the browser-trained model on {VAL_PER_CLASS * len(CLASSES)} val photos: {accuracy:.3f}")
+    with capsys.disabled():
+        print(f"\ntftl-eval of the browser-trained model on {VAL_PER_CLASS * len(CLASSES)} val photos: {accuracy:.3f}")
     assert accuracy >= ACCURACY_FLOOR
     rose = photos("val", "roses", 1)[0]
+    capsys.readouterr()
     assert predict_main([str(downloaded), str(rose), "--json", "--top-k", "3", "--threads", "1"]) == 0
     top = json.loads(capsys.readouterr().out)["predictions"][0]["top_k"]
     assert len(top) == 3 and top[0]["label"] == "roses"  # the page's own top-3 said roses too
