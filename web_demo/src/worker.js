@@ -96,7 +96,11 @@ async function extract({ images, count }) {
     chunks.push(out.features.data.subarray(0, rows.length * featSize));
   }
   const result = new Float32Array(count * featSize);
-  chunks.reduce((offset, c) => (result.set(c, offset), offset + c.length), 0);
+  let offset = 0;
+  for (const c of chunks) {
+    result.set(c, offset);
+    offset += c.length;
+  }
   return { features: result, featureSize: featSize };
 }
 
@@ -171,9 +175,9 @@ async function predict({ images, count }) {
   return result;
 }
 
-async function save() {
-  const out = await run('save', { token: { data: new Float32Array([0]), shape: inputShapes('save').token } });
-  return out;
+/** Every state tensor, by name (the token input is ignored by the graph: tftl-2). */
+function save() {
+  return run('save', { token: { data: new Float32Array([0]), shape: inputShapes('save').token } });
 }
 
 async function restore({ state }) {
@@ -198,7 +202,6 @@ const ops = {
   predict,
   save,
   restore,
-  memory: async () => (performance.memory ? performance.memory.usedJSHeapSize : null),
 };
 
 self.onmessage = async (event) => {
