@@ -207,6 +207,31 @@ def test_preprocessing_agrees_with_python(run):
     assert diff.mean() < PIXEL_MEAN_ABS / 3 and per_image.max() < PIXEL_MEAN_ABS
 
 
+def test_resize_is_bit_identical_to_pillow(tmp_path):
+    """The page's port of Pillow's bilinear resize, on the same decoded pixels (no browser)."""
+    require_tools()
+    from PIL import Image
+
+    from tftl.runtime.data import center_crop_box
+    cases = []
+    for k, path in enumerate(sorted(need(FLOWERS / "val").glob("*/*.jpg"))[::40]):
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+        w, h = rgb.size
+        # the eval crop, an upscale, and a fractional box (the random-resized-crop path's kind)
+        for size, box in ((96, center_crop_box(w, h)), (64, (3.5, 7.25, w - 10.5, h - 1.0)), (400, (0, 0, w, h))):
+            name = f"{k}_{size}"
+            np.asarray(rgb).tofile(tmp_path / f"{name}.raw")
+            out = rgb.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+            np.asarray(out).tofile(tmp_path / f"{name}.expected")
+            cases.append({"name": name, "w": w, "h": h, "size": size, "box": list(box)})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    proc = subprocess.run(["node", "test/resize_check.mjs", str(tmp_path)], cwd=WEB, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout)
+    assert answer == {"cases": len(cases), "maxAbsDiff": 0}
+
+
 def test_reload_restores_the_state(run):
     _, result = run
     assert result["afterReload"] == "restored"
