@@ -1,0 +1,196 @@
+// Image preprocessing, as tftl/runtime/data.py's eval path (load_image, augment=None):
+// the centred square whose side is the shorter side, resized to size x size with Pillow's
+// BILINEAR filter (reducing_gap=None), RGB float32 0..255.
+//
+// The resampling is a line-by-line port of Pillow's Resample.c (precompute_coeffs,
+// normalize_coeffs_8bpc, the 8-bit horizontal then vertical passes, with the same 22-bit
+// fixed point and rounding), so from the same decoded pixels the output is bit-identical.
+// What cannot be identical is the decode: for a JPEG, Pillow's `draft` makes libjpeg decode
+// at 1/2, 1/4 or 1/8 scale (scaled IDCT); the browser only decodes at full size, so that
+// reduction is emulated here by an s x s box average. tests/test_web.py measures the gap.
+
+const PRECISION_BITS = 32 - 8 - 2;
+// Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS as decompression bombs; so does the page.
+const MAX_PIXELS = 2 * 89478485;
+
+/** The centred square (left, top, right, bottom), as data.center_crop_box. */
+export function centerCropBox(width, height) {
+  const side = Math.min(width, height);
+  const left = (width - side) / 2;
+  const top = (height - side) / 2;
+  return [left, top, left + side, top + side];
+}
+
+/** data._draft_scale: the largest DCT scale (8, 4, 2) keeping the box's shorter side >= size. */
+export function draftScale(box, size) {
+  const shorter = Math.min(box[2] - box[0], box[3] - box[1]);
+  for (const s of [8, 4, 2]) if (shorter / s >= size) return s;
+  return 1;
+}
+
+function triangle(x) {
+  x = Math.abs(x);
+  return x < 1 ? 1 - x : 0;
+}
+
+/** Pillow precompute_coeffs + normalize_coeffs_8bpc for the bilinear (triangle) filter. */
+function coeffs(inSize, in0, in1, outSize) {
+  const scale = (in1 - in0) / outSize;
+  const filterscale = Math.max(scale, 1);
+  const support = 1 * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const kk = new Float64Array(outSize * ksize);
+  const bounds = new Int32Array(outSize * 2);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = in0 + (xx + 0.5) * scale;
+    const ss = 1 / filterscale;
+    const xmin = Math.max(0, Math.trunc(center - support + 0.5));
+    const xmax = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const w = triangle((x + xmin - center + 0.5) * ss);
+      kk[xx * ksize + x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) if (ww !== 0) kk[xx * ksize + x] /= ww;
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  const fixed = new Int32Array(kk.length);
+  for (let i = 0; i < kk.length; i++) {
+    const v = kk[i] * (1 << PRECISION_BITS);
+    fixed[i] = kk[i] < 0 ? Math.trunc(-0.5 + v) : Math.trunc(0.5 + v);
+  }
+  return { ksize, bounds, kk: fixed };
+}
+
+function clip8(v) {
+  if (v >= 2 ** (PRECISION_BITS + 8)) return 255;
+  if (v <= 0) return 0;
+  return Math.floor(v / 2 ** PRECISION_BITS);
+}
+
+/**
+ * Pillow's Image.resize((outW, outH), BILINEAR, box=box, reducing_gap=None) of an RGB image.
+ * @param {Uint8Array} rgb packed RGB, width x height
+ * @returns {Uint8Array} packed RGB, outW x outH
+ */
+export function pillowResize(rgb, width, height, outW, outH, box) {
+  const needH = outW !== width || box[0] !== 0 || box[2] !== outW;
+  const needV = outH !== height || box[1] !== 0 || box[3] !== outH;
+  const h = coeffs(width, box[0], box[2], outW);
+  const v = coeffs(height, box[1], box[3], outH);
+  const yFirst = v.bounds[0];
+  const yLast = v.bounds[outH * 2 - 2] + v.bounds[outH * 2 - 1];
+  let src = rgb;
+  let srcW = width;
+  let rowOffset = 0;
+  if (needH) {
+    const rows = yLast - yFirst;
+    const tmp = new Uint8Array(outW * rows * 3);
+    for (let y = 0; y < rows; y++) {
+      const inRow = (y + yFirst) * width * 3;
+      for (let xx = 0; xx < outW; xx++) {
+        const xmin = h.bounds[xx * 2];
+        const xmax = h.bounds[xx * 2 + 1];
+        const k = xx * h.ksize;
+        for (let c = 0; c < 3; c++) {
+          let ss = 1 << (PRECISION_BITS - 1);
+          for (let x = 0; x < xmax; x++) ss += rgb[inRow + (x + xmin) * 3 + c] * h.kk[k + x];
+          tmp[(y * outW + xx) * 3 + c] = clip8(ss);
+        }
+      }
+    }
+    src = tmp;
+    srcW = outW;
+    rowOffset = yFirst;
+  }
+  if (!needV) return src;
+  const out = new Uint8Array(outW * outH * 3);
+  for (let yy = 0; yy < outH; yy++) {
+    const ymin = v.bounds[yy * 2] - rowOffset;
+    const ymax = v.bounds[yy * 2 + 1];
+    const k = yy * v.ksize;
+    for (let xx = 0; xx < outW; xx++) {
+      for (let c = 0; c < 3; c++) {
+        let ss = 1 << (PRECISION_BITS - 1);
+        for (let y = 0; y < ymax; y++) ss += src[((y + ymin) * srcW + xx) * 3 + c] * v.kk[k + y];
+        out[(yy * outW + xx) * 3 + c] = clip8(ss);
+      }
+    }
+  }
+  return out;
+}
+
+/** An s x s box average (ceil(w/s) x ceil(h/s)): stands in for libjpeg's 1/s scaled decode. */
+export function boxReduce(rgb, width, height, s) {
+  const w = Math.ceil(width / s);
+  const hgt = Math.ceil(height / s);
+  const out = new Uint8Array(w * hgt * 3);
+  for (let y = 0; y < hgt; y++) {
+    const y1 = Math.min(height, (y + 1) * s);
+    for (let x = 0; x < w; x++) {
+      const x1 = Math.min(width, (x + 1) * s);
+      for (let c = 0; c < 3; c++) {
+        let sum = 0;
+        for (let yy = y * s; yy < y1; yy++) for (let xx = x * s; xx < x1; xx++) sum += rgb[(yy * width + xx) * 3 + c];
+        out[(y * w + x) * 3 + c] = Math.round(sum / ((y1 - y * s) * (x1 - x * s)));
+      }
+    }
+  }
+  return { rgb: out, width: w, height: hgt };
+}
+
+function isJpeg(head) {
+  return head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff;
+}
+
+/** Decode a Blob to packed RGB at full size, upright, without colour management. */
+export async function decodeRgb(blob) {
+  const bitmap = await createImageBitmap(blob, {
+    colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image',
+  });
+  try {
+    if (bitmap.width * bitmap.height > MAX_PIXELS) {
+      throw new Error(`${bitmap.width} x ${bitmap.height} pixels is over the ${MAX_PIXELS} limit (Pillow's decompression-bomb bound)`);
+    }
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(bitmap, 0, 0);
+    const rgba = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+    const rgb = new Uint8Array(bitmap.width * bitmap.height * 3);
+    for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+      rgb[j] = rgba[i];
+      rgb[j + 1] = rgba[i + 1];
+      rgb[j + 2] = rgba[i + 2];
+    }
+    return { rgb, width: bitmap.width, height: bitmap.height };
+  } finally {
+    bitmap.close();
+  }
+}
+
+/**
+ * One image file as the model's input: Float32Array [size * size * 3], RGB 0..255.
+ * @param {Blob} blob an image file (JPEG, PNG, BMP, WebP)
+ * @param {number} size the model's image_size
+ * @throws {Error} "<name>: cannot read image (...)" when the browser cannot decode it
+ */
+export async function loadImage(blob, size) {
+  let img;
+  try {
+    img = await decodeRgb(blob);
+  } catch (e) {
+    throw new Error(`${blob.name || 'image'}: cannot read image (${e.message || e.name}) — use a JPEG, PNG, BMP or WebP file`);
+  }
+  let box = centerCropBox(img.width, img.height);
+  const head = new Uint8Array(await blob.slice(0, 3).arrayBuffer());
+  const s = isJpeg(head) ? draftScale(box, size) : 1;
+  if (s > 1) {
+    img = boxReduce(img.rgb, img.width, img.height, s);
+    const lim = [img.width, img.height, img.width, img.height];
+    box = box.map((b, i) => Math.min(b / s, lim[i]));
+  }
+  const out = pillowResize(img.rgb, img.width, img.height, size, size, box);
+  return Float32Array.from(out);
+}

@@ -1,0 +1,45 @@
+// The training schedule, as tftl-train's (tftl/runtime/trainer.py): cosine learning rate
+// with linear warm-up, min(50, total // 10) warm-up steps by default, batches of the
+// model's batch size with the last partial batch padded (weight 0) by the worker.
+
+/** trainer.cosine_lr: linear warm-up then cosine decay to 0. */
+export function cosineLr(baseLr, step, totalSteps, warmupSteps = 0) {
+  if (warmupSteps && step < warmupSteps) return (baseLr * (step + 1)) / warmupSteps;
+  const t = (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps);
+  return 0.5 * baseLr * (1 + Math.cos(Math.PI * Math.min(1, t)));
+}
+
+export function defaultWarmup(totalSteps) {
+  return Math.min(50, Math.floor(totalSteps / 10));
+}
+
+/** mulberry32: a small seeded generator, so a run (and the test's Python replay) is reproducible. */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Every step of a run: [{epoch, rows}], each epoch a fresh shuffle of 0..n-1 cut into batches.
+ * @param {number} n cached feature rows
+ * @param {number} batch the model's batch size
+ */
+export function epochPlan(n, batch, epochs, seed = 0) {
+  const next = rng(seed);
+  const plan = [];
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const order = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(next() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    for (let start = 0; start < n; start += batch) plan.push({ epoch, rows: order.slice(start, start + batch) });
+  }
+  return plan;
+}

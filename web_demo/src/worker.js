@@ -1,0 +1,218 @@
+// The Web Worker that owns LiteRT.js: loads the model, extracts features once per photo,
+// trains on the cached features (train_features, cosine LR with warm-up as tftl-train),
+// predicts, saves and restores state. The page stays responsive and can cancel.
+//
+// LiteRT.js pitfalls handled here: outputs are read by name (their order differs from
+// Python's), every Tensor is deleted, and restore's input shapes come from the signature.
+import { loadLiteRt, loadAndCompile, Tensor } from '@litertjs/core';
+import { cosineLr, defaultWarmup, epochPlan } from './schedule.js';
+
+let model = null;
+let meta = null;
+let features = null; // Float32Array [n * featureSize]
+let labels = null; // Int32Array [n]
+let cancel = false;
+const log = []; // per-step records of the last training run (for tests and the chart)
+
+const wasmFile = (threads) => new URL(threads > 1 ? 'litert_wasm_threaded_internal.js' : 'litert_wasm_internal.js', self.location).href;
+
+/** Let queued messages (cancel) run between steps: a macrotask without setTimeout's clamp. */
+function yieldToEvents() {
+  return new Promise((resolve) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => resolve();
+    ch.port2.postMessage(0);
+  });
+}
+
+/** Run a signature on named typed arrays; returns {name: {shape, data}} and frees every Tensor. */
+async function run(signature, inputs) {
+  const tensors = {};
+  let outs = null;
+  try {
+    for (const [name, { data, shape }] of Object.entries(inputs)) tensors[name] = new Tensor(data, shape);
+    outs = await model.run(signature, tensors);
+    const result = {};
+    for (const [name, t] of Object.entries(outs)) {
+      result[name] = { shape: Array.from(t.type.layout.dimensions), data: (await t.data()).slice() };
+    }
+    return result;
+  } finally {
+    for (const t of Object.values(tensors)) t.delete();
+    if (outs) for (const t of Object.values(outs)) t.delete();
+  }
+}
+
+function inputShapes(signature) {
+  const shapes = {};
+  for (const d of model.signatures[signature].getInputDetails()) shapes[d.name] = Array.from(d.shape);
+  return shapes;
+}
+
+async function load({ flatbuffer, metadata, threads }) {
+  if (!model) {
+    // The threaded glue starts its pthread workers from its own script, which it takes to
+    // be the running one (this worker) unless told: name it, or every pthread runs worker.js.
+    self.Module = { mainScriptUrlOrBlob: wasmFile(threads) };
+    await loadLiteRt(wasmFile(threads));
+  }
+  else model.delete();
+  meta = metadata;
+  model = await loadAndCompile(new Uint8Array(flatbuffer), { accelerator: 'wasm', cpuOptions: { numThreads: threads } });
+  features = null;
+  labels = null;
+  const signatures = {};
+  for (const [name, runner] of Object.entries(model.signatures)) {
+    signatures[name] = {
+      inputs: runner.getInputDetails().map((d) => ({ name: d.name, dtype: d.dtype, shape: Array.from(d.shape) })),
+      outputs: runner.getOutputDetails().map((d) => ({ name: d.name, dtype: d.dtype, shape: Array.from(d.shape) })),
+    };
+  }
+  return { signatures, crossOriginIsolated: self.crossOriginIsolated, threads };
+}
+
+/** Rows [start, start + count) of `src` (rowSize floats each) padded to `batch` rows by repeating the last. */
+function padRows(src, rowSize, rows, batch) {
+  const out = new Float32Array(batch * rowSize);
+  for (let i = 0; i < batch; i++) {
+    const r = rows[Math.min(i, rows.length - 1)];
+    out.set(src.subarray(r * rowSize, (r + 1) * rowSize), i * rowSize);
+  }
+  return out;
+}
+
+/** `extract` over n images (padded batches): the trunk's features, computed once per photo. */
+async function extract({ images, count }) {
+  const B = meta.batch;
+  const R = meta.image_size;
+  const imgSize = R * R * 3;
+  const shape = inputShapes('extract').images;
+  const chunks = [];
+  let featSize = 0;
+  for (let start = 0; start < count; start += B) {
+    const rows = Array.from({ length: Math.min(B, count - start) }, (_, i) => start + i);
+    const out = await run('extract', { images: { data: padRows(images, imgSize, rows, B), shape } });
+    featSize = out.features.data.length / B;
+    chunks.push(out.features.data.subarray(0, rows.length * featSize));
+  }
+  const result = new Float32Array(count * featSize);
+  let offset = 0;
+  for (const c of chunks) {
+    result.set(c, offset);
+    offset += c.length;
+  }
+  return { features: result, featureSize: featSize };
+}
+
+async function trainStep(rows, lr, shapes, featSize) {
+  const B = meta.batch;
+  const weights = new Float32Array(B);
+  weights.fill(1, 0, rows.length);
+  const lab = new Int32Array(B);
+  for (let i = 0; i < B; i++) lab[i] = labels[rows[Math.min(i, rows.length - 1)]];
+  const out = await run('train_features', {
+    features: { data: padRows(features, featSize, rows, B), shape: shapes.features },
+    labels: { data: lab, shape: shapes.labels },
+    sample_weight: { data: weights, shape: shapes.sample_weight },
+    learning_rate: { data: new Float32Array([lr]), shape: shapes.learning_rate },
+  });
+  const probs = out.probabilities.data;
+  const K = probs.length / B;
+  let correct = 0;
+  rows.forEach((r, i) => {
+    let best = 0;
+    for (let k = 1; k < K; k++) if (probs[i * K + k] > probs[i * K + best]) best = k;
+    correct += best === labels[r] ? 1 : 0;
+  });
+  return { loss: out.loss.data[0], correct };
+}
+
+/** Train on the cached features; posts a progress message per step; stops early on cancel. */
+async function train({ epochs, lr, warmup, seed, featureSize }) {
+  cancel = false;
+  log.length = 0;
+  const n = labels.length;
+  const plan = epochPlan(n, meta.batch, epochs, seed);
+  const total = plan.length;
+  const warm = warmup ?? defaultWarmup(total);
+  const shapes = inputShapes('train_features');
+  let epochLoss = 0;
+  let epochCorrect = 0;
+  let epochRows = 0;
+  const t0 = performance.now();
+  for (let step = 0; step < total; step++) {
+    if (cancel) return { cancelled: true, steps: step, log };
+    const { epoch, rows } = plan[step];
+    const rate = cosineLr(lr, step, total, warm);
+    const s0 = performance.now();
+    const { loss, correct } = await trainStep(rows, rate, shapes, featureSize);
+    const ms = performance.now() - s0;
+    if (!Number.isFinite(loss)) return { failed: `loss is ${loss} at step ${step + 1}: lower the learning rate`, steps: step, log };
+    log.push({ step, epoch, rows, lr: rate, loss, ms });
+    epochLoss += loss * rows.length;
+    epochCorrect += correct;
+    epochRows += rows.length;
+    const epochEnd = step + 1 === total || plan[step + 1].epoch !== epoch;
+    self.postMessage({ op: 'progress', step: step + 1, total, epoch: epoch + 1, epochs, loss, lr: rate,
+      epochLoss: epochLoss / epochRows, epochAcc: epochCorrect / epochRows, epochEnd });
+    if (epochEnd) epochLoss = epochCorrect = epochRows = 0;
+    await yieldToEvents();
+  }
+  return { cancelled: false, steps: total, log, seconds: (performance.now() - t0) / 1000 };
+}
+
+async function predict({ images, count }) {
+  const { features: f, featureSize } = await extract({ images, count });
+  const B = meta.batch;
+  const shape = inputShapes('infer_features').features;
+  const result = [];
+  for (let start = 0; start < count; start += B) {
+    const rows = Array.from({ length: Math.min(B, count - start) }, (_, i) => start + i);
+    const out = await run('infer_features', { features: { data: padRows(f, featureSize, rows, B), shape } });
+    const K = out.probabilities.data.length / B;
+    rows.forEach((_, i) => result.push(out.probabilities.data.slice(i * K, (i + 1) * K)));
+  }
+  return result;
+}
+
+/** Every state tensor, by name (the token input is ignored by the graph: tftl-2). */
+function save() {
+  return run('save', { token: { data: new Float32Array([0]), shape: inputShapes('save').token } });
+}
+
+async function restore({ state }) {
+  const shapes = inputShapes('restore');
+  const inputs = {};
+  for (const [name, shape] of Object.entries(shapes)) {
+    if (!state[name]) throw new Error(`the saved state has no tensor ${name} — it is from another model; train again`);
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (state[name].data.length !== n) throw new Error(`the saved tensor ${name} has ${state[name].data.length} values, the model needs ${n} — train again`);
+    inputs[name] = { data: Float32Array.from(state[name].data), shape };
+  }
+  const out = await run('restore', inputs);
+  if (out.ok.data[0] !== 1) throw new Error('restore refused the state (non-finite values) — train again');
+  return true;
+}
+
+const ops = {
+  load,
+  setData: async (msg) => { features = msg.features; labels = msg.labels; return labels.length; },
+  extract,
+  train,
+  predict,
+  save,
+  restore,
+};
+
+self.onmessage = async (event) => {
+  const msg = event.data;
+  if (msg.op === 'cancel') {
+    cancel = true;
+    return;
+  }
+  try {
+    self.postMessage({ id: msg.id, result: await ops[msg.op](msg) });
+  } catch (e) {
+    self.postMessage({ id: msg.id, error: String(e && e.message ? e.message : e) });
+  }
+};
