@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.awt.image.BufferedImage;
 import java.io.File;
@@ -26,6 +25,7 @@ import org.junit.jupiter.api.io.TempDir;
 import org.tftl.core.ModelFile;
 import org.tftl.core.TftlException;
 import org.tftl.host.LiteRtHostInterpreter;
+import org.tftl.host.Work;
 
 /**
  * The app's flows through its ViewModel on the JVM, with the real model and flowers5 photos:
@@ -34,9 +34,7 @@ import org.tftl.host.LiteRtHostInterpreter;
  * view code is left to the phone (see android_demo/README.md).
  */
 class ViewModelFlowTest {
-  static final File WORK = new File(System.getProperty("tftl.work", ""));
-  static final String LIB = System.getProperty("tftl.litert", "");
-  static final List<String> CLASSES = Arrays.asList("daisy", "dandelion", "roses", "sunflowers", "tulips");
+  static final List<String> CLASSES = Work.LABELS;
 
   /** A photo file decoded by the JDK; sampleSize keeps every n-th pixel (the phone scales in the DCT). */
   static final class HostPhoto implements Photo {
@@ -82,23 +80,23 @@ class ViewModelFlowTest {
   }
 
   static PersonalizeViewModel start(File dir) throws IOException {
-    return new PersonalizeViewModel(dir, (fb, threads) -> new LiteRtHostInterpreter(LIB, fb, threads), 1);
+    return new PersonalizeViewModel(dir, (fb, threads) -> new LiteRtHostInterpreter(Work.LIB, fb, threads), 1);
   }
 
   static List<File> photos(String cls, int n) {
-    File[] files = new File(new File(WORK, "train"), cls).listFiles();
+    File[] files = new File(Work.file("train"), cls).listFiles();
     Arrays.sort(files);
     return Arrays.asList(files).subList(0, n);
   }
 
   @Test
   void collectTrainCancelRestartContinueExportClassify(@TempDir File storage, @TempDir File shared) throws Exception {
-    assumeTrue(WORK.isDirectory() && new File(LIB).isFile(), "run through tests/test_android.py");
+    Work.require();
     PersonalizeViewModel vm = start(storage);
     List<PersonalizeViewModel.State> seen = new CopyOnWriteArrayList<>();
     vm.setObserver(seen::add);
     assertThrows(TftlException.class, () -> vm.addPhoto(0, new HostPhoto(photos("daisy", 1).get(0))));
-    vm.loadModel(Files.readAllBytes(new File(WORK, "model.tflite").toPath()), "model.tflite");
+    vm.loadModel(Files.readAllBytes(Work.file("model.tflite").toPath()), "model.tflite");
     assertEquals(CLASSES, vm.labels());
     vm.renameClass(0, "my daisy");
     assertThrows(TftlException.class, () -> vm.renameClass(1, "my daisy"));

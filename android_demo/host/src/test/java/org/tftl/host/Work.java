@@ -18,37 +18,38 @@ import org.tftl.core.TftlModel;
 /**
  * The folder tests/test_android.py prepares (-Dtftl.work) and the library (-Dtftl.litert): the
  * exported model, preprocessed flowers5 photos and Python's reference results. Run through
- * Maven alone (no -D properties), the tests are skipped.
+ * Maven alone (no -D properties), the tests are skipped. Shared with the app module's tests
+ * through this module's test-jar.
  */
-final class Work {
-  static final List<String> LABELS = Arrays.asList("daisy", "dandelion", "roses", "sunflowers", "tulips");
-  static final File DIR = new File(System.getProperty("tftl.work", ""));
-  static final String LIB = System.getProperty("tftl.litert", "");
+public final class Work {
+  public static final List<String> LABELS = Arrays.asList("daisy", "dandelion", "roses", "sunflowers", "tulips");
+  public static final File DIR = new File(System.getProperty("tftl.work", ""));
+  public static final String LIB = System.getProperty("tftl.litert", "");
 
   private Work() {}
 
-  static void require() {
+  public static void require() {
     assumeTrue(DIR.isDirectory() && new File(LIB).isFile(),
         "run through tests/test_android.py, which passes -Dtftl.work and -Dtftl.litert");
   }
 
-  static File file(String name) {
+  public static File file(String name) {
     return new File(DIR, name);
   }
 
-  static TftlModel.Factory factory() {
+  public static TftlModel.Factory factory() {
     return fb -> new LiteRtHostInterpreter(LIB, fb, 1);
   }
 
-  static TftlModel open(String name) throws IOException {
+  public static TftlModel open(String name) throws IOException {
     return new TftlModel(ModelFile.read(file(name)), factory());
   }
 
-  static Npy.Array npy(String name) throws IOException {
+  public static Npy.Array npy(String name) throws IOException {
     return Npy.read(Files.readAllBytes(file(name).toPath()));
   }
 
-  static int[] ints(String name) throws IOException {
+  public static int[] ints(String name) throws IOException {
     float[] f = npy(name).floats();
     int[] out = new int[f.length];
     for (int i = 0; i < f.length; i++) {
@@ -57,13 +58,13 @@ final class Work {
     return out;
   }
 
-  static JsonObject json(String name) throws IOException {
+  public static JsonObject json(String name) throws IOException {
     return JsonParser.parseString(new String(Files.readAllBytes(file(name).toPath()), StandardCharsets.UTF_8))
         .getAsJsonObject();
   }
 
   /** Extracts the features of images_{split}.npy through {@code model} into a cache. */
-  static FeatureCache cache(TftlModel model, String split) throws IOException {
+  public static FeatureCache cache(TftlModel model, String split) throws IOException {
     float[] images = npy("images_" + split + ".npy").floats();
     FeatureCache c = new FeatureCache(model.featureElements);
     c.add(model.extract(images), ints("labels_" + split + ".npy"));
