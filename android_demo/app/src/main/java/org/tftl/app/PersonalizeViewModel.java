@@ -136,12 +136,21 @@ public final class PersonalizeViewModel implements AutoCloseable {
     labels = new ArrayList<>(mf.labels);
     File classes = new File(dir, CLASSES);
     if (!fresh && classes.isFile()) {
-      labels = new ArrayList<>(ModelFileText.lines(classes));
+      List<String> saved = ModelFileText.lines(classes);
+      if (saved.size() != mf.meta.numLabels) {
+        throw new IOException(classes + " has " + saved.size() + " names, the model " + mf.meta.numLabels);
+      }
+      labels = new ArrayList<>(ModelFile.checkLabels(saved));
     }
     cache = new FeatureCache(model.featureElements);
     File features = new File(dir, FEATURES);
     if (!fresh && features.isFile()) {
       cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements);
+      for (int r = 0; r < cache.size(); r++) {
+        if (cache.label(r) < 0 || cache.label(r) >= labels.size()) {
+          throw new IOException(features + " holds class " + cache.label(r) + " but the model has " + labels.size());
+        }
+      }
     }
     File ckpt = new File(dir, Checkpoint.NAME);
     if (!fresh && ckpt.isFile()) {

@@ -75,6 +75,17 @@ public final class Checkpoint {
     } catch (com.google.gson.JsonParseException e) {
       throw new TftlException(damaged + " (bad metadata: " + e.getMessage() + ")");
     }
+    try {
+      return check(file, arrays, meta, modelHash, labels);
+    } catch (TftlException e) {
+      throw e;
+    } catch (RuntimeException e) {  // metadata fields of the wrong JSON types
+      throw new TftlException(damaged + " (bad metadata: " + e.getMessage() + ")", e);
+    }
+  }
+
+  private static Checkpoint check(File file, Map<String, Npy.Array> arrays, JsonObject meta, String modelHash,
+      List<String> labels) {
     String hint = "remove it or pick another checkpoint folder";
     if (!meta.has("format") || !FORMAT.equals(meta.get("format").getAsString())) {
       throw new TftlException("checkpoint " + file + " is not a tftl-train checkpoint — " + hint);
@@ -91,6 +102,11 @@ public final class Checkpoint {
     if (!savedLabels.equals(labels)) {
       throw new TftlException("checkpoint " + file + " was written for labels " + savedLabels + " but the app has "
           + labels + " — " + hint);
+    }
+    for (String key : new String[] {"epoch", "position", "global_step"}) {
+      if (!meta.has(key) || meta.get(key).getAsInt() < 0) {
+        throw new TftlException("checkpoint " + file + " has no valid " + key + " — delete it and train again");
+      }
     }
     return new Checkpoint(arrays, meta);
   }

@@ -5,7 +5,6 @@ import com.google.gson.GsonBuilder;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
-import com.google.gson.JsonSyntaxException;
 import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -120,7 +119,9 @@ public final class ModelFile {
       }
       ModelMetadata meta = ModelMetadata.parse(raw, where);
       return new ModelFile(data, fbLength, meta, Collections.unmodifiableList(new ArrayList<>(labels)), state, where);
-    } catch (IOException | JsonSyntaxException | IllegalStateException e) {
+    } catch (TftlException e) {
+      throw e;
+    } catch (IOException | RuntimeException e) {  // JSON of the wrong types, damaged members
       throw new TftlException(damaged + " (" + e.getMessage() + ")", e);
     }
   }

@@ -165,13 +165,20 @@ public final class Npy {
     List<Integer> dims = new ArrayList<>();
     for (String part : s.group(1).split(",")) {
       if (!part.trim().isEmpty()) {
-        dims.add(Integer.parseInt(part.trim()));
+        try {
+          dims.add(Integer.parseInt(part.trim()));
+        } catch (NumberFormatException e) {
+          throw new IOException("bad .npy shape " + s.group(1));
+        }
       }
     }
     int[] shape = dims.stream().mapToInt(Integer::intValue).toArray();
     long n = item;
     for (int dim : shape) {
       n *= dim;
+      if (dim < 0 || n > data.length) {  // also keeps the product from overflowing
+        throw new IOException("array of shape " + dims + " is larger than its member");
+      }
     }
     long body = start + headerLen;
     if (n < 0 || body + n != data.length) {

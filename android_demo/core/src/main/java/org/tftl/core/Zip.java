@@ -74,6 +74,9 @@ public final class Zip {
         throw new java.io.IOException("member " + name + " runs past the end of the file");
       }
       if (e.method == 0) {
+        if (e.size != e.compressedSize) {
+          throw new java.io.IOException("stored member " + name + " has inconsistent sizes");
+        }
         byte[] out = new byte[(int) e.size];
         System.arraycopy(data, (int) dataStart, out, 0, out.length);
         return out;
