@@ -13,6 +13,8 @@ import java.io.InputStream;
 public final class TftlApp extends Application {
   static final String BUNDLED_MODEL = "model.tflite";
   static final String PREFS = "settings";
+  /** How interpreters are made: LiteRT's Interpreter; JVM tests (Robolectric) put the host backend here. */
+  static PersonalizeViewModel.InterpreterFactory interpreters = LiteRtInterpreter::new;
   private PersonalizeViewModel viewModel;
   private String startupError;
 
@@ -24,7 +26,7 @@ public final class TftlApp extends Application {
     File dir = new File(getFilesDir(), "tftl");
     dir.mkdirs();
     try {
-      viewModel = new PersonalizeViewModel(dir, LiteRtInterpreter::new, threads);
+      viewModel = new PersonalizeViewModel(dir, interpreters, threads);
       if (viewModel.labels().isEmpty()) {
         loadBundledModel();
       }
