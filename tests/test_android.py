@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from conftest import FLOWERS, MBV2_WEIGHTS, REPO, need
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
-from tftl.runtime import trainer as tr
+from tftl.runtime.loop import CHECKPOINT_FORMAT
 from tftl.runtime.cli import eval_main, train_main
 from tftl.runtime.session import Session
 
@@ -206,7 +206,7 @@ def test_java_checkpoint_resumes_in_tftl_train(work, tmp_path):
     shutil.copy(os.path.join(work_dir, "java_ckpt", "checkpoint.npz"), ckpt_dir / "checkpoint.npz")
     _, meta = ck.load_checkpoint(ckpt_dir / "checkpoint.npz")
     done = meta["epoch"]
-    assert done >= 1 and meta["format"] == tr.CHECKPOINT_FORMAT
+    assert done >= 1 and meta["format"] == CHECKPOINT_FORMAT
     out = tmp_path / "resumed.tflite"
     assert train_main([os.path.join(work_dir, "model.tflite"), os.path.join(work_dir, "train"), "--no-augment",
                        "--epochs", str(done + 1), "--threads", "1", "--resume", "--checkpoint-dir", str(ckpt_dir),
