@@ -3,13 +3,18 @@
 Each layer is built with its `tftl.schemes.LayerConfig` (what trains, BN mode, activation
 backward) and `need_dx` (whether any layer below trains, so the input gradient is needed).
 Weights are created in Keras' own order and shapes, so Keras ImageNet files load by name.
+Every layer has `get_config()` (the LayerConfig as a dict), so it round-trips through
+`keras.saving`.
 """
+
+import dataclasses
 
 import keras
 import tensorflow as tf
 
 from tftl import ops
-from tftl.schemes import FROZEN
+from tftl.plan import kernel_shape
+from tftl.schemes import FROZEN, LayerConfig
 
 
 def _t(v):
@@ -17,10 +22,23 @@ def _t(v):
 
 
 class _TftlLayer(keras.layers.Layer):
+    """Base: `config` (a LayerConfig, or its dict from `get_config`) and `need_dx`.
+
+    Subclasses list their own constructor arguments in `_ARGS` for `get_config`.
+    """
+
+    _ARGS = ()
+
     def __init__(self, config=FROZEN, need_dx=False, **kwargs):
         super().__init__(**kwargs)
-        self.config = config
-        self.need_dx = need_dx
+        self.config = LayerConfig(**config) if isinstance(config, dict) else config
+        self.need_dx = bool(need_dx)
+
+    def get_config(self):
+        out = super().get_config()
+        out.update(config=dataclasses.asdict(self.config), need_dx=self.need_dx)
+        out.update({a: getattr(self, a) for a in self._ARGS})
+        return out
 
 
 class Normalize(keras.layers.Layer):
@@ -30,12 +48,17 @@ class Normalize(keras.layers.Layer):
         super().__init__(**kwargs)
         self.scale, self.offset = float(scale), float(offset)
 
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
     def call(self, x):
         return x * self.scale + self.offset
 
 
 class Conv(_TftlLayer):
     """conv (full kxk), pointwise (1x1) or depthwise (kxk) convolution, SAME padding."""
+
+    _ARGS = ("kind", "filters", "kernel_size", "stride", "use_bias")
 
     def __init__(self, kind, filters, kernel_size=1, stride=1, use_bias=False, **kwargs):
         super().__init__(**kwargs)
@@ -46,8 +69,7 @@ class Conv(_TftlLayer):
 
     def build(self, input_shape):
         cin = input_shape[-1]
-        k = self.kernel_size
-        shape = (k, k, cin, 1) if self.kind == "depthwise" else (k, k, cin, self.filters)
+        shape = kernel_shape(self.kind, self.kernel_size, cin, self.filters)
         self.kernel = self.add_weight(name="kernel", shape=shape, initializer="he_normal",
                                       trainable=self.config.train_kernel)
         self.bias = None
@@ -73,13 +95,16 @@ class Conv(_TftlLayer):
 class Dense(_TftlLayer):
     """Fully connected on [N, C] (classifier, SE convs, MobileNetV3's conv_2)."""
 
+    _ARGS = ("units", "use_bias", "kernel_initializer")
+
     def __init__(self, units, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units, self.use_bias = units, use_bias
         self.kernel_initializer = kernel_initializer
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+        self.kernel = self.add_weight(name="kernel",
+                                      shape=kernel_shape("dense", 1, input_shape[-1], self.units),
                                       initializer=self.kernel_initializer,
                                       trainable=self.config.train_kernel)
         self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros",
@@ -99,6 +124,8 @@ class BatchNorm(_TftlLayer):
     full: batch statistics in training, trainable scale and shift, running statistics
       updated with `momentum`; stores its input.
     """
+
+    _ARGS = ("epsilon", "momentum", "gamma_initializer")
 
     def __init__(self, epsilon=1e-3, momentum=0.99, gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
@@ -137,6 +164,8 @@ class BatchNorm(_TftlLayer):
 
 
 class Activation(_TftlLayer):
+    _ARGS = ("kind",)
+
     def __init__(self, kind, **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
@@ -153,6 +182,8 @@ class GlobalPool(_TftlLayer):
 class ChannelScale(_TftlLayer):
     """Squeeze-and-excitation multiply: inputs [x, gate]."""
 
+    _ARGS = ("need_dgate",)
+
     def __init__(self, need_dgate=False, **kwargs):
         super().__init__(**kwargs)
         self.need_dgate = need_dgate
@@ -163,6 +194,8 @@ class ChannelScale(_TftlLayer):
 
 
 class AvgPool(_TftlLayer):
+    _ARGS = ("size",)
+
     def __init__(self, size, **kwargs):
         super().__init__(**kwargs)
         self.size = size
@@ -172,9 +205,11 @@ class AvgPool(_TftlLayer):
 
 
 class Upsample(_TftlLayer):
+    _ARGS = ("factor", "out_hw")
+
     def __init__(self, factor, out_hw, **kwargs):
         super().__init__(**kwargs)
-        self.factor, self.out_hw = factor, tuple(out_hw)
+        self.factor, self.out_hw = factor, tuple(int(d) for d in out_hw)
 
     def call(self, x):
         return ops.upsample_nearest(x, self.factor, self.out_hw)
