@@ -41,6 +41,7 @@ class _TftlLayer(keras.layers.Layer):
         return out
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Normalize(keras.layers.Layer):
     """x * scale + offset: maps 0..255 RGB to the network's input range."""
 
@@ -55,6 +56,7 @@ class Normalize(keras.layers.Layer):
         return x * self.scale + self.offset
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Conv(_TftlLayer):
     """conv (full kxk), pointwise (1x1) or depthwise (kxk) convolution, SAME padding."""
 
@@ -92,6 +94,7 @@ class Conv(_TftlLayer):
         return y
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Dense(_TftlLayer):
     """Fully connected on [N, C] (classifier, SE convs, MobileNetV3's conv_2)."""
 
@@ -116,6 +119,7 @@ class Dense(_TftlLayer):
                          need_db=self.config.train_bias)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class BatchNorm(_TftlLayer):
     """BatchNorm in three modes (config.bn_mode).
 
@@ -163,6 +167,7 @@ class BatchNorm(_TftlLayer):
                              need_dshift=mode == "shift")
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Activation(_TftlLayer):
     _ARGS = ("kind",)
 
@@ -174,11 +179,13 @@ class Activation(_TftlLayer):
         return ops.activation(x, self.kind, self.config.act_backward, need_dx=self.need_dx)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class GlobalPool(_TftlLayer):
     def call(self, x):
         return ops.global_avg_pool(x) if self.need_dx else tf.reduce_mean(x, axis=[1, 2])
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class ChannelScale(_TftlLayer):
     """Squeeze-and-excitation multiply: inputs [x, gate]."""
 
@@ -193,6 +200,7 @@ class ChannelScale(_TftlLayer):
         return ops.channel_scale(x, gate, need_dx=self.need_dx, need_dgate=self.need_dgate)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class AvgPool(_TftlLayer):
     _ARGS = ("size",)
 
@@ -204,6 +212,7 @@ class AvgPool(_TftlLayer):
         return ops.avg_pool(x, self.size)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Upsample(_TftlLayer):
     _ARGS = ("factor", "out_hw")
 
@@ -215,6 +224,7 @@ class Upsample(_TftlLayer):
         return ops.upsample_nearest(x, self.factor, self.out_hw)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Add(keras.layers.Layer):
     def call(self, inputs):
         return inputs[0] + inputs[1]
