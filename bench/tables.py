@@ -241,7 +241,16 @@ def train_section(res):
          "images) read in place. Each run is a fresh, niced process; peak RSS from `os.wait4`. "
          "One export per model/scheme is shared by the seeds (the seed drives shuffling, "
          "augmentation and the cached views; the classifier init comes from the export).", ""]
-    et = t.get("epoch_time") or {}
+    L += _epoch_time_table(t.get("epoch_time") or {})
+    L += _accuracy_table(t.get("accuracy") or [])
+    pts, source = pareto_points(res)
+    L += ["", f"Pareto plot source: {source}."]
+    return L
+
+
+def _epoch_time_table(et):
+    """Seconds per epoch with and without the feature cache (train_cli.epoch_time)."""
+    L = []
     if et and "error" not in et:
         L += [f"Seconds per epoch, {et['model']} {et['scheme']} (ImageNet weights), "
               f"{et['epochs']} epoch(s):", "",
@@ -275,7 +284,12 @@ def train_section(res):
         L.append("")
     elif et:
         L.append(f"epoch timing failed: {et.get('error')}")
-    acc = t.get("accuracy") or []
+    return L
+
+
+def _accuracy_table(acc):
+    """Accuracy of every scheme on flowers5 val (train_cli.accuracy)."""
+    L = []
     if acc:
         L += ["Accuracy on flowers5 val (same budget for every scheme):", "",
               "| model | scheme | val acc mean ± std | runs | measured peak RSS MB (train step) "
@@ -294,6 +308,4 @@ def train_section(res):
                      f"| {mb(r.get('analytical_peak_bytes'))} | {r['train_flops'] / 1e9:.2f} "
                      f"| {mb(max([x.get('peak_rss', 0) for x in r['runs']] or [0]), 0)} |"
                      + (f" errors: {errs[0][:100]}" if errs else ""))
-    pts, source = pareto_points(res)
-    L += ["", f"Pareto plot source: {source}."]
     return L

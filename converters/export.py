@@ -68,6 +68,63 @@ def _state_variables(model):
     return out
 
 
+def _state_layout(state, opt):
+    """(names, tensors, groups) of everything `save` returns, in contract tftl-2's order:
+    trained weights and BN statistics, opt_step, then Adam's m and v slots per weight."""
+    from tftl.runtime import contract
+
+    names = [n for n, _, _ in state] + [contract.OPT_STEP]
+    tensors = [tv for _, _, tv in state] + [opt.step]
+    trained_names = [n for n, kv, _ in state if kv.trainable]
+    groups = {contract.TRAINABLE: trained_names,
+              contract.BN_STATISTICS: [n for n, kv, _ in state if not kv.trainable],
+              contract.OPTIMIZER: [contract.OPT_STEP]}
+    for slot, slots in (("m", opt.m), ("v", opt.v)):
+        names += [f"opt_{slot}__{n}" for n in trained_names]
+        groups[contract.OPTIMIZER] += [f"opt_{slot}__{n}" for n in trained_names]
+        tensors += list(slots)
+    return names, tensors, groups
+
+
+def _state_signatures(names, tensors):
+    """The `save` and `restore` tf.functions over the state tensors."""
+    import tensorflow as tf
+
+    from tftl.runtime import contract
+
+    # Contract tftl-2 (tftl/runtime/contract.py): `save` takes one input, because
+    # Android's Interpreter.runSignature refuses an empty input map; every state tensor has
+    # rank >= 1, because a scalar READ_VARIABLE output is dynamic and LiteRT's CompiledModel
+    # (C, Python, LiteRT.js) cannot bind a buffer to it; `ok` is computed, not a constant.
+    as_file = [tf.TensorShape([1]) if t.shape.rank == 0 else t.shape for t in tensors]
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name=contract.SAVE_INPUT)])
+    def save(token):
+        del token  # present only for runSignature; kept as an input by the signature
+        return {n: tf.reshape(t, shape) for n, t, shape in zip(names, tensors, as_file)}
+
+    restore_specs = [tf.TensorSpec(shape, tf.float32, name=n) for n, shape in zip(names, as_file)]
+
+    @tf.function(input_signature=restore_specs)
+    def restore(*values):
+        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values]
+        for t, v in zip(tensors, values):
+            t.assign(tf.reshape(v, t.shape))
+        return {contract.RESTORE_OUTPUT: tf.reshape(tf.cast(tf.reduce_all(tf.stack(finite)), tf.float32), [1])}
+
+    return save, restore
+
+
+def _input_specs(batch, r, feat_shape):
+    """TensorSpecs of images, features, labels, sample_weight and learning_rate."""
+    import tensorflow as tf
+    return (tf.TensorSpec([batch, r, r, 3], tf.float32, name="images"),
+            tf.TensorSpec([batch, *feat_shape], tf.float32, name="features"),
+            tf.TensorSpec([batch], tf.int32, name="labels"),
+            tf.TensorSpec([batch], tf.float32, name="sample_weight"),
+            tf.TensorSpec([], tf.float32, name="learning_rate"))
+
+
 def build_module(model, optimizer="adam", batch=8):
     """A tf.Module with the signatures above; frozen weights become constants."""
     import keras
@@ -84,23 +141,11 @@ def build_module(model, optimizer="adam", batch=8):
     frozen_map = [(v, tf.constant(v.numpy())) for v in frozen]
     trained = [tv for _, kv, tv in state if kv.trainable]
     opt = training.Optimizer(trained, optimizer)
-    names = [n for n, _, _ in state] + [contract.OPT_STEP]
-    tensors = [tv for _, _, tv in state] + [opt.step]
-    trained_names = [n for n, kv, _ in state if kv.trainable]
-    groups = {contract.TRAINABLE: trained_names,
-              contract.BN_STATISTICS: [n for n, kv, _ in state if not kv.trainable],
-              contract.OPTIMIZER: [contract.OPT_STEP]}
-    for slot, slots in (("m", opt.m), ("v", opt.v)):
-        names += [f"opt_{slot}__{n}" for n in trained_names]
-        groups[contract.OPTIMIZER] += [f"opt_{slot}__{n}" for n in trained_names]
-        tensors += list(slots)
+    names, tensors, groups = _state_layout(state, opt)
 
     specs, trunk_index, feat_shape = plan.specs, plan.trunk_index, plan.feature_shape
-    images_spec = tf.TensorSpec([batch, r, r, 3], tf.float32, name="images")
-    feats_spec = tf.TensorSpec([batch, *feat_shape], tf.float32, name="features")
-    labels_spec = tf.TensorSpec([batch], tf.int32, name="labels")
-    weights_spec = tf.TensorSpec([batch], tf.float32, name="sample_weight")
-    lr_spec = tf.TensorSpec([], tf.float32, name="learning_rate")
+    images_spec, feats_spec, labels_spec, weights_spec, lr_spec = _input_specs(
+        batch, r, feat_shape)
     normalize = model.get_layer("normalize")
 
     def run(x, from_features, training_flag):
@@ -155,26 +200,7 @@ def build_module(model, optimizer="adam", batch=8):
     def infer_features(features):
         return {"probabilities": tf.nn.softmax(run(features, True, False)[0])}
 
-    # Contract tftl-2 (tftl/runtime/contract.py): `save` takes one input, because
-    # Android's Interpreter.runSignature refuses an empty input map; every state tensor has
-    # rank >= 1, because a scalar READ_VARIABLE output is dynamic and LiteRT's CompiledModel
-    # (C, Python, LiteRT.js) cannot bind a buffer to it; `ok` is computed, not a constant.
-    as_file = [tf.TensorShape([1]) if t.shape.rank == 0 else t.shape for t in tensors]
-
-    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name=contract.SAVE_INPUT)])
-    def save(token):
-        del token  # present only for runSignature; kept as an input by the signature
-        return {n: tf.reshape(t, shape) for n, t, shape in zip(names, tensors, as_file)}
-
-    restore_specs = [tf.TensorSpec(shape, tf.float32, name=n) for n, shape in zip(names, as_file)]
-
-    @tf.function(input_signature=restore_specs)
-    def restore(*values):
-        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values]
-        for t, v in zip(tensors, values):
-            t.assign(tf.reshape(v, t.shape))
-        return {contract.RESTORE_OUTPUT: tf.reshape(tf.cast(tf.reduce_all(tf.stack(finite)), tf.float32), [1])}
-
+    save, restore = _state_signatures(names, tensors)
     sigs = {contract.INFER: infer, contract.TRAIN: train, contract.EXTRACT: extract,
             contract.TRAIN_FEATURES: train_features, contract.INFER_FEATURES: infer_features,
             contract.SAVE: save, contract.RESTORE: restore}
@@ -313,8 +339,8 @@ def _signature_io(fn):
 def main(argv=None):
     from tftl import archs, schemes
     p = argparse.ArgumentParser(prog="python -m converters.export", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mbv3_small", choices=archs.MODEL_NAMES)
-    p.add_argument("--scheme", default="mobiletl", choices=schemes.SCHEMES)
+    p.add_argument("--model", default="mbv3_small", help=f"one of {', '.join(archs.MODEL_NAMES)}")
+    p.add_argument("--scheme", default="mobiletl", help=f"one of {', '.join(schemes.SCHEMES)}")
     p.add_argument("--blocks", type=int, default=3, help="IRBs trained by ft_blocks / mobiletl")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--classes", type=int, default=None, help=f"label slots (default {DEFAULT_CLASSES})")
