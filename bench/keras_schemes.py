@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def main():
     import tftl
+    from tftl.quickstart import shared_dir
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="mbv2")
     p.add_argument("--epochs", type=int, default=2)
@@ -24,7 +25,7 @@ def main():
     p.add_argument("--schemes", default=",".join(tftl.SCHEMES))
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "keras_schemes.json"))
     a = p.parse_args()
-    shared = tftl.shared_dir()
+    shared = shared_dir()
     weights = os.path.join(shared, "weights",
                            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
     if a.model != "mbv2":

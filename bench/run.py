@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import common  # noqa: E402
+import fmt  # noqa: E402
 import report  # noqa: E402
 
 RESULTS = os.path.join(common.BENCH, "results.json")
@@ -157,7 +158,7 @@ def memory_latency(a, res, src):
     for model in a.models:
         for label in a.schemes:
             key = f"{model}/{label}"
-            if a.resume and report._lite(rows.get(key) or {}):
+            if a.resume and fmt.lite(rows.get(key) or {}):
                 common.log(f"{key}: kept from the interrupted run (--resume)")
                 continue
             scheme, blocks = common.parse_label(label)

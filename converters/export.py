@@ -68,22 +68,11 @@ def _state_variables(model):
     return out
 
 
-def build_module(model, optimizer="adam", batch=8):
-    """A tf.Module with the signatures above; frozen weights become constants."""
-    import keras
-    import tensorflow as tf
-
-    from tftl import models, training
+def _state_layout(state, opt):
+    """(names, tensors, groups) of everything `save` returns, in contract tftl-2's order:
+    trained weights and BN statistics, opt_step, then Adam's m and v slots per weight."""
     from tftl.runtime import contract
 
-    info = model.tftl
-    r = info.image_size
-    state = _state_variables(model)
-    state_ids = {id(kv) for _, kv, _ in state}
-    frozen = [v for v in model.weights if id(v) not in state_ids]
-    frozen_map = [(v, tf.constant(v.numpy())) for v in frozen]
-    trained = [tv for _, kv, tv in state if kv.trainable]
-    opt = training.Optimizer(trained, optimizer)
     names = [n for n, _, _ in state] + [contract.OPT_STEP]
     tensors = [tv for _, _, tv in state] + [opt.step]
     trained_names = [n for n, kv, _ in state if kv.trainable]
@@ -94,16 +83,69 @@ def build_module(model, optimizer="adam", batch=8):
         names += [f"opt_{slot}__{n}" for n in trained_names]
         groups[contract.OPTIMIZER] += [f"opt_{slot}__{n}" for n in trained_names]
         tensors += list(slots)
+    return names, tensors, groups
 
-    specs = info.specs
-    trunk_index = (next(i for i, s in enumerate(specs) if s.name == info.trunk_end) + 1
-                   if info.trunk_end else 0)
-    feat_shape = specs[trunk_index - 1].out_shape if trunk_index else (r, r, 3)
-    images_spec = tf.TensorSpec([batch, r, r, 3], tf.float32, name="images")
-    feats_spec = tf.TensorSpec([batch, *feat_shape], tf.float32, name="features")
-    labels_spec = tf.TensorSpec([batch], tf.int32, name="labels")
-    weights_spec = tf.TensorSpec([batch], tf.float32, name="sample_weight")
-    lr_spec = tf.TensorSpec([], tf.float32, name="learning_rate")
+
+def _state_signatures(names, tensors):
+    """The `save` and `restore` tf.functions over the state tensors."""
+    import tensorflow as tf
+
+    from tftl.runtime import contract
+
+    # Contract tftl-2 (tftl/runtime/contract.py): `save` takes one input, because
+    # Android's Interpreter.runSignature refuses an empty input map; every state tensor has
+    # rank >= 1, because a scalar READ_VARIABLE output is dynamic and LiteRT's CompiledModel
+    # (C, Python, LiteRT.js) cannot bind a buffer to it; `ok` is computed, not a constant.
+    as_file = [tf.TensorShape([1]) if t.shape.rank == 0 else t.shape for t in tensors]
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name=contract.SAVE_INPUT)])
+    def save(token):
+        del token  # present only for runSignature; kept as an input by the signature
+        return {n: tf.reshape(t, shape) for n, t, shape in zip(names, tensors, as_file)}
+
+    restore_specs = [tf.TensorSpec(shape, tf.float32, name=n) for n, shape in zip(names, as_file)]
+
+    @tf.function(input_signature=restore_specs)
+    def restore(*values):
+        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values]
+        for t, v in zip(tensors, values):
+            t.assign(tf.reshape(v, t.shape))
+        return {contract.RESTORE_OUTPUT: tf.reshape(tf.cast(tf.reduce_all(tf.stack(finite)), tf.float32), [1])}
+
+    return save, restore
+
+
+def _input_specs(batch, r, feat_shape):
+    """TensorSpecs of images, features, labels, sample_weight and learning_rate."""
+    import tensorflow as tf
+    return (tf.TensorSpec([batch, r, r, 3], tf.float32, name="images"),
+            tf.TensorSpec([batch, *feat_shape], tf.float32, name="features"),
+            tf.TensorSpec([batch], tf.int32, name="labels"),
+            tf.TensorSpec([batch], tf.float32, name="sample_weight"),
+            tf.TensorSpec([], tf.float32, name="learning_rate"))
+
+
+def build_module(model, optimizer="adam", batch=8):
+    """A tf.Module with the signatures above; frozen weights become constants."""
+    import keras
+    import tensorflow as tf
+
+    from tftl import models, training
+    from tftl.runtime import contract
+
+    plan = model.plan
+    r = plan.image_size
+    state = _state_variables(model)
+    state_ids = {id(kv) for _, kv, _ in state}
+    frozen = [v for v in model.weights if id(v) not in state_ids]
+    frozen_map = [(v, tf.constant(v.numpy())) for v in frozen]
+    trained = [tv for _, kv, tv in state if kv.trainable]
+    opt = training.Optimizer(trained, optimizer)
+    names, tensors, groups = _state_layout(state, opt)
+
+    specs, trunk_index, feat_shape = plan.specs, plan.trunk_index, plan.feature_shape
+    images_spec, feats_spec, labels_spec, weights_spec, lr_spec = _input_specs(
+        batch, r, feat_shape)
     normalize = model.get_layer("normalize")
 
     def run(x, from_features, training_flag):
@@ -158,32 +200,13 @@ def build_module(model, optimizer="adam", batch=8):
     def infer_features(features):
         return {"probabilities": tf.nn.softmax(run(features, True, False)[0])}
 
-    # Contract tftl-2 (tftl/runtime/contract.py): `save` takes one input, because
-    # Android's Interpreter.runSignature refuses an empty input map; every state tensor has
-    # rank >= 1, because a scalar READ_VARIABLE output is dynamic and LiteRT's CompiledModel
-    # (C, Python, LiteRT.js) cannot bind a buffer to it; `ok` is computed, not a constant.
-    as_file = [tf.TensorShape([1]) if t.shape.rank == 0 else t.shape for t in tensors]
-
-    @tf.function(input_signature=[tf.TensorSpec([1], tf.float32, name=contract.SAVE_INPUT)])
-    def save(token):
-        del token  # present only for runSignature; kept as an input by the signature
-        return {n: tf.reshape(t, shape) for n, t, shape in zip(names, tensors, as_file)}
-
-    restore_specs = [tf.TensorSpec(shape, tf.float32, name=n) for n, shape in zip(names, as_file)]
-
-    @tf.function(input_signature=restore_specs)
-    def restore(*values):
-        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in values]
-        for t, v in zip(tensors, values):
-            t.assign(tf.reshape(v, t.shape))
-        return {contract.RESTORE_OUTPUT: tf.reshape(tf.cast(tf.reduce_all(tf.stack(finite)), tf.float32), [1])}
-
+    save, restore = _state_signatures(names, tensors)
     sigs = {contract.INFER: infer, contract.TRAIN: train, contract.EXTRACT: extract,
             contract.TRAIN_FEATURES: train_features, contract.INFER_FEATURES: infer_features,
             contract.SAVE: save, contract.RESTORE: restore}
     module.opt = opt
     return module, sigs, dict(names=names, groups=groups, feature_shape=list(feat_shape),
-                              trunk_end=info.trunk_end)
+                              trunk_end=plan.trunk_end)
 
 
 def convert(module, signatures, quantize="int8"):
@@ -241,7 +264,7 @@ def read_labels(labels_file=None, classes=None):
 
 def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
            image_size=224, batch=8, weights="imagenet", optimizer="adam", quantize="int8",
-           output=None, packed_masks=False, log=logging.info) -> ExportResult:
+           output=None, packed_masks=False, seed=None, log=logging.info) -> ExportResult:
     """Builds, converts and writes a trainable tftl .tflite.
 
     Args:
@@ -252,55 +275,58 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
         weights: "imagenet", None or a weights file path.
         optimizer: "adam" or "sgd". quantize: "int8" (frozen constants) or "none".
         output: path of the .tflite (written atomically).
+        seed: seeds Keras' random initialisers (reproducible random-init weights).
     Returns:
         ExportResult.
     Raises:
         ValueError / FileNotFoundError: bad arguments or missing weights (one line).
     """
-    from tftl import archs, schemes
-    from tftl.runtime import contract, modelfile
+    from tftl import models, profile
+    from tftl.plan import ModelPlan
 
     labels = labels or read_labels()
-    if model_name not in archs.MODEL_NAMES:
-        raise ValueError(f"unknown model {model_name!r}; choose one of {', '.join(archs.MODEL_NAMES)}")
-    schemes.validate(scheme, model_name, blocks)
     if quantize not in ("int8", "none"):
         raise ValueError(f"--quantize must be int8 or none, got {quantize!r}")
-    if not isinstance(batch, int) or batch < 1:
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {batch!r}")
-    output = output or f"{model_name}_{scheme}{blocks if scheme in schemes.BLOCKWISE else ''}.tflite"
+    plan = ModelPlan.build(model_name, scheme=scheme, blocks=blocks, image_size=image_size,
+                           num_classes=len(labels), packed_masks=packed_masks)
+    estimate = profile.profile_plan(plan, batch)["peak_bytes"]
+    output = output or f"{model_name}_{plan.label.replace('-', '')}.tflite"
 
-    from tftl import models
     t0 = time.time()
-    log(f"building {model_name} ({scheme}, blocks={blocks}, {len(labels)} labels, {image_size}px)")
-    model = models.build_model(model_name, num_classes=len(labels), scheme=scheme, blocks=blocks,
-                               weights=weights, image_size=image_size, packed_masks=packed_masks)
+    if seed is not None:
+        import keras
+        keras.utils.set_random_seed(seed)
+    log(f"building {model_name} ({plan.label}, {len(labels)} labels, {image_size}px)")
+    model = models.build(plan, weights)
     log("converting to TFLite (builtin ops only)")
     flat, sigs, extra = to_tflite(model, optimizer=optimizer, batch=batch, quantize=quantize)
+    meta = _metadata(plan, model, extra, sigs, batch=batch, optimizer=optimizer,
+                     quantize=quantize, estimate=estimate)
+    from tftl.runtime import modelfile
+    modelfile.write_model(output, flat, meta, labels)
+    log(f"done in {time.time() - t0:.1f}s")
+    return ExportResult(output, os.path.getsize(output), meta["trainable_params"],
+                        meta["frozen_params"], {k: _signature_io(v) for k, v in sigs.items()},
+                        meta, estimate)
+
+
+def _metadata(plan, model, extra, sigs, *, batch, optimizer, quantize, estimate):
+    """The `tftl.json` dict of contract tftl-2 (tftl/runtime/contract.py)."""
+    from tftl.runtime import contract
+
     trainable = int(sum(v.numpy().size for v in model.trainable_weights))
     total = int(sum(v.numpy().size for v in model.weights))
-    meta = dict(format=contract.FORMAT, model=model_name, scheme=scheme,
-                blocks=blocks if scheme in schemes.BLOCKWISE else 0, image_size=image_size,
+    return dict(format=contract.FORMAT, model=plan.model, scheme=plan.scheme,
+                blocks=plan.blocks, image_size=plan.image_size,
                 batch=batch, optimizer=optimizer, quantize=quantize,
                 preprocessing=dict(input="RGB float32 0..255", resize="shorter side to size, "
                                    "centre crop", normalization="inside the model"),
                 feature_shape=extra["feature_shape"], trunk_end=extra["trunk_end"],
                 state_names=extra["names"], state_groups=extra["groups"],
-                signatures=sorted(sigs),
-                trainable_params=trainable, frozen_params=total - trainable)
-    try:
-        from tftl import profile
-        est = profile.profile(model_name, scheme=scheme, blocks=blocks, batch=batch,
-                              image_size=image_size, num_classes=len(labels),
-                              packed_masks=packed_masks)
-        meta["memory_estimate_bytes"] = int(est["peak_bytes"])
-    except Exception:  # the profiler is advisory
-        est = None
-    modelfile.write_model(output, flat, meta, labels)
-    log(f"done in {time.time() - t0:.1f}s")
-    return ExportResult(output, os.path.getsize(output), trainable, total - trainable,
-                        {k: _signature_io(v) for k, v in sigs.items()}, meta,
-                        meta.get("memory_estimate_bytes"))
+                signatures=sorted(sigs), trainable_params=trainable,
+                frozen_params=total - trainable, memory_estimate_bytes=int(estimate))
 
 
 def _signature_io(fn):
@@ -326,6 +352,7 @@ def main(argv=None):
     p.add_argument("--quantize", default="int8", choices=("int8", "none"))
     p.add_argument("--packed-masks", action="store_true", help="bit-pack MobileTL sign masks")
     p.add_argument("--output", default=None, help="output .tflite path")
+    p.add_argument("--seed", type=int, default=None, help="seed of random initialisers")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -335,7 +362,7 @@ def main(argv=None):
         r = export(a.model, scheme=a.scheme, blocks=a.blocks, labels=labels,
                    image_size=a.image_size, batch=a.batch, weights=weights,
                    optimizer=a.optimizer, quantize=a.quantize, output=a.output,
-                   packed_masks=a.packed_masks)
+                   packed_masks=a.packed_masks, seed=a.seed)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

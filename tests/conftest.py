@@ -1,4 +1,21 @@
+"""Shared test setup: reference data paths, exported models built once per run, isolation.
+
+Keras/TF do not return memory between conversions (~0.7 GB per export stays in the
+process), so a single pytest process that converts many models grows past 10 GB. Two tools
+keep a run lean:
+  exported(...)   a session fixture factory: each distinct export runs ONCE per test run,
+                  in a subprocess (`python -m converters.export`), and tests share the file.
+  @pytest.mark.isolated  the test runs in its own Python process (a child pytest on the
+                  node id), so the conversions it does in-process give their memory back.
+The long model x scheme matrix is marked `matrix` and left out by default (pytest.ini);
+run it with `python -m pytest -m matrix`.
+"""
+
+import hashlib
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +27,7 @@ FLOWERS = os.path.join(SHARED, "data", "flowers5")
 MBV2_WEIGHTS = os.path.join(SHARED, "weights",
                             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 IMAGENET_SAMPLES = os.path.join(SHARED, "data", "imagenet_samples")
+_CHILD = "TFTL_ISOLATED_CHILD"
 
 
 def need(path):
@@ -18,15 +36,86 @@ def need(path):
     return path
 
 
+# ----------------------------------------------------------------------------- isolation
+
+def pytest_pyfunc_call(pyfuncitem):
+    """Runs an `isolated` test in a child pytest; its result becomes this test's result."""
+    if pyfuncitem.get_closest_marker("isolated") is None or os.environ.get(_CHILD):
+        return None
+    env = dict(os.environ, **{_CHILD: "1"})
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "", "-p", "no:cacheprovider",
+           "--no-header", pyfuncitem.nodeid]
+    r = subprocess.run(cmd, cwd=str(pyfuncitem.config.rootpath), env=env,
+                       capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    if r.returncode == 0 and " skipped" in out and " passed" not in out:
+        reason = [ln for ln in out.splitlines() if ln.startswith("SKIPPED")]
+        pytest.skip(reason[0] if reason else "skipped in the isolated child")
+    if r.returncode != 0:
+        pytest.fail(f"isolated child failed (exit {r.returncode}):\n{out[-6000:]}",
+                    pytrace=False)
+    print(out[-2000:])
+    return True
+
+
+# ----------------------------------------------------------------------------- exports
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Factory: exported(model, scheme=..., ...) -> path of a .tflite, built once per run.
+
+    Arguments mirror `python -m converters.export`; weights=None is a random init (seed
+    0), weights="mbv2" the shared MobileNetV2 ImageNet file, labels a list of names (else
+    `classes` numbered slots). The export runs in a subprocess so TF memory is returned.
+    """
+    root = tmp_path_factory.mktemp("exported")
+    cache = {}
+
+    def make(model="mbv3_small", *, scheme="mobiletl", blocks=2, image_size=64, batch=4,
+             weights=None, labels=None, classes=5, quantize="int8", optimizer="adam",
+             packed_masks=False, seed=0):
+        args = dict(model=model, scheme=scheme, blocks=blocks, image_size=image_size,
+                    batch=batch, weights=weights, labels=labels, classes=classes,
+                    quantize=quantize, optimizer=optimizer, packed_masks=packed_masks,
+                    seed=seed)
+        key = json.dumps(args, sort_keys=True)
+        if key in cache:
+            return cache[key]
+        stem = f"{model}_{scheme}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+        out = root / f"{stem}.tflite"
+        w = {None: "none", "mbv2": MBV2_WEIGHTS}.get(weights, weights)
+        if w != "none" and w != "imagenet":
+            need(w)
+        cmd = [sys.executable, "-m", "converters.export", "--model", model, "--scheme", scheme,
+               "--blocks", str(blocks), "--image-size", str(image_size), "--batch", str(batch),
+               "--weights", w, "--quantize", quantize, "--optimizer", optimizer,
+               "--seed", str(seed), "--output", str(out)]
+        if labels:
+            (root / f"{stem}.labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+            cmd += ["--labels", str(root / f"{stem}.labels.txt")]
+        else:
+            cmd += ["--classes", str(classes)]
+        if packed_masks:
+            cmd.append("--packed-masks")
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+        if r.returncode:
+            pytest.fail(f"export {' '.join(cmd[3:])} failed:\n{r.stderr[-3000:]}", pytrace=False)
+        cache[key] = out
+        return out
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def _release_tf_memory(request):
-    """Exports and Keras models pile up in one pytest process (~0.7 GB per conversion):
-    drop Keras' global state and collect after every test that builds models."""
+    """Keras models built in-process pile up: drop Keras' global state after every test of
+    a module that builds models (conversions run isolated or in `exported`)."""
     yield
-    if request.module.__name__.rsplit(".", 1)[-1] not in ("test_export", "test_models"):
+    if request.module.__name__.rsplit(".", 1)[-1] not in ("test_export", "test_models",
+                                                          "test_quantize"):
         return
     import gc
-    import sys
     if "keras" in sys.modules:
         sys.modules["keras"].backend.clear_session()
     gc.collect()

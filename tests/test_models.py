@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from conftest import FLOWERS, IMAGENET_SAMPLES, MBV2_WEIGHTS, need
-from tftl import MODEL_NAMES, SCHEMES, archs, models, schemes, training
+from tftl import MODEL_NAMES, SCHEMES, archs, models, training
 from tftl.layers import BatchNorm
+from tftl.plan import ModelPlan
 
 EXPECTED = {"cat.bmp": "Egyptian cat", "grace_hopper.bmp": "military uniform",
             "parrot.jpg": "macaw", "bird.bmp": "chickadee", "hot_dog.jpg": "hotdog"}
@@ -50,14 +51,20 @@ def test_weights_offline_error_names_fix(tmp_path, monkeypatch):
         models.build_model("mbv3_small", num_classes=3, weights="imagenet")
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-@pytest.mark.parametrize("scheme", SCHEMES)
+# every scheme on mbv3_small and mobiletl on every model by default; the rest of the
+# 4 x 7 matrix (Keras builds only, ~20 s each on a loaded 2-core machine) with -m matrix
+TRAINABLE_MATRIX = [pytest.param(m, s, marks=() if m == "mbv3_small" or s == "mobiletl"
+                                 else pytest.mark.matrix)
+                    for m in MODEL_NAMES for s in SCHEMES]
+
+
+@pytest.mark.parametrize("name,scheme", TRAINABLE_MATRIX)
 def test_scheme_fixes_trainable_set(name, scheme):
     m = models.build_model(name, num_classes=7, scheme=scheme, blocks=2, weights=None,
                            image_size=64)
-    cfg = m.tftl.configs
+    cfg = m.plan.configs
     expected = set()
-    for spec, layer in zip(m.tftl.specs, m.tftl_layers):
+    for spec, layer in zip(m.plan.specs, m.tftl_layers):
         c = cfg[spec.name]
         for v in layer.weights:
             t = {"kernel": c.train_kernel, "bias": c.train_bias,
@@ -68,9 +75,9 @@ def test_scheme_fixes_trainable_set(name, scheme):
     assert any("logits" in p or "predictions" in p for p in expected)  # classifier trains
     n = archs.num_blocks(name)
     if scheme == "mobiletl":
-        top = {s.block for s in m.tftl.specs if cfg[s.name].trains and s.block is not None}
+        top = {s.block for s in m.plan.specs if cfg[s.name].trains and s.block is not None}
         assert top == {n - 2, n - 1}
-        modes = {s.role: cfg[s.name].bn_mode for s in m.tftl.specs if s.block == n - 1 and s.kind == "bn"}
+        modes = {s.role: cfg[s.name].bn_mode for s in m.plan.specs if s.block == n - 1 and s.kind == "bn"}
         assert modes["dw_bn"] == "shift" and modes["project_bn"] == "full"
     if scheme == "ft_last":
         assert len(m.trainable_weights) == 2
@@ -88,6 +95,41 @@ def test_bad_arguments_are_one_line_errors():
     # schemes that do not use blocks accept any value, 0 included
     models.build_model("mbv3_small", num_classes=3, weights=None, scheme="ft_bias", blocks=0,
                        image_size=64)
+
+
+def test_plan_has_one_blocks_convention_and_mask_kind():
+    for blocks in (None, 0, 3, 99):  # schemes that do not use blocks store 0, whatever passed
+        assert ModelPlan.build("mbv2", scheme="ft_bias", blocks=blocks).blocks == 0
+    plan = ModelPlan.build("mbv2", scheme="mobiletl", blocks=2, packed_masks=True)
+    assert (plan.blocks, plan.label, plan.mask_kind) == (2, "mobiletl-2", "packed")
+    assert ModelPlan.build("mbv2", scheme="mobiletl", blocks=2).mask_kind == "bool"
+    assert ModelPlan.build("mbv2", scheme="ft_blocks", blocks=2).mask_kind == "none"
+    # the trunk ends right before the first trained layer, the first layer of IRB n-2
+    first = next(s for s in plan.specs if plan.configs[s.name].trains)
+    assert first.block == archs.num_blocks("mbv2") - 2
+    assert plan.specs[plan.trunk_index] == first
+    assert plan.feature_shape == plan.specs[plan.trunk_index - 1].out_shape
+    # need_dx: no layer of the frozen trunk needs an input gradient, the head does
+    assert not any(any(plan.need_dx[s.name]) for s in plan.specs[:plan.trunk_index + 1])
+    assert all(plan.need_dx[plan.specs[-1].name])
+    assert ModelPlan.from_arguments(plan.arguments()) == plan
+
+
+def test_model_round_trips_through_keras_saving(tmp_path):
+    m = models.build_model("mbv3_small", num_classes=3, scheme="mobiletl", blocks=2,
+                           weights=None, image_size=64)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    back = keras.saving.load_model(path)
+    assert isinstance(back, models.TftlModel) and back.plan == m.plan
+    np.testing.assert_allclose(back(x).numpy(), m(x).numpy(), atol=1e-5)
+    assert [v.path for v in back.trainable_weights] == [v.path for v in m.trainable_weights]
+    for layer in m.tftl_layers:  # every layer serialises on its own, LayerConfig included
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+        assert type(again) is type(layer)
+        assert again.get_config() == layer.get_config()
+        assert getattr(again, "config", None) == getattr(layer, "config", None)
 
 
 def test_full_bn_updates_running_stats_in_training():

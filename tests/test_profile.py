@@ -172,7 +172,7 @@ def test_tinytl_adds_lite_residual(v3):
     assert any(n.endswith("lite_conv") for n in names)
     assert v3["tinytl"]["trainable_params"] > v3["ft_bias"]["trainable_params"]
     assert v3["tinytl"]["forward_flops"] > v3["ft_bias"]["forward_flops"]
-    assert v3["ft_blocks"]["blocks"] == 3 and v3["tinytl"]["blocks"] is None
+    assert v3["ft_blocks"]["blocks"] == 3 and v3["tinytl"]["blocks"] == 0
 
 
 def test_bad_arguments_raise():

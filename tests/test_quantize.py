@@ -10,7 +10,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from conftest import IMAGENET_SAMPLES, need
 from converters import export, quantize
 from tftl import models
-from tftl.runtime import interpreter
+from tftl.runtime import interpreter, modelfile
 
 EXPECTED = {"cat.bmp": "Egyptian cat", "grace_hopper.bmp": "military uniform",
             "parrot.jpg": "macaw", "bird.bmp": "chickadee", "hot_dog.jpg": "hotdog"}
@@ -50,6 +50,7 @@ def float_weight_tensors(flatbuffer):
 
 
 @pytest.mark.slow
+@pytest.mark.isolated
 def test_int8_export_stores_whole_trunk_int8_and_still_labels_photos():
     """EfficientNet-Lite0 with its ImageNet head, exported int8: no float weight is left in
     the file, and `infer` still names all five labelled photos."""
@@ -68,11 +69,10 @@ def test_int8_export_stores_whole_trunk_int8_and_still_labels_photos():
     assert got == list(EXPECTED.values())
 
 
-def test_zero_initial_values_come_from_fill_and_state_is_unchanged():
+def test_zero_initial_values_come_from_fill_and_state_is_unchanged(exported):
     """Adam's slots start at zero from FILL ops, not zero buffers; weights start exact."""
-    model = models.build_model("mbv3_small", num_classes=5, scheme="mobiletl", blocks=2,
-                               weights=None, image_size=64)
-    flat, _, _ = export.to_tflite(model, batch=2, quantize="none")
+    flat = modelfile.read_model(exported("mbv3_small", scheme="mobiletl", blocks=2,
+                                         image_size=64, batch=2, quantize="none")).flatbuffer
     state = interpreter.load_interpreter(flat).get_signature_runner("save")(token=np.zeros(1, np.float32))
     slots = [k for k in state if k.startswith(("opt_m__", "opt_v__"))]
     assert slots and all(not state[k].any() for k in slots)

@@ -3,13 +3,18 @@
 Each layer is built with its `tftl.schemes.LayerConfig` (what trains, BN mode, activation
 backward) and `need_dx` (whether any layer below trains, so the input gradient is needed).
 Weights are created in Keras' own order and shapes, so Keras ImageNet files load by name.
+Every layer has `get_config()` (the LayerConfig as a dict), so it round-trips through
+`keras.saving`.
 """
+
+import dataclasses
 
 import keras
 import tensorflow as tf
 
 from tftl import ops
-from tftl.schemes import FROZEN
+from tftl.plan import kernel_shape
+from tftl.schemes import FROZEN, LayerConfig
 
 
 def _t(v):
@@ -17,12 +22,26 @@ def _t(v):
 
 
 class _TftlLayer(keras.layers.Layer):
+    """Base: `config` (a LayerConfig, or its dict from `get_config`) and `need_dx`.
+
+    Subclasses list their own constructor arguments in `_ARGS` for `get_config`.
+    """
+
+    _ARGS = ()
+
     def __init__(self, config=FROZEN, need_dx=False, **kwargs):
         super().__init__(**kwargs)
-        self.config = config
-        self.need_dx = need_dx
+        self.config = LayerConfig(**config) if isinstance(config, dict) else config
+        self.need_dx = bool(need_dx)
+
+    def get_config(self):
+        out = super().get_config()
+        out.update(config=dataclasses.asdict(self.config), need_dx=self.need_dx)
+        out.update({a: getattr(self, a) for a in self._ARGS})
+        return out
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Normalize(keras.layers.Layer):
     """x * scale + offset: maps 0..255 RGB to the network's input range."""
 
@@ -30,12 +49,18 @@ class Normalize(keras.layers.Layer):
         super().__init__(**kwargs)
         self.scale, self.offset = float(scale), float(offset)
 
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
     def call(self, x):
         return x * self.scale + self.offset
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Conv(_TftlLayer):
     """conv (full kxk), pointwise (1x1) or depthwise (kxk) convolution, SAME padding."""
+
+    _ARGS = ("kind", "filters", "kernel_size", "stride", "use_bias")
 
     def __init__(self, kind, filters, kernel_size=1, stride=1, use_bias=False, **kwargs):
         super().__init__(**kwargs)
@@ -46,8 +71,7 @@ class Conv(_TftlLayer):
 
     def build(self, input_shape):
         cin = input_shape[-1]
-        k = self.kernel_size
-        shape = (k, k, cin, 1) if self.kind == "depthwise" else (k, k, cin, self.filters)
+        shape = kernel_shape(self.kind, self.kernel_size, cin, self.filters)
         self.kernel = self.add_weight(name="kernel", shape=shape, initializer="he_normal",
                                       trainable=self.config.train_kernel)
         self.bias = None
@@ -70,8 +94,11 @@ class Conv(_TftlLayer):
         return y
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Dense(_TftlLayer):
     """Fully connected on [N, C] (classifier, SE convs, MobileNetV3's conv_2)."""
+
+    _ARGS = ("units", "use_bias", "kernel_initializer")
 
     def __init__(self, units, use_bias=True, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
@@ -79,7 +106,8 @@ class Dense(_TftlLayer):
         self.kernel_initializer = kernel_initializer
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+        self.kernel = self.add_weight(name="kernel",
+                                      shape=kernel_shape("dense", 1, input_shape[-1], self.units),
                                       initializer=self.kernel_initializer,
                                       trainable=self.config.train_kernel)
         self.bias = (self.add_weight(name="bias", shape=(self.units,), initializer="zeros",
@@ -91,6 +119,7 @@ class Dense(_TftlLayer):
                          need_db=self.config.train_bias)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class BatchNorm(_TftlLayer):
     """BatchNorm in three modes (config.bn_mode).
 
@@ -99,6 +128,8 @@ class BatchNorm(_TftlLayer):
     full: batch statistics in training, trainable scale and shift, running statistics
       updated with `momentum`; stores its input.
     """
+
+    _ARGS = ("epsilon", "momentum", "gamma_initializer")
 
     def __init__(self, epsilon=1e-3, momentum=0.99, gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
@@ -136,7 +167,10 @@ class BatchNorm(_TftlLayer):
                              need_dshift=mode == "shift")
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Activation(_TftlLayer):
+    _ARGS = ("kind",)
+
     def __init__(self, kind, **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
@@ -145,13 +179,17 @@ class Activation(_TftlLayer):
         return ops.activation(x, self.kind, self.config.act_backward, need_dx=self.need_dx)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class GlobalPool(_TftlLayer):
     def call(self, x):
         return ops.global_avg_pool(x) if self.need_dx else tf.reduce_mean(x, axis=[1, 2])
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class ChannelScale(_TftlLayer):
     """Squeeze-and-excitation multiply: inputs [x, gate]."""
+
+    _ARGS = ("need_dgate",)
 
     def __init__(self, need_dgate=False, **kwargs):
         super().__init__(**kwargs)
@@ -162,7 +200,10 @@ class ChannelScale(_TftlLayer):
         return ops.channel_scale(x, gate, need_dx=self.need_dx, need_dgate=self.need_dgate)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class AvgPool(_TftlLayer):
+    _ARGS = ("size",)
+
     def __init__(self, size, **kwargs):
         super().__init__(**kwargs)
         self.size = size
@@ -171,15 +212,19 @@ class AvgPool(_TftlLayer):
         return ops.avg_pool(x, self.size)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Upsample(_TftlLayer):
+    _ARGS = ("factor", "out_hw")
+
     def __init__(self, factor, out_hw, **kwargs):
         super().__init__(**kwargs)
-        self.factor, self.out_hw = factor, tuple(out_hw)
+        self.factor, self.out_hw = factor, tuple(int(d) for d in out_hw)
 
     def call(self, x):
         return ops.upsample_nearest(x, self.factor, self.out_hw)
 
 
+@keras.saving.register_keras_serializable(package="tftl")
 class Add(keras.layers.Layer):
     def call(self, inputs):
         return inputs[0] + inputs[1]

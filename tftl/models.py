@@ -1,11 +1,10 @@
 """Model zoo: `build_model(name, ...)` decodes a block table into Keras layers.
 
-The architecture comes from `tftl.archs` (one table per model), the per-layer training
-configuration from `tftl.schemes`; this module only instantiates and wires layers, and
-loads weights.
+Everything about the model (architecture, per-layer training configuration, which input
+gradients are needed, where the frozen trunk ends) comes from one `tftl.plan.ModelPlan`;
+this module only instantiates and wires layers, and loads weights.
 """
 
-import dataclasses
 import os
 from typing import Optional
 
@@ -13,7 +12,8 @@ import h5py
 import keras
 import numpy as np
 
-from tftl import archs, layers, schemes
+from tftl import layers
+from tftl.plan import ModelPlan
 
 KERAS_WEIGHTS = {
     # name -> (url directory, file name template, md5 hash or None)
@@ -26,45 +26,6 @@ KERAS_WEIGHTS = {
                    "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
                    "07fb09a5933dd0c8eaafa16978110389"),
 }
-
-
-@dataclasses.dataclass
-class ModelInfo:
-    """What the converter and profiler need to know about a built model."""
-
-    name: str
-    scheme: str
-    blocks: int
-    image_size: int
-    num_classes: Optional[int]
-    specs: list
-    configs: dict
-    trunk_end: Optional[str]  # name of the last layer of the frozen trunk (None: no trunk)
-    packed_masks: bool
-
-
-def _need_dx(specs, configs):
-    """Per layer: does any layer below it train (so its input gradient is needed)?"""
-    upstream = {"input": False}
-    need = {}
-    for s in specs:
-        need[s.name] = [upstream[i] for i in s.inputs]
-        upstream[s.name] = configs[s.name].trains or any(need[s.name])
-    return need
-
-
-def _trunk_end(specs, configs):
-    """Last layer before the first one that trains, if every later layer only reads it."""
-    for i, s in enumerate(specs):
-        if configs[s.name].trains:
-            if i == 0:
-                return None
-            cut = specs[i - 1].name
-            later = {x.name for x in specs[i:]} | {cut}
-            if all(inp in later for x in specs[i:] for inp in x.inputs):
-                return cut
-            return None
-    return specs[-1].name
 
 
 def _make_layer(spec, arch, config, need_dx):
@@ -104,9 +65,54 @@ def run_layers(model_layers, specs, tensors, start=0, training=None):
     return out
 
 
+@keras.saving.register_keras_serializable(package="tftl")
+class TftlModel(keras.Model):
+    """A functional Keras model built from a `ModelPlan`, which it carries as `.plan`.
+
+    Its config is the plan's arguments, so `keras.saving.save_model` / `load_model`
+    round-trip it: `from_config` rebuilds the same layers from the plan and Keras then
+    loads the weights.
+    """
+
+    def __init__(self, plan: ModelPlan, name: Optional[str] = None, **kwargs):
+        arch = plan.arch
+        model_layers = [_make_layer(s, arch, plan.configs[s.name], plan.need_dx[s.name])
+                        for s in plan.specs]
+        inputs = keras.Input((plan.image_size, plan.image_size, 3), name="images")
+        x = layers.Normalize(*arch.normalization, name="normalize")(inputs)
+        outputs = run_layers(model_layers, plan.specs, {"input": x})
+        super().__init__(inputs, outputs, name=name or plan.model, **kwargs)
+        self._plan = plan
+
+    @property
+    def plan(self) -> ModelPlan:
+        return self._plan
+
+    @property
+    def tftl_layers(self) -> list:
+        """The layers of `plan.specs`, in the same order (the normalisation excluded)."""
+        return [self.get_layer(s.name) for s in self._plan.specs]
+
+    def get_config(self):
+        return {"name": self.name, "plan": self._plan.arguments()}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        return cls(ModelPlan.from_arguments(config.pop("plan")), **config)
+
+
+def build(plan: ModelPlan, weights=None) -> TftlModel:
+    """The Keras model of a plan, with "imagenet", None (random init) or a weights file."""
+    model = TftlModel(plan)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
 def build_model(name: str, *, num_classes: Optional[int] = 10, scheme: str = "mobiletl",
                 blocks: int = 3, weights="imagenet", image_size: int = 224,
-                packed_masks: bool = False) -> keras.Model:
+                packed_masks: bool = False) -> TftlModel:
     """Builds a model of the zoo configured for one training scheme.
 
     Args:
@@ -123,35 +129,17 @@ def build_model(name: str, *, num_classes: Optional[int] = 10, scheme: str = "mo
         packed_masks: MobileTL sign masks stored bit-packed (1 bit / element).
 
     Returns:
-        A `keras.Model` taking float32 RGB [B, R, R, 3] in 0..255 and returning logits
-        (or pooled features). `model.tftl` holds a `ModelInfo`.
+        A `TftlModel` taking float32 RGB [B, R, R, 3] in 0..255 and returning logits
+        (or pooled features); `model.plan` is its `ModelPlan`.
 
     Raises:
         ValueError: unknown name / scheme, blocks out of range, bad image size or weights.
         FileNotFoundError: ImageNet weights unavailable offline (the message says how to
             pass a local file).
     """
-    specs = archs.decode(name, image_size, num_classes,
-                         lite_residual=scheme == "tinytl")
-    schemes.validate(scheme, name, blocks)
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-    configs = schemes.configure(name, scheme, blocks, specs, packed_masks)
-    arch = archs.ARCHS[name]
-    need = _need_dx(specs, configs)
-    model_layers = [_make_layer(s, arch, configs[s.name], need[s.name]) for s in specs]
-
-    inputs = keras.Input((image_size, image_size, 3), name="images")
-    x = layers.Normalize(*arch.normalization, name="normalize")(inputs)
-    outputs = run_layers(model_layers, specs, {"input": x})
-    model = keras.Model(inputs, outputs, name=name)
-    info = ModelInfo(name, scheme, blocks if scheme in schemes.BLOCKWISE else 0, image_size,
-                     num_classes, specs, configs, _trunk_end(specs, configs), packed_masks)
-    object.__setattr__(model, "tftl", info)
-    object.__setattr__(model, "tftl_layers", model_layers)
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+    plan = ModelPlan.build(name, scheme=scheme, blocks=blocks, image_size=image_size,
+                           num_classes=num_classes, packed_masks=packed_masks)
+    return build(plan, weights)
 
 
 # --------------------------------------------------------------------------- weights
@@ -186,8 +174,8 @@ def load_weights(model: keras.Model, weights) -> None:
     Every backbone layer must be found in the file; the head (classifier, MobileNetV3's
     conv_2) keeps its random init when the file has none (no-top files).
     """
-    info = model.tftl
-    path = imagenet_weights_path(info.name, info.image_size) if weights == "imagenet" else weights
+    plan = model.plan
+    path = imagenet_weights_path(plan.model, plan.image_size) if weights == "imagenet" else weights
     if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
         raise FileNotFoundError(f"weights file {weights!r} does not exist; pass 'imagenet', "
                                 f"None or the path of a Keras .h5 file")
@@ -238,9 +226,9 @@ def keras_order(layer) -> list:
 
 
 def _assign(model, by_layer, path):
-    info = model.tftl
+    plan = model.plan
     missing = []
-    for spec, layer in zip(info.specs, model.tftl_layers):
+    for spec, layer in zip(plan.specs, model.tftl_layers):
         if not layer.weights:
             continue
         arrays = by_layer.get(spec.name)
@@ -261,5 +249,5 @@ def _assign(model, by_layer, path):
                                  f"{arr.shape}, expected {tuple(var.shape)} (wrong model?)")
             var.assign(arr.reshape(var.shape).astype(np.float32))
     if missing:
-        raise ValueError(f"{path}: no weights for {len(missing)} layers of {info.name} "
-                         f"(e.g. {missing[0]}); is this a {info.name} weights file?")
+        raise ValueError(f"{path}: no weights for {len(missing)} layers of {plan.model} "
+                         f"(e.g. {missing[0]}); is this a {plan.model} weights file?")

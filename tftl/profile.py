@@ -116,6 +116,7 @@ import json
 import sys
 
 from tftl import archs, schemes
+from tftl import plan as plan_lib
 
 FP32 = 4
 INT8 = 1
@@ -139,30 +140,10 @@ def _mask_bytes(elements, bits):
     return -(-elements * bits // 8)
 
 
-def _macs(spec):
-    """Forward multiply-accumulates of one layer, per sample."""
-    k = spec.kernel
-    if spec.kind == "conv":
-        return _prod(spec.out_shape) * k * k * spec.in_shape[-1]
-    if spec.kind == "pointwise":
-        return _prod(spec.out_shape) * spec.in_shape[-1]
-    if spec.kind == "depthwise":
-        return _prod(spec.out_shape) * k * k
-    if spec.kind == "dense":
-        return spec.in_shape[-1] * spec.out_shape[-1]
-    return 0
-
-
-def _kernel_params(spec):
-    k, cin, cout = spec.kernel, spec.in_shape[-1], spec.out_shape[-1]
-    return {"conv": k * k * cin * cout, "pointwise": cin * cout, "depthwise": k * k * cin,
-            "dense": cin * cout}.get(spec.kind, 0)
-
-
 def _params(spec, cfg):
     """(trainable count, frozen count, frozen bytes, optimizer-state bytes beyond Adam)."""
     if spec.kind in _WEIGHTED:
-        kernel = _kernel_params(spec)
+        kernel = plan_lib.kernel_params(spec)
         bias = spec.out_shape[-1] if spec.use_bias else 0
         trainable = (kernel if cfg.train_kernel else 0) + (bias if cfg.train_bias else 0)
         frozen = (0 if cfg.train_kernel else kernel) + (0 if cfg.train_bias else bias)
@@ -194,118 +175,124 @@ def _act_save(spec, cfg, relu6_mask_bits, bool_masks=False):
     raise ValueError(f"{spec.name}: unknown activation {spec.act!r}")
 
 
-def _walk(specs, configs, batch, relu6_mask_bits=1, input_requires_grad=False, bool_masks=False):
-    """Walk layers in order; returns (per-layer records, totals dict)."""
-    if relu6_mask_bits not in (1, 2, 8, 32):
-        raise ValueError(f"relu6_mask_bits must be 1, 2, 8 or 32, got {relu6_mask_bits!r}")
-    elems = {"input": _prod(specs[0].in_shape) * batch}
-    for s in specs:
-        elems[s.name] = _prod(s.out_shape) * batch
-    last_use = {}
-    for i, s in enumerate(specs):
-        for t in s.inputs:
-            last_use[t] = i
-    rg = {"input": bool(input_requires_grad)}
-    saved = {}  # (tensor, format) -> bytes
-    saved_fp32 = set()  # tensor names saved in fp32 (also occupying their forward buffer)
-    produced = ["input"]
-    records = []
-    peak, peak_layer = 0, None
-    tot = dict(trainable=0, frozen=0, frozen_bytes=0, state_bytes=0, macs=0, fwd=0, bwd=0)
-    for i, s in enumerate(specs):
-        cfg = configs.get(s.name, schemes.FROZEN)
-        ins = list(s.inputs)
-        in_rg = [rg[t] for t in ins]
-        needs_in_grad = any(in_rg)
-        rg[s.name] = cfg.trains or needs_in_grad
-        n_out = elems[s.name]
-        n_in = elems[ins[0]]
+def saved_tensors(spec, cfg, in_rg, elems, relu6_mask_bits=1, bool_masks=False):
+    """What one layer saves for its backward pass: [(tensor, format, bytes)].
 
-        # ---- tensors saved for backward
-        to_save = []  # (tensor, format, bytes)
-        if s.kind in _WEIGHTED and cfg.train_kernel:
-            to_save.append((ins[0], "fp32", n_in * FP32))
-        elif s.kind == "bn" and cfg.bn_mode == "full":
-            to_save.append((ins[0], "fp32", n_in * FP32))
-        elif s.kind == "act" and needs_in_grad:
-            bits, which = _act_save(s, cfg, relu6_mask_bits, bool_masks)
-            if which == "mask":
-                to_save.append((s.name, f"mask{bits}", _mask_bytes(n_in, bits)))
-            else:
-                t = ins[0] if which == "input" else s.name
-                to_save.append((t, "fp32", elems[t] * FP32))
-        elif s.kind == "se_mul":
-            x, gate = ins
-            if rg[gate]:
-                to_save.append((x, "fp32", elems[x] * FP32))
-            if rg[x]:
-                to_save.append((gate, "fp32", elems[gate] * FP32))
+    in_rg: per input, does it require grad (the plan's need_dx). elems: tensor -> elements
+    (batch included). Formats: "fp32" or "mask<bits>". The rules: module docstring.
+    """
+    ins = spec.inputs
+    n_in = elems[ins[0]]
+    if spec.kind in _WEIGHTED and cfg.train_kernel:
+        return [(ins[0], "fp32", n_in * FP32)]
+    if spec.kind == "bn" and cfg.bn_mode == "full":
+        return [(ins[0], "fp32", n_in * FP32)]
+    if spec.kind == "act" and any(in_rg):
+        bits, which = _act_save(spec, cfg, relu6_mask_bits, bool_masks)
+        if which == "mask":
+            return [(spec.name, f"mask{bits}", _mask_bytes(n_in, bits))]
+        t = ins[0] if which == "input" else spec.name
+        return [(t, "fp32", elems[t] * FP32)]
+    if spec.kind == "se_mul":
+        (x, gate), (x_rg, gate_rg) = ins, in_rg
+        return ([(x, "fp32", elems[x] * FP32)] if gate_rg else []) + \
+               ([(gate, "fp32", elems[gate] * FP32)] if x_rg else [])
+    return []
+
+
+def _flops(spec, cfg, in_rg, elems, batch):
+    """(forward MACs, forward FLOPs, backward FLOPs) of one layer, batch included."""
+    n_out, n_in = elems[spec.name], elems[spec.inputs[0]]
+    needs_in_grad = any(in_rg)
+    macs = plan_lib.macs(spec) * batch
+    if spec.kind in _WEIGHTED:
+        bias_elems = n_out if spec.use_bias else 0
+        bwd = (2 * macs if needs_in_grad else 0) + (2 * macs if cfg.train_kernel else 0)
+        return macs, 2 * macs + bias_elems, bwd + (bias_elems if cfg.train_bias else 0)
+    if spec.kind in ("pool", "avgpool"):
+        return 0, n_in, n_in if needs_in_grad else 0
+    if spec.kind == "upsample":
+        return 0, 0, n_out if needs_in_grad else 0
+    # bn, act, add, se_mul
+    bwd = sum(elems[t] for t, r in zip(spec.inputs, in_rg) if r)
+    if spec.kind == "bn":
+        bwd += {"full": 2, "shift": 1}.get(cfg.bn_mode, 0) * n_out
+    return 0, n_out, bwd
+
+
+class _Liveness:
+    """Live activation memory while layers run in list order (module docstring: Peak)."""
+
+    def __init__(self, specs, elems):
+        self.elems = elems
+        self.last_use = {t: i for i, s in enumerate(specs) for t in s.inputs}
+        self.saved = {}  # (tensor, format) -> bytes
+        self.saved_fp32 = set()  # saved in fp32 (also occupying their forward buffer)
+        self.produced = ["input"]
+
+    def step(self, i, spec, to_save):
+        """Adds layer i's saves; returns (bytes it newly saves, live bytes at layer i)."""
+        elems, ins = self.elems, spec.inputs
         new_saved = 0
         for t, fmt, nbytes in to_save:
-            if (t, fmt) not in saved:
-                saved[(t, fmt)] = nbytes
+            if (t, fmt) not in self.saved:
+                self.saved[(t, fmt)] = nbytes
                 new_saved += nbytes
         own_fp32 = {t for t, fmt, _ in to_save if fmt == "fp32"}
-
-        # ---- live memory at this layer (before its own saves are added)
-        saved_before = sum(saved.values()) - new_saved
-        counted = set(saved_fp32)
+        saved_before = sum(self.saved.values()) - new_saved
+        counted = set(self.saved_fp32)
         temporaries = 0
         for t in dict.fromkeys(ins):
             if t not in counted:
                 temporaries += elems[t] * FP32
                 counted.add(t)
-        inplace = s.kind in _INPLACE and any(
-            elems[t] == n_out and last_use.get(t) == i and t not in saved_fp32
-            and t not in own_fp32 for t in ins)
+        inplace = spec.kind in _INPLACE and any(
+            elems[t] == elems[spec.name] and self.last_use.get(t) == i
+            and t not in self.saved_fp32 and t not in own_fp32 for t in ins)
         if not inplace:
-            temporaries += n_out * FP32
-        held = sum(elems[t] * FP32 for t in produced
-                   if t not in counted and last_use.get(t, -1) > i)
-        live = saved_before + held + temporaries
-        if live > peak:
-            peak, peak_layer = live, s.name
-        saved_fp32 |= own_fp32
-        produced.append(s.name)
+            temporaries += elems[spec.name] * FP32
+        held = sum(elems[t] * FP32 for t in self.produced
+                   if t not in counted and self.last_use.get(t, -1) > i)
+        self.saved_fp32 |= own_fp32
+        self.produced.append(spec.name)
+        return new_saved, saved_before + held + temporaries
 
-        # ---- parameters
+
+def _walk(plan, batch, relu6_mask_bits=1, bool_masks=False):
+    """Walk a plan's layers in order; returns (per-layer records, totals dict).
+
+    Which inputs need a gradient is read from `plan.need_dx` (the plan's model input never
+    requires grad), not derived again here.
+    """
+    if relu6_mask_bits not in (1, 2, 8, 32):
+        raise ValueError(f"relu6_mask_bits must be 1, 2, 8 or 32, got {relu6_mask_bits!r}")
+    specs = plan.specs
+    elems = {"input": _prod(specs[0].in_shape) * batch}
+    elems.update({s.name: _prod(s.out_shape) * batch for s in specs})
+    live = _Liveness(specs, elems)
+    records = []
+    peak, peak_layer = 0, None
+    tot = dict(trainable=0, frozen=0, frozen_bytes=0, state_bytes=0, macs=0, fwd=0, bwd=0)
+    for i, s in enumerate(specs):
+        cfg = plan.configs.get(s.name, schemes.FROZEN)
+        in_rg = plan.need_dx[s.name]
+        to_save = saved_tensors(s, cfg, in_rg, elems, relu6_mask_bits, bool_masks)
+        new_saved, live_bytes = live.step(i, s, to_save)
+        if live_bytes > peak:
+            peak, peak_layer = live_bytes, s.name
         trainable, frozen, frozen_bytes, state_bytes = _params(s, cfg)
-
-        # ---- FLOPs
-        macs = _macs(s) * batch
-        bias_elems = n_out if (s.kind in _WEIGHTED and s.use_bias) else 0
-        if s.kind in _WEIGHTED:
-            fwd = 2 * macs + bias_elems
-            bwd = (2 * macs if needs_in_grad else 0) + (2 * macs if cfg.train_kernel else 0)
-            bwd += bias_elems if cfg.train_bias else 0
-        elif s.kind in ("pool", "avgpool"):
-            fwd = n_in
-            bwd = n_in if needs_in_grad else 0
-        elif s.kind == "upsample":
-            fwd = 0
-            bwd = n_out if needs_in_grad else 0
-        else:  # bn, act, add, se_mul
-            fwd = n_out
-            bwd = sum(elems[t] for t, r in zip(ins, in_rg) if r)
-            if s.kind == "bn":
-                bwd += {"full": 2, "shift": 1}.get(cfg.bn_mode, 0) * n_out
-        tot["trainable"] += trainable
-        tot["frozen"] += frozen
-        tot["frozen_bytes"] += frozen_bytes
-        tot["state_bytes"] += state_bytes
-        tot["macs"] += macs
-        tot["fwd"] += fwd
-        tot["bwd"] += bwd
+        macs, fwd, bwd = _flops(s, cfg, in_rg, elems, batch)
+        for k, v in (("trainable", trainable), ("frozen", frozen), ("frozen_bytes", frozen_bytes),
+                     ("state_bytes", state_bytes), ("macs", macs), ("fwd", fwd), ("bwd", bwd)):
+            tot[k] += v
         records.append({
             "name": s.name, "kind": s.kind, "role": s.role, "block": s.block,
             "out_shape": list(s.out_shape), "trains": cfg.trains,
-            "needs_input_grad": needs_in_grad, "saved_bytes": new_saved,
-            "live_bytes": live, "trainable_params": trainable, "frozen_params": frozen,
+            "needs_input_grad": any(in_rg), "saved_bytes": new_saved,
+            "live_bytes": live_bytes, "trainable_params": trainable, "frozen_params": frozen,
             "macs": macs, "forward_flops": fwd, "backward_flops": bwd,
         })
-    tot["saved"] = sum(saved.values())
-    tot["peak"] = peak
-    tot["peak_layer"] = peak_layer
+    tot.update(saved=sum(live.saved.values()), peak=peak, peak_layer=peak_layer)
     return records, tot
 
 
@@ -353,18 +340,6 @@ def _irb_specs(channels, height, width, expansion, kernel, stride, se, activatio
     return specs
 
 
-def _irb_config(spec, scheme):
-    if spec.kind in _WEIGHTED:
-        return schemes.LayerConfig(train_kernel=True, train_bias=spec.use_bias)
-    if spec.kind == "bn":
-        if scheme == "mobiletl" and spec.role != "project_bn":
-            return schemes.LayerConfig(bn_mode="shift")
-        return schemes.LayerConfig(bn_mode="full")
-    if scheme == "mobiletl" and spec.kind == "act" and spec.act in ("relu6", "hard_swish"):
-        return schemes.LayerConfig(act_backward="packed")  # the paper's 1-bit mask
-    return schemes.FROZEN
-
-
 def irb_profile(batch, channels, height, width, *, expansion, kernel, stride=1, se=False,
                 activation="relu6", scheme="vanilla", relu6_mask_bits=1):
     """Costs of one IRB in MobileTL's Table 1 / Figure 1 setting.
@@ -384,8 +359,13 @@ def irb_profile(batch, channels, height, width, *, expansion, kernel, stride=1, 
     if activation not in ("relu", "relu6", "hard_swish"):
         raise ValueError(f"activation must be relu, relu6 or hard_swish, got {activation!r}")
     specs = _irb_specs(channels, height, width, expansion, kernel, stride, se, activation)
-    configs = {s.name: _irb_config(s, scheme) for s in specs}
-    records, tot = _walk(specs, configs, batch, relu6_mask_bits)
+    # the block is block 0 of a block-wise scheme training it: vanilla = ft_blocks; the
+    # MobileTL rule is `schemes.layer_config`'s, with the paper's 1-bit (packed) masks
+    as_scheme = "mobiletl" if scheme == "mobiletl" else "ft_blocks"
+    configs = {s.name: schemes.layer_config(as_scheme, s, {0}, packed_masks=True)
+               for s in specs}
+    plan = plan_lib.ModelPlan.from_layers("irb", as_scheme, 1, height, None, True, specs, configs)
+    records, tot = _walk(plan, batch, relu6_mask_bits)
     return {"activation_bytes": tot["saved"], "trainable_params": tot["trainable"],
             "macs": tot["macs"], "layers": records}
 
@@ -414,7 +394,7 @@ def profile(model, scheme="mobiletl", blocks=3, batch=8, image_size=224, num_cla
     with measured memory.
 
     Returns a dict (bytes, counts and FLOPs all for one training step of `batch` images):
-      model, scheme, blocks (None for schemes that are not block-wise), batch, image_size,
+      model, scheme, blocks (0 for schemes that are not block-wise), batch, image_size,
       num_classes, packed_masks, relu6_mask_bits,
       activation_bytes       saved for backward, total
       peak_activation_bytes  max live activation memory, and peak_layer where it occurs
@@ -430,23 +410,26 @@ def profile(model, scheme="mobiletl", blocks=3, batch=8, image_size=224, num_cla
                              frozen_params, macs, forward_flops, backward_flops
     Raises ValueError (one-line message) for a bad model, scheme, blocks or image size.
     """
+    plan = plan_lib.ModelPlan.build(model, scheme=scheme, blocks=blocks, image_size=image_size,
+                                    num_classes=num_classes, packed_masks=packed_masks)
+    return profile_plan(plan, batch, relu6_mask_bits=relu6_mask_bits, bool_masks=bool_masks)
+
+
+def profile_plan(plan, batch=8, *, relu6_mask_bits=1, bool_masks=False):
+    """Training costs of a `tftl.plan.ModelPlan` (the dict of `profile`).
+
+    The exporter calls this with the plan it builds the model from, so the estimate in a
+    model file describes exactly that model.
+    """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if model not in archs.ARCHS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(archs.MODEL_NAMES)}")
-    schemes.validate(scheme, model, blocks)
-    specs = archs.decode(model, image_size, num_classes, lite_residual=(scheme == "tinytl"))
-    configs = schemes.configure(model, scheme, blocks, specs, packed_masks)
-    records, tot = _walk(specs, configs, batch, relu6_mask_bits, bool_masks=bool_masks)
+    records, tot = _walk(plan, batch, relu6_mask_bits, bool_masks=bool_masks)
     trainable_bytes = tot["trainable"] * FP32
     optimizer = 2 * tot["trainable"] * FP32 + tot["state_bytes"]
     return {
-        "model": model, "scheme": scheme,
-        "blocks": blocks if scheme in schemes.BLOCKWISE else None,
-        "batch": batch, "image_size": image_size, "num_classes": num_classes,
-        "packed_masks": bool(packed_masks), "relu6_mask_bits": relu6_mask_bits,
+        "model": plan.model, "scheme": plan.scheme, "blocks": plan.blocks,
+        "batch": batch, "image_size": plan.image_size, "num_classes": plan.num_classes,
+        "packed_masks": plan.packed_masks, "relu6_mask_bits": relu6_mask_bits,
         "bool_masks": bool(bool_masks),
         "activation_bytes": tot["saved"],
         "peak_activation_bytes": tot["peak"], "peak_layer": tot["peak_layer"],
@@ -466,7 +449,7 @@ def profile(model, scheme="mobiletl", blocks=3, batch=8, image_size=224, num_cla
 
 def label(result):
     """Short scheme label, e.g. 'mobiletl-3' for block-wise schemes."""
-    if result["blocks"] is None:
+    if not result["blocks"]:
         return result["scheme"]
     return f"{result['scheme']}-{result['blocks']}"
 

@@ -1,9 +1,10 @@
 """Training schemes: for every layer, what trains, the BN mode and the activation backward.
 
-Pure Python (no TensorFlow). This is the single definition of each scheme: the Keras
-builder reads it to set `trainable` flags and layer modes, the converter trains exactly
-`model.trainable_weights`, and the analytical profiler counts memory from the same
-`LayerConfig`s.
+Pure Python (no TensorFlow). This is the single definition of each scheme, read once by
+`tftl.plan.ModelPlan.build`: the Keras builder sets `trainable` flags and layer modes from
+the plan's `LayerConfig`s, the converter trains exactly `model.trainable_weights`, and the
+analytical profiler counts memory from the same plan (its single-IRB setting also calls
+`layer_config`, so the MobileTL rule is written only here).
 
 Schemes (MobileTL paper, TinyTL paper):
   ft_all     every weight trains; BNs use batch statistics (full); exact backward.
@@ -113,12 +114,3 @@ def layer_config(scheme: str, spec: "archs.LayerSpec", top_blocks: set,
     if kind == "act" and spec.act in ("relu6", "hard_swish"):
         return LayerConfig(act_backward="packed" if packed_masks else "sign")
     return FROZEN
-
-
-def configure(model: str, scheme: str, blocks: int, specs: list,
-              packed_masks: bool = False) -> dict:
-    """Map layer name -> LayerConfig for a decoded architecture."""
-    validate(scheme, model, blocks)
-    n = archs.num_blocks(model)
-    top = set(range(n - blocks, n)) if scheme in BLOCKWISE else set()
-    return {s.name: layer_config(scheme, s, top, packed_masks) for s in specs}

@@ -7,10 +7,10 @@ tensors and the LiteRT step computes exactly what the Keras step computes. The l
 hand-written gradient (SparseSoftmaxCrossEntropyWithLogits is not a TFLite builtin).
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
+
+from tftl.runtime.schedule import cosine_lr
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -89,14 +89,6 @@ def train_step(model, optimizer, variables, images, labels, learning_rate, sampl
     return loss
 
 
-def cosine_lr(base_lr, step, total_steps, warmup_steps=0):
-    """Linear warm-up then cosine decay to 0 (as in the papers' fine-tuning recipes)."""
-    if warmup_steps and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
 def fit(model, train_dir, *, val_dir=None, epochs=5, learning_rate=1e-3, batch_size=8,
         augment=True, seed=0, optimizer="adam", log=print):
     """Keras reference training of a tftl model on an image folder (one folder per class).
@@ -106,7 +98,7 @@ def fit(model, train_dir, *, val_dir=None, epochs=5, learning_rate=1e-3, batch_s
     from tftl.runtime import data
 
     rng = np.random.default_rng(seed)
-    size = model.tftl.image_size
+    size = model.plan.image_size
     train = data.ImageFolder(train_dir)
     val = data.ImageFolder(val_dir, labels=train.classes) if val_dir else None
     variables = trainable_tf_variables(model)
@@ -139,7 +131,7 @@ def evaluate(model, folder, batch_size=8):
 
     predict = tf.function(lambda x: model(x, training=False))
     correct = n = 0
-    for images, labels, _ in data.iterate_batches(folder.samples, model.tftl.image_size,
+    for images, labels, _ in data.iterate_batches(folder.samples, model.plan.image_size,
                                                   batch_size):
         pred = np.argmax(predict(images).numpy(), axis=1)
         correct += int((pred == labels).sum())
