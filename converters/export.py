@@ -30,6 +30,7 @@ import time
 from converters.quantize import fill_zero_initial_values, int8_weights
 
 DEFAULT_CLASSES = 10
+MAX_LABELS_BYTES = 16 << 20
 
 
 @dataclasses.dataclass
@@ -243,23 +244,46 @@ def to_tflite(model, *, optimizer="adam", batch=8, quantize="int8"):
 
 
 def read_labels(labels_file=None, classes=None):
-    """Label names from a file (one per line) or `classes` numbered slots."""
+    """Label names from a file (one per line, `contract.parse_labels`) or `classes` numbered slots.
+
+    The label rule (`contract.LABEL_RULE`) is applied here, before any conversion, so a
+    label no reader could load is refused in a second, not after a minute of work.
+    """
+    from tftl.runtime import contract
     if labels_file:
         try:
-            with open(labels_file, encoding="utf-8") as f:
-                labels = [line.strip() for line in f if line.strip()]
+            with open(labels_file, "rb") as f:
+                raw = f.read(MAX_LABELS_BYTES + 1)
+            if len(raw) > MAX_LABELS_BYTES:
+                raise ValueError(f"labels file {labels_file} is over {MAX_LABELS_BYTES >> 20} MiB; "
+                                 "pass a text file with one label per line")
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read labels file {labels_file}: {e.__class__.__name__}: "
                              f"{e}; pass a UTF-8 text file with one label per line") from None
-        if not labels:
-            raise ValueError(f"labels file {labels_file} has no labels; put one per line")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"labels file {labels_file} repeats a label; labels must be unique")
-        return labels
+        return contract.parse_labels(text, where=f"labels file {labels_file}")
     n = DEFAULT_CLASSES if classes is None else classes
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"--classes must be an integer >= 2, got {n!r}")
     return [f"class_{i}" for i in range(n)]
+
+
+def check_output(output) -> None:
+    """Refuse an --output that cannot be written, before the conversion starts.
+
+    Raises:
+        ValueError: one line naming the path and the fix.
+    """
+    path = os.path.abspath(output)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ValueError(f"--output {output} is a folder; pass a file path such as {os.path.join(output, 'model.tflite')}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"--output {output} exists and is not a regular file; pass another path")
+    if not os.path.isdir(folder):
+        raise ValueError(f"folder {folder} of --output {output} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"folder {folder} of --output {output} is not writable; pass another --output")
 
 
 def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
@@ -281,18 +305,22 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
     Raises:
         ValueError / FileNotFoundError: bad arguments or missing weights (one line).
     """
-    from tftl import models, profile
     from tftl.plan import ModelPlan
+    from tftl.runtime import contract
 
-    labels = labels or read_labels()
+    # Everything a user can get wrong is checked here, before TensorFlow is even imported.
+    labels = contract.check_labels(labels or read_labels(), where="labels")
     if quantize not in ("int8", "none"):
         raise ValueError(f"--quantize must be int8 or none, got {quantize!r}")
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {batch!r}")
     plan = ModelPlan.build(model_name, scheme=scheme, blocks=blocks, image_size=image_size,
                            num_classes=len(labels), packed_masks=packed_masks)
-    estimate = profile.profile_plan(plan, batch)["peak_bytes"]
     output = output or f"{model_name}_{plan.label.replace('-', '')}.tflite"
+    check_output(output)
+
+    from tftl import models, profile
+    estimate = profile.profile_plan(plan, batch)["peak_bytes"]
 
     t0 = time.time()
     if seed is not None:

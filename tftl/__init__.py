@@ -52,17 +52,7 @@ def _callable_profile():
 profile = _callable_profile()
 
 
-def _shared_dir():
-    import os
-    return os.environ.get("TFTL_SHARED") or os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
-
-
 def __getattr__(name):
-    if name == "shared_dir":  # a test-data helper, not API: kept hidden until quickstart stops calling it
-        import warnings
-        warnings.warn("tftl.shared_dir is not part of the API and will go", DeprecationWarning, stacklevel=2)
-        return _shared_dir
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)

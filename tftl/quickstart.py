@@ -227,7 +227,8 @@ def _run(out, flowers, weights):
     tuned = os.path.join(out, "mbv2_flowers5.tflite")
     rc = cli.train_main([model_path, os.path.join(flowers, "train"),
                          "--val", os.path.join(flowers, "val"), "--output", tuned,
-                         "--history", os.path.join(out, "history.json")])
+                         "--history", os.path.join(out, "history.json"),
+                         "--overwrite"])  # the model was just exported again: start over
     if rc:
         return rc
     return cli.eval_main([tuned, os.path.join(flowers, "val")])

@@ -32,6 +32,7 @@ from tftl.runtime import checkpoint as ckpt
 from tftl.runtime import evaluate, features
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.progress import Progress
+from tftl.runtime.schedule import cosine_lr
 
 DEFAULT_EPOCHS = 10  # flowers5, mbv2 MobileTL-3, seed 0: 5 ep 0.85, 10 ep 0.87, 10 ep @5e-4 0.88
 DEFAULT_LR = 5e-4
@@ -42,14 +43,6 @@ CHECKPOINT_FORMAT = "tftl-train-1"
 # Settings that shape the run; a resume with other values is allowed but not exact.
 TRAJECTORY_SETTINGS = ("epochs", "lr", "warmup_steps", "augment", "cache_features", "cache_views", "seed",
                        "train_images", "schedule_offset")
-
-
-def cosine_lr(base_lr, step, total_steps, warmup_steps=0):
-    """Linear warm-up then cosine decay to 0 (tftl.training.cosine_lr, without TensorFlow)."""
-    if warmup_steps and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
 @dataclasses.dataclass(frozen=True)
