@@ -257,7 +257,8 @@ def test_outputs_follow_the_umask_and_stale_temp_files_go(model, few, tmp_path):
     old_out = tmp_path / ".out.tflite.abc.tmp"
     old_out.write_bytes(b"half a model")
     os.utime(old_out, (1, 1))
-    young_out = tmp_path / ".out.tflite.def.tmp"  # might be another run's write in progress
+    # another process's write in progress (its pid is in the name): never touched
+    young_out = tmp_path / f".out.tflite.tftl{os.getpid()}-def.tmp"
     young_out.write_bytes(b"")
     old_mask = os.umask(0o027)
     try:

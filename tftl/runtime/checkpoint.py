@@ -48,7 +48,7 @@ def atomic_write(path):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     files.clean_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=files.temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -14,6 +14,7 @@
 import errno
 import glob
 import os
+import re
 import stat
 
 
@@ -90,6 +91,9 @@ def output_mode() -> int:
     return 0o666 & ~mask
 
 
+TEMP_MARK = "tftl"
+
+
 def temp_pattern(path) -> str:
     """The glob of the temp files atomic_write makes for `path` (`.<name>.*.tmp`)."""
     path = os.fspath(path)
@@ -97,17 +101,36 @@ def temp_pattern(path) -> str:
     return os.path.join(glob.escape(directory), "." + glob.escape(os.path.basename(path)) + ".*.tmp")
 
 
+def temp_prefix(path) -> str:
+    """mkstemp prefix for a temp file of `path`: it names the writing process, so a cleanup
+    can tell a crashed writer's leftover from another process's write in progress."""
+    return f".{os.path.basename(os.fspath(path))}.{TEMP_MARK}{os.getpid()}-"
+
+
+def _writer_alive(tmp: str, path) -> bool:
+    rest = os.path.basename(tmp)[len(os.path.basename(os.fspath(path))) + 2:]
+    match = re.match(re.escape(TEMP_MARK) + r"(\d+)-", rest)
+    if not match:
+        return False  # not written by this tftl: nobody to wait for
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # a live process of another user, or a name we cannot judge: keep it
+    return True
+
+
 def clean_stale_temps(path) -> list:
     """Remove the temp files a crashed atomic write of `path` left; returns what was removed.
 
-    Only files matching this target's own pattern are touched, and only regular files.
-    Two processes writing the same target at once is already unsupported (last rename
-    wins), so removing another writer's live temp file loses nothing that would survive.
+    Only regular files matching this target's own pattern are touched, and never the temp
+    file of a writer that is still running (its pid is in the name, `temp_prefix`).
     """
     removed = []
     for tmp in glob.glob(temp_pattern(path)):
         try:
-            if stat.S_ISREG(os.lstat(tmp).st_mode):
+            if stat.S_ISREG(os.lstat(tmp).st_mode) and not _writer_alive(tmp, path):
                 os.unlink(tmp)
                 removed.append(tmp)
         except OSError:

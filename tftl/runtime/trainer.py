@@ -17,16 +17,14 @@ No TensorFlow here.
 
 import contextlib
 import dataclasses
-import glob
 import json
 import os
 import signal
 import sys
 import threading
-import time
 
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import data, labels as labels_mod
+from tftl.runtime import data, files, labels as labels_mod
 from tftl.runtime.config import TrainConfig
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.evaluate import skipped_report
@@ -39,7 +37,6 @@ __all__ = ["TrainConfig", "TrainResult", "train", "check_paths", "InputError", "
            "CHECKPOINT_NAME"]
 
 TrainError = InputError  # the name earlier versions raised
-STALE_TMP_SECONDS = 3600  # a temp file this old next to --output is a crashed write's leftover
 
 
 @dataclasses.dataclass
@@ -171,14 +168,8 @@ def locked(paths: Paths):
         except OSError:
             raise InputError(f"another tftl-train is using {paths.ckpt_dir} — wait for it, or pass another "
                              "--checkpoint-dir") from None
-        for tmp in glob.glob(os.path.join(glob.escape(paths.ckpt_dir), ".*.tmp")):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        out_dir, name = os.path.split(os.path.abspath(paths.output))
-        for tmp in glob.glob(os.path.join(glob.escape(out_dir), f".{glob.escape(name)}.*.tmp")):
-            with contextlib.suppress(OSError):
-                if time.time() - os.path.getmtime(tmp) > STALE_TMP_SECONDS:
-                    os.unlink(tmp)
+        for target in (os.path.join(paths.ckpt_dir, CHECKPOINT_NAME), paths.output):
+            files.clean_stale_temps(target)  # leftovers of crashed writers, never a live write
         yield
     finally:
         os.close(fd)
