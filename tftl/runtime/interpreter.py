@@ -12,13 +12,17 @@ RUNTIMES = ("ai_edge_litert", "tflite_runtime")
 _PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
 
 
+class RuntimeNotFound(RuntimeError):
+    """No usable TFLite runtime is installed (or TFTL_RUNTIME names a wrong one)."""
+
+
 def _interpreter_class():
     """(runtime name, Interpreter class), honouring TFTL_RUNTIME."""
     forced = os.environ.get("TFTL_RUNTIME", "").strip()
     if forced:
         if forced not in RUNTIMES:
             choices = ", ".join(RUNTIMES)
-            raise RuntimeError(f"TFTL_RUNTIME={forced} is not a TFLite runtime — set it to one of {choices}")
+            raise RuntimeNotFound(f"TFTL_RUNTIME={forced} is not a TFLite runtime — set it to one of {choices}")
         candidates = (forced,)
     else:
         candidates = RUNTIMES
@@ -29,8 +33,8 @@ def _interpreter_class():
             continue
         return name, module.Interpreter
     if forced:
-        raise RuntimeError(f"TFTL_RUNTIME={forced} but {forced} is not installed: pip install {_PIP_NAMES[forced]}")
-    raise RuntimeError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)")
+        raise RuntimeNotFound(f"TFTL_RUNTIME={forced} but {forced} is not installed: pip install {_PIP_NAMES[forced]}")
+    raise RuntimeNotFound("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)")
 
 
 def runtime_name() -> str:

@@ -26,6 +26,7 @@ from tftl.runtime import modelfile
 STATE_NAME = "state.npz"
 # What tftl-train needs from a model; `train` is the image-level step of the same graph.
 TRAIN_SIGNATURES = contract.TRAIN_SIGNATURES
+MAX_THREADS = 256  # interpreter threads; --threads 100000 made the runtime crash
 
 
 class SessionError(modelfile.ModelFileError):
@@ -68,6 +69,9 @@ class Session:
     """
 
     def __init__(self, model, *, threads=None, restore_embedded=True):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= MAX_THREADS):
+            raise SessionError(f"threads must be an integer in 1..{MAX_THREADS}, got {threads!r}")
         self.model_file = model if isinstance(model, modelfile.ModelFile) else modelfile.read_model(model)
         mf = self.model_file
         meta = mf.metadata
@@ -82,21 +86,24 @@ class Session:
         try:
             self.interpreter = rt.load_interpreter(mf.flatbuffer, threads)
             self.signatures = frozenset(self.interpreter.get_signature_list())
+        except rt.RuntimeNotFound:
+            raise
         except (ValueError, RuntimeError) as e:
-            if isinstance(e, RuntimeError) and "TFLite runtime" in str(e):
-                raise
             raise modelfile.ModelFileError(
                 f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
             ) from e
         self._runners = {}
-        self.embedded_state, raw = (None, None)
+        embedded, raw = (None, None)
         if mf.path and os.path.isfile(mf.path):
-            self.embedded_state, raw = _read_state_member(mf.path)
-        base = meta.get("content_hash") or modelfile.content_hash(mf.flatbuffer)
+            embedded, raw = _read_state_member(mf.path)
+        self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
+        # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
+        # a fine-tuned file shares its feature cache with the file it was trained from.
+        self.trunk_hash = meta.get("content_hash") or modelfile.content_hash(mf.flatbuffer)
         # The identity checkpoints are tied to: the graph, plus the trained state it starts from.
-        self.model_hash = base if raw is None else base + "+" + hashlib.sha256(raw).hexdigest()[:16]
-        if self.embedded_state is not None and restore_embedded:
-            self.restore_state(self.embedded_state, what=f"{STATE_NAME} of {mf.path}")
+        self.model_hash = self.trunk_hash if raw is None else self.trunk_hash + "+" + hashlib.sha256(raw).hexdigest()[:16]
+        if embedded is not None and restore_embedded:
+            self.restore_state(embedded, what=f"{STATE_NAME} of {mf.path}")
 
     # --- signatures --------------------------------------------------------------------
 
@@ -186,8 +193,8 @@ class Session:
         save = self.runner(contract.SAVE)
         # tftl-1 files have no save input; tftl-2 files take contract.SAVE_INPUT (ignored).
         inputs = {k: np.zeros(1, np.float32) for k in save.get_input_details()}
-        out = save(**inputs)
-        return {name: np.array(value) for name, value in out.items() if name in wanted}
+        out = save(**inputs)  # the runner returns fresh arrays: no second copy here
+        return {name: value for name, value in out.items() if name in wanted}
 
     def state_shapes(self) -> dict:
         """{state name: shape} as the `restore` signature declares them (no state is copied)."""
@@ -219,7 +226,9 @@ class Session:
                     f"{what} does not fit {self.path}: {name} has shape {have}, "
                     f"the model has {shapes[name]} — it belongs to another model"
                 )
-        current = self.state() if missing else {}
+        # The restore signature takes every tensor, so a partial restore reads the current
+        # values of the missing groups only (one `save` run; nothing else is copied).
+        current = self.state(self._groups_of(missing)) if missing else {}
         values = {}
         for name, shape in shapes.items():
             value = np.asarray(state[name] if name in state else current[name], dtype=np.float32)
@@ -228,6 +237,23 @@ class Session:
                 raise SessionError(f"{what} holds NaN or infinite values in {name} — "
                                    "use an earlier checkpoint or train again")
         self.runner(contract.RESTORE)(**values)
+
+    def _groups_of(self, names) -> tuple:
+        names = set(names)
+        return tuple(g for g in contract.GROUPS if names & set(self.meta.state_groups[g]))
+
+    def reset_optimizer(self) -> None:
+        """Zero the optimizer's slots and step count, keeping weights and BN statistics.
+
+        What a federated client does after receiving averaged weights: Adam's moments
+        belong to the weights they were accumulated on. Every exported file starts its
+        optimizer state at zero (Adam m, v and opt_step; SGD has none), so zero is "fresh".
+        """
+        shapes = self.state_shapes()
+        names = self.meta.state_groups[contract.OPTIMIZER]
+        if names:
+            self.restore_state({n: np.zeros(shapes[n], np.float32) for n in names}, what="optimizer reset",
+                               partial=True)
 
 
 def state_npz_bytes(state: dict) -> bytes:

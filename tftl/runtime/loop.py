@@ -1,0 +1,443 @@
+"""The device training loop as a library: `Trainer.fit(samples, epochs, schedule=...)`.
+
+    s = Session("mbv2.tflite")
+    trainer = Trainer(s, seed=0)
+    result = trainer.fit((images, labels), epochs=1, schedule=Schedule(5e-4, total_steps=300, offset=60))
+    result.state.global_step, result.history[-1]["loss"]
+
+Every step runs `extract` (or reads the feature cache, `tftl.runtime.features`) then
+`train_features`. Reproducible and resumable: one numpy Generator, seeded by `seed`, draws
+each epoch's order and augmentation; a checkpoint stores its state at the start of the
+epoch in progress plus the batch position, so `Trainer.resume` (after an epoch or an
+interrupt mid-epoch) continues with exactly the losses of an uninterrupted run.
+
+`Schedule.offset` shifts the learning-rate schedule by a number of steps, so a federated
+client that trains one epoch per round continues one cosine schedule across rounds
+(offset = round * steps per epoch) instead of restarting its warm-up every round.
+
+No TensorFlow here.
+"""
+
+import contextlib
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+from tftl.runtime import checkpoint as ckpt
+from tftl.runtime import evaluate, features
+from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
+from tftl.runtime.progress import Progress
+
+DEFAULT_EPOCHS = 10  # flowers5, mbv2 MobileTL-3, seed 0: 5 ep 0.85, 10 ep 0.87, 10 ep @5e-4 0.88
+DEFAULT_LR = 5e-4
+DEFAULT_CACHE_VIEWS = 2
+DEFAULT_CACHE_RAM_MB = 512
+CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_FORMAT = "tftl-train-1"
+# Settings that shape the run; a resume with other values is allowed but not exact.
+TRAJECTORY_SETTINGS = ("epochs", "lr", "warmup_steps", "augment", "cache_features", "cache_views", "seed",
+                       "train_images", "schedule_offset")
+
+
+def cosine_lr(base_lr, step, total_steps, warmup_steps=0):
+    """Linear warm-up then cosine decay to 0 (tftl.training.cosine_lr, without TensorFlow)."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Learning rate per step: linear warm-up then cosine decay to 0 over `total_steps`.
+
+    total_steps None: offset + the steps of this fit. warmup_steps None: min(50, total / 10),
+    as the Keras reference. offset: steps already taken in earlier fits (federated rounds).
+    """
+
+    lr: float = DEFAULT_LR
+    total_steps: Optional[int] = None
+    warmup_steps: Optional[int] = None
+    offset: int = 0
+
+    def resolved(self, steps) -> "Schedule":
+        total = self.offset + steps if self.total_steps is None else self.total_steps
+        warmup = min(50, total // 10) if self.warmup_steps is None else self.warmup_steps
+        return dataclasses.replace(self, total_steps=total, warmup_steps=warmup)
+
+    def __call__(self, step) -> float:
+        return cosine_lr(self.lr, self.offset + step, self.total_steps, self.warmup_steps)
+
+
+def _check_int(meta, key, where, optional=False):
+    value = meta.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ckpt.CheckpointError(f"{where}: metadata {key!r} must be an integer >= 0, got {value!r} — "
+                                   "delete the checkpoint folder or pass --overwrite to start over")
+    return value
+
+
+def _check_type(meta, key, kind, where):
+    value = meta.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ckpt.CheckpointError(f"{where}: metadata {key!r} must be a {kind.__name__}, got "
+                                   f"{type(value).__name__} — delete it or pass --overwrite to start over")
+    return value
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a run stands: finished epochs, batch position in the next, steps, RNG, history."""
+
+    epoch: int = 0
+    position: int = 0
+    global_step: int = 0
+    rng_state: Optional[dict] = None  # numpy bit_generator.state at the start of `epoch`
+    partial: dict = dataclasses.field(default_factory=dict)  # sums of the epoch in progress
+    history: list = dataclasses.field(default_factory=list)
+    skipped: dict = dataclasses.field(default_factory=dict)  # sample name -> reason
+    settings: Optional[dict] = None
+
+    def generator(self, seed) -> np.random.Generator:
+        """The run's Generator at the start of `epoch`. Without a saved state (a fresh run, or a
+        checkpoint written by a host that cannot store numpy's PCG64 state) it is seeded from
+        the run seed, and from the epoch when resuming."""
+        if self.rng_state is not None:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = self.rng_state
+            return rng
+        return np.random.default_rng(seed if self.epoch == 0 else [seed, self.epoch])
+
+    def to_meta(self, session) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "model_hash": session.model_hash, "labels": list(session.labels),
+                "epoch": self.epoch, "position": self.position, "global_step": self.global_step,
+                "rng_state": self.rng_state, "partial": self.partial, "settings": self.settings,
+                "history": self.history, "skipped": self.skipped}
+
+    @classmethod
+    def from_meta(cls, meta, where="checkpoint") -> "TrainState":
+        """Validated state from checkpoint metadata; rng_state, partial, settings, history and
+        skipped may be absent (a checkpoint written by the Android app)."""
+        state = cls(epoch=_check_int(meta, "epoch", where), position=_check_int(meta, "position", where),
+                    global_step=_check_int(meta, "global_step", where),
+                    rng_state=_check_type(meta, "rng_state", dict, where),
+                    partial=dict(_check_type(meta, "partial", dict, where) or {}),
+                    history=list(_check_type(meta, "history", list, where) or []),
+                    skipped=dict(_check_type(meta, "skipped", dict, where) or {}),
+                    settings=_check_type(meta, "settings", dict, where))
+        try:
+            state.generator(0)
+            _Sums.from_partial(state.partial)
+            if not all(isinstance(e, dict) for e in state.history):
+                raise TypeError("history entries")
+        except (TypeError, ValueError, KeyError) as e:
+            raise ckpt.CheckpointError(f"{where}: damaged metadata ({e}) — delete it or pass --overwrite "
+                                       "to start over") from None
+        return state
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState
+    settings: dict
+    feature_cache: dict
+
+    @property
+    def history(self) -> list:
+        return self.state.history
+
+
+class _Sums:
+    """Running loss/accuracy/time of the epoch in progress (saved in checkpoints as `partial`)."""
+
+    def __init__(self, loss_sum=0.0, correct=0, seen=0, train_seconds=0.0, skipped=()):
+        self.loss_sum, self.correct, self.seen = float(loss_sum), int(correct), int(seen)
+        self.seconds = float(train_seconds)
+        self.skipped = set(str(s) for s in skipped)
+
+    @classmethod
+    def from_partial(cls, partial):
+        return cls(**{k: partial[k] for k in ("loss_sum", "correct", "seen", "train_seconds", "skipped")
+                      if k in partial})
+
+    def partial(self) -> dict:
+        return dict(loss_sum=self.loss_sum, correct=self.correct, seen=self.seen,
+                    train_seconds=self.seconds, skipped=sorted(self.skipped))
+
+    def add(self, loss, probs, y):
+        self.loss_sum += loss * len(y)
+        self.correct += int((np.argmax(probs, axis=1) == y).sum())
+        self.seen += len(y)
+
+
+class _NoStop:
+    def check(self):
+        pass
+
+
+class _Null:
+    def write(self, _):
+        pass
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one fit() needs per epoch, computed once."""
+
+    train: features.FeatureSource
+    val: Optional[features.FeatureSource]
+    index: np.ndarray
+    steps: int
+    epochs: int
+    schedule: Schedule
+    checkpoint: Optional[str]
+
+
+class Trainer:
+    """Fine-tunes a Session's trainable state on samples.
+
+    augment: random resized crop + flip for image files (in-memory arrays are used as given).
+    cache: feature cache on/off; None: on when the model has a frozen trunk.
+    cache_views, cache_ram_mb, cache_dir: views per image; caches above the RAM budget go to
+    memmap files in cache_dir (none: always RAM).
+    seed: the run's randomness. threads: decode workers (None: one per CPU).
+    stop: an object whose check() raises Interrupted to stop at a step boundary (the CLIs
+    pass one that turns SIGINT/SIGTERM/SIGHUP into it); KeyboardInterrupt works as well.
+    out, err: where epoch lines and progress go (None: stdout / stderr); quiet: nowhere.
+    """
+
+    def __init__(self, session, *, augment=True, cache=None, cache_views=DEFAULT_CACHE_VIEWS,
+                 cache_ram_mb=DEFAULT_CACHE_RAM_MB, cache_dir=None, seed=0, threads=None, stop=None,
+                 out=None, err=None, quiet=False):
+        self.session = session
+        self.augment, self.cache, self.cache_views = augment, cache, cache_views
+        self.cache_ram_mb, self.cache_dir, self.seed, self.threads = cache_ram_mb, cache_dir, seed, threads
+        self.stop = stop or _NoStop()
+        self.out = _Null() if quiet else (out or sys.stdout)
+        self.err = _Null() if quiet else (err or sys.stderr)
+        self.kept = None  # (epoch, position) of the last checkpoint known finite on disk
+
+    def say(self, msg, stream=None):
+        stream = self.out if stream is None else stream
+        stream.write(msg + "\n")
+        stream.flush()
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    def resume(self, path) -> TrainState:
+        """The TrainState of checkpoint `path`, after restoring its weights into the session.
+
+        Raises CheckpointError (damaged, foreign, another model or label set) or SessionError.
+        """
+        arrays, meta = ckpt.load_checkpoint(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ckpt.CheckpointError(f"checkpoint {path} is not a tftl-train checkpoint — remove it or pass "
+                                       "a different --checkpoint-dir")
+        ckpt.check_compatible(meta, model_hash=self.session.model_hash, labels=self.session.labels, path=path)
+        state = TrainState.from_meta(meta, where=f"checkpoint {path}")
+        self.session.restore_state(arrays, what=f"checkpoint {path}")
+        self.kept = (state.epoch, state.position)
+        self.say(f"resumed from {path}: epoch {state.epoch}" + (f", step {state.position}" if state.position else "")
+                 + f", global step {state.global_step}" + ("" if state.rng_state is not None else
+                                                           " (no RNG state saved: re-seeded from --seed and epoch)"),
+                 self.err)
+        return state
+
+    def save(self, path, state) -> None:
+        """Write a checkpoint, refusing (Diverged) a state that is not finite: the last good
+        checkpoint on disk stays the one to resume from."""
+        arrays = self.session.state()
+        bad = next((name for name, v in arrays.items() if not np.isfinite(v).all()), None)
+        if bad is not None:
+            raise Diverged(f"the weights became NaN or infinite ({bad}) by epoch {state.epoch + 1}")
+        if path is not None:
+            ckpt.save_checkpoint(path, arrays, state.to_meta(self.session))
+            self.kept = (state.epoch, state.position)
+
+    # --- fit ---------------------------------------------------------------------------
+
+    def fit(self, samples, epochs=1, *, val=None, schedule=None, state=None, checkpoint=None,
+            on_epoch_end=None, settings=None) -> FitResult:
+        """Train until `state.epoch == epochs`; returns the state, history and cache info.
+
+        samples, val: (images, labels) arrays, [(path, label)], an ImageFolder or a folder
+        (classes named after the session's labels). schedule: a Schedule (default
+        Schedule()). state: a TrainState to continue (from `resume`), else a fresh one.
+        checkpoint: a path written after every epoch and on interrupt. on_epoch_end(result)
+        runs after each epoch's checkpoint. settings: extra entries recorded with the run.
+
+        Raises InputError, Diverged (NaN/inf loss or weights), Interrupted (checkpoint saved).
+        """
+        state = state or TrainState()
+        self._started = False
+        pool = evaluate.pool_for(self.threads)
+        try:
+            run, result = self._prepare(samples, val, epochs, schedule, state, checkpoint, settings, pool)
+            while state.epoch < epochs:
+                self._epoch(run, state)
+                self.save(checkpoint, state)
+                if on_epoch_end is not None:
+                    on_epoch_end(result)
+            return result
+        except Abort:
+            raise
+        except (Interrupted, KeyboardInterrupt) as e:
+            raise self._interrupted(e, state, checkpoint) from None
+        except Diverged as e:
+            lr = (schedule or Schedule()).lr
+            kept = (f"the last good checkpoint (epoch {self.kept[0]}) is kept in {checkpoint}"
+                    if checkpoint and self.kept and os.path.exists(checkpoint) else "no checkpoint was written")
+            raise Diverged(f"{e}; {kept} — lower the learning rate (--lr, now {lr:g}) and train again") from None
+        finally:
+            pool.shutdown(wait=True)
+
+    def _interrupted(self, e, state, checkpoint):
+        if isinstance(e, Interrupted) and e.args:
+            return e
+        if not self._started:  # still building the cache: nothing new to save
+            self.say("interrupted before training started — nothing to save", self.err)
+            return Interrupted()
+        if checkpoint is None:
+            return Interrupted()
+        self.save(checkpoint, state)
+        self.say(f"interrupted: checkpoint saved to {checkpoint} (epoch {state.epoch}, step {state.position}) "
+                 "— continue with --resume", self.err)
+        return Interrupted(checkpoint)
+
+    def _prepare(self, samples, val, epochs, schedule, state, checkpoint, settings, pool):
+        s = self.session
+        labels = s.labels
+        train = features.as_samples(samples, labels, "training images")
+        val = None if val is None else features.as_samples(val, labels, "validation images")
+        for what, smp in (("training samples", train), ("validation samples", val)):
+            if smp is not None:
+                smp.check_labels(len(labels), what)
+        if not len(train):
+            raise InputError("no training samples — pass at least one image")
+        src, val_src = features.open_sources(
+            s, train, val, pool, cache=self.cache, views=self.cache_views, augment=self.augment, seed=self.seed,
+            cache_dir=self.cache_dir, ram_mb=self.cache_ram_mb, stop=self.stop, err=self.err)
+        for source in (src, val_src):
+            for name, reason in (source.skipped.items() if source else ()):
+                state.skipped.setdefault(name, reason)
+        index = np.flatnonzero(src.valid)
+        if not len(index):
+            raise InputError(f"none of the {len(train)} training images could be read — check the files")
+        steps = math.ceil(len(index) / s.batch)
+        schedule = (schedule or Schedule()).resolved(steps * epochs)
+        if src.info.get("enabled"):
+            self.say(f"feature cache: {src.info['views']} view(s) x {len(index)} images, "
+                     f"{src.info['bytes'] / 2**20:.1f} MiB ({src.info['storage']}), {src.info['seconds']:.1f} s",
+                     self.err)
+        new = dict(epochs=epochs, lr=schedule.lr, warmup_steps=schedule.warmup_steps, augment=self.augment,
+                   cache_features=bool(src.info.get("enabled")), cache_views=src.info.get("views", 1),
+                   seed=self.seed, train_images=len(index), batch=s.batch, val_images=len(val or ()),
+                   schedule_offset=schedule.offset, total_steps=schedule.total_steps, **(settings or {}))
+        self._warn_changed(state.settings, new)
+        state.settings = new
+        state.position = min(state.position, steps)  # == steps: only validation left
+        run = _Run(src, val_src, index, steps, epochs, schedule, checkpoint)
+        self._started = True
+        return run, FitResult(state, new, src.info)
+
+    def _warn_changed(self, old, new):
+        if old is None:
+            return
+        changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in TRAJECTORY_SETTINGS
+                   if k in old and old.get(k) != new[k]]
+        if changed:
+            self.say("warning: resuming with changed settings (" + ", ".join(changed) +
+                     "): the run will not match an uninterrupted one", self.err)
+
+    def _epoch(self, run, state):
+        """One epoch from state.position: steps, then validation; appends to state.history."""
+        rng = state.generator(self.seed)
+        if state.rng_state is None:  # a checkpoint mid-epoch must restart this epoch's draws
+            state.rng_state = rng.bit_generator.state
+        perm = run.index[rng.permutation(len(run.index))]
+        draws = run.train.draw(rng)
+        next_rng_state = rng.bit_generator.state
+        sums = _Sums.from_partial(state.partial)
+        sums.skipped.update(run.train.samples.name(i) for i in np.flatnonzero(~run.train.valid))
+        start = state.position
+        self._steps(run, state, perm, draws, sums)
+        if not sums.seen and start < run.steps:
+            raise InputError(f"none of the {len(run.index)} training images could be read — check the files")
+        t_val = time.monotonic()
+        val = self._validate(run, state)
+        entry = {
+            "epoch": state.epoch + 1,
+            "loss": sums.loss_sum / max(sums.seen, 1),
+            "train_accuracy": sums.correct / max(sums.seen, 1),
+            "val_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+            "learning_rate": run.schedule(max(state.global_step - 1, 0)),
+            "seconds": round(sums.seconds + time.monotonic() - t_val, 3),
+            "train_seconds": round(sums.seconds, 3),
+            "images_per_second": round(sums.seen / max(sums.seconds, 1e-9), 1),
+            "images": sums.seen,
+            "skipped": len(sums.skipped),
+        }
+        state.history.append(entry)
+        state.epoch, state.position, state.rng_state, state.partial = state.epoch + 1, 0, next_rng_state, {}
+        self.say(f"epoch {entry['epoch']}/{run.epochs}  loss {entry['loss']:.4f}  acc {entry['train_accuracy']:.3f}"
+                 + (f"  val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.3f}" if val["accuracy"] is not None
+                    else "")
+                 + f"  {entry['seconds']:.1f} s  {entry['images_per_second']:.0f} img/s"
+                 + (f"  skipped {entry['skipped']}" if entry["skipped"] else ""))
+
+    def _steps(self, run, state, perm, draws, sums):
+        s = self.session
+        labels = run.train.samples.labels
+        t0, seconds0 = time.monotonic(), sums.seconds
+        with Progress(run.steps, desc=f"epoch {state.epoch + 1}/{run.epochs}", stream=self.err) as bar:
+            bar.step = state.position
+            gen = run.train.batches(perm, s.batch, state.position, draws)
+            with contextlib.closing(gen):
+                for b, (idx, feats, failures) in enumerate(gen, state.position):
+                    self.stop.check()
+                    for i, reason in failures:
+                        state.skipped.setdefault(run.train.samples.name(i), reason)
+                        sums.skipped.add(run.train.samples.name(i))
+                    if len(idx):
+                        lr = run.schedule(state.global_step)
+                        y = labels[idx].astype(np.int32)
+                        loss, probs = s.train_features_step(feats, y, lr, with_probabilities=True)
+                        if not math.isfinite(loss):
+                            raise Diverged(f"loss became {loss} at epoch {state.epoch + 1}, step {b + 1} "
+                                           f"(learning rate {lr:.3g})")
+                        sums.add(loss, probs, y)
+                    state.global_step, state.position = state.global_step + 1, b + 1
+                    sums.seconds = seconds0 + time.monotonic() - t0
+                    state.partial = sums.partial()
+                    bar.update(b + 1, loss=sums.loss_sum / max(sums.seen, 1), acc=sums.correct / max(sums.seen, 1),
+                               **{"img/s": sums.seen / max(sums.seconds, 1e-9)})
+
+    def _validate(self, run, state) -> dict:
+        if run.val is None:
+            return {"accuracy": None, "loss": None}
+        s = self.session
+        probs, ys = [], []
+        for idx, feats, failures in run.val.batches(np.flatnonzero(run.val.valid), s.batch):
+            self.stop.check()
+            for i, reason in failures:
+                state.skipped.setdefault(run.val.samples.name(i), reason)
+            if len(idx):
+                probs.append(s.predict_features(feats))
+                ys.append(run.val.samples.labels[idx])
+        if not probs:
+            return {"accuracy": None, "loss": None}
+        return evaluate.metrics(np.concatenate(probs), np.concatenate(ys), s.labels)
