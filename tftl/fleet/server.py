@@ -27,6 +27,7 @@ from tftl.fleet import wire
 from tftl.fleet.client import from_record, to_record
 from tftl.runtime import checkpoint as ckpt
 from tftl.runtime import evaluate as evaluation
+from tftl.runtime.errors import InputError
 from tftl.runtime.session import Session, save_model
 
 log = logging.getLogger("tftl.fleet")
@@ -66,11 +67,11 @@ class Settings:
                 values[name] = type(fields[name].default)(value) if name not in ("model", "out") else str(value)
         s = cls(**values)
         if s.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {s.strategy!r}")
+            raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {s.strategy!r}")
         if s.send not in wire.SEND_CHOICES or s.optimizer not in wire.OPTIMIZER_CHOICES:
-            raise ValueError(f"send must be all|head and optimizer reset|keep, got {s.send!r}, {s.optimizer!r}")
+            raise InputError(f"send must be all|head and optimizer reset|keep, got {s.send!r}, {s.optimizer!r}")
         if s.rounds < 1 or s.local_epochs < 1 or s.min_clients < 1 or not s.lr > 0:
-            raise ValueError("rounds, local-epochs and min-clients must be >= 1 and lr > 0")
+            raise InputError("rounds, local-epochs and min-clients must be >= 1 and lr > 0")
         return s
 
 
