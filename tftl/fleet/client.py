@@ -23,6 +23,7 @@ from tftl.fleet import local, wire
 
 app = ClientApp()
 KEPT_OPTIMIZER = "tftl.optimizer"  # Context.state record: this client's Adam state, with --optimizer keep
+PERSONAL = "tftl.personal"         # Context.state record: trained tensors the server does not average (--send head)
 
 _SESSIONS = {}  # (model path, threads) -> Session: a long-lived client process loads the model once
 _SAMPLES = {}   # node-config key -> Samples
@@ -64,8 +65,8 @@ def from_record(record: ArrayRecord, shapes: dict, where: str) -> dict:
     out = {}
     for name, array in record.items():
         if name in shapes and (array.dtype != "float32" or tuple(array.shape) != tuple(shapes[name])):
-            raise wire.UpdateError(f"{where}: {name} is {array.dtype}{list(array.shape)}, "
-                                   f"the model has float32{list(shapes[name])}")
+            raise wire.UpdateError(f"{where}: {name} has shape {tuple(array.shape)} and dtype {array.dtype}, "
+                                   f"the model has {tuple(shapes[name])} float32")
         out[name] = array.numpy()
     wire.check_update(out, shapes, where)
     return out
@@ -95,14 +96,18 @@ def train(msg: Message, context: Context) -> Message:
     plan = plan_of(config)
     work = _work_dir(cfg)
     kept = context.state.get(KEPT_OPTIMIZER) if plan.optimizer == "keep" else None
-    local.receive(session, arrays, names, None if kept is None else {k: v.numpy() for k, v in kept.items()})
+    personal = context.state.get(PERSONAL)
+    local.receive(session, arrays, names, None if kept is None else {k: v.numpy() for k, v in kept.items()},
+                  personal=None if personal is None else {k: v.numpy() for k, v in personal.items()})
     history, seconds = local.train_round(session, samples, plan, cache_dir=os.path.join(work, "cache"),
                                          seed_offset=1000 * int(cfg.get("partition-id", 0)),
                                          threads=int(cfg.get("threads", 1)))
     state = session.state()
     if plan.optimizer == "keep":
-        opt = session.meta.state_groups["optimizer"]
-        context.state[KEPT_OPTIMIZER] = to_record(state, opt)
+        context.state[KEPT_OPTIMIZER] = to_record(state, session.meta.state_groups["optimizer"])
+    own = local.personal_names(session, names)
+    if own:
+        context.state[PERSONAL] = to_record(state, own)
     content = RecordDict({wire.ARRAYS: to_record(state, names),
                           wire.METRICS: MetricRecord(local.summary(history, seconds, len(samples)))})
     return Message(content=content, reply_to=msg)

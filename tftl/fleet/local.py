@@ -87,9 +87,20 @@ def train_round(session, samples, plan: Plan, *, cache_dir=None, seed_offset=0, 
     return result.history[-plan.local_epochs:], time.monotonic() - t0
 
 
-def receive(session, arrays: dict, names, optimizer_state=None) -> None:
+def personal_names(session, sent) -> list:
+    """Trained tensors (trainable, BN statistics) the server does not average (with --send head):
+    they stay on the device from round to round (FedPer-style personal layers)."""
+    sent = set(sent)
+    groups = session.meta.state_groups
+    return [n for n in session.meta.state_names
+            if n not in sent and (n in groups[contract.TRAINABLE] or n in groups[contract.BN_STATISTICS])]
+
+
+def receive(session, arrays: dict, names, optimizer_state=None, personal=None) -> None:
     """Load the global tensors into `session`; the optimizer is reset, or set to `optimizer_state`
-    (the client's own, kept from its previous round).
+    (the client's own, kept from its previous round). personal: this client's own values of the
+    tensors the server does not send (else the model file's values: every round starts alike,
+    whichever engine runs the client).
 
     Raises:
         wire.UpdateError: the server sent tensors that do not fit this model.
@@ -97,6 +108,10 @@ def receive(session, arrays: dict, names, optimizer_state=None) -> None:
     shapes = session.state_shapes()
     wire.check_update(arrays, {n: shapes[n] for n in names}, where="the server's global model")
     session.restore_state(arrays, what="the server's global model", partial=True)
+    own = personal_names(session, names)
+    if own:
+        base = personal if personal is not None else session.fleet_initial
+        session.restore_state({n: base[n] for n in own}, what="the personal layers", partial=True)
     if optimizer_state:
         session.restore_state(optimizer_state, what="the kept optimizer state", partial=True)
     else:
@@ -119,6 +134,8 @@ def open_session(model, threads=1):
         raise InputError(f"model file {model} does not exist — pass the fleet's .tflite file")
     session = Session(model, threads=threads)
     session.require(*contract.TRAIN_SIGNATURES, purpose="federated training")
+    # The file's trained values, for tensors the server does not send (--send head, first round).
+    session.fleet_initial = session.state((contract.TRAINABLE, contract.BN_STATISTICS))
     return session
 
 

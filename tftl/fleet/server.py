@@ -15,11 +15,12 @@ with the same `out` resumes after the last finished round.
 
 import dataclasses
 import json
-import logging
+from logging import INFO, WARNING
 import os
 import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as flwr_strategy
 
@@ -30,7 +31,6 @@ from tftl.runtime import evaluate as evaluation
 from tftl.runtime.errors import InputError
 from tftl.runtime.session import Session, save_model
 
-log = logging.getLogger("tftl.fleet")
 app = ServerApp()
 
 CHECKPOINT = "checkpoint.npz"
@@ -103,7 +103,7 @@ def guarded(base):
                     wire.check_weight(msg.content[wire.METRICS].get(wire.NUM_EXAMPLES), where)
                 except (wire.UpdateError, KeyError, ValueError) as e:
                     reason = str(e) if not isinstance(e, KeyError) else f"{where}: record {e} missing"
-                    log.warning("rejected %s", reason)
+                    log(WARNING, "rejected %s", reason)
                     self.rejected.setdefault(server_round + self.round_offset, []).append(reason)
                     continue
                 kept.append(msg)
@@ -149,7 +149,7 @@ class Fleet:
             raise ckpt.CheckpointError(f"{self.ckpt_path} was written with --send {meta.get('send')} — "
                                        "resume with the same setting or use another --out")
         self.done, self.history = int(meta["round"]), list(meta.get("history", []))
-        log.info("resuming after round %d from %s", self.done, self.ckpt_path)
+        log(INFO, "resuming after round %d from %s", self.done, self.ckpt_path)
         return {n: arrays[n] for n in self.names}
 
     def config(self) -> ConfigRecord:
@@ -181,7 +181,7 @@ class Fleet:
         with ckpt.atomic_write(os.path.join(self.s.out, HISTORY)) as f:
             f.write(json.dumps({"settings": dataclasses.asdict(self.s), "rounds": self.history,
                                 "rejected": self.rejected}, indent=1).encode())
-        log.info("round %d: %s", global_round, metrics)
+        log(INFO, "round %d: %s", global_round, metrics)
         return MetricRecord({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
     def run(self, grid: Grid):
@@ -191,7 +191,7 @@ class Fleet:
         remaining = self.s.rounds - self.done
         self.t0 = time.monotonic()
         if remaining <= 0:
-            log.info("all %d rounds already done in %s", self.s.rounds, self.s.out)
+            log(INFO, "all %d rounds already done in %s", self.s.rounds, self.s.out)
             return self.history
         strategy = make_strategy(self.s, self.shapes, self.done)
         self.rejected = strategy.rejected

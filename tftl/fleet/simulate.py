@@ -26,7 +26,7 @@ class LocalGrid(Grid):
 
     def __init__(self, client_app, node_configs, *, run_config=None, fail=None):
         """node_configs: one node config dict per client. fail: {node index: exception or
-        callable(message) -> Message} to inject faults in tests."""
+        callable(message, context) -> Message} to inject faults in tests."""
         self.client_app = client_app
         self.contexts = {i + 1: Context(run_id=1, node_id=i + 1, node_config=dict(cfg), state=RecordDict(),
                                         run_config=dict(run_config or {}))
@@ -67,7 +67,7 @@ class LocalGrid(Grid):
         fault = self.fail.get(node - 1)
         try:
             if callable(fault) and not isinstance(fault, BaseException):
-                return fault(msg)
+                return fault(msg, self.contexts[node])
             if fault is not None:
                 raise fault
             return self.client_app(msg, self.contexts[node])
