@@ -213,3 +213,46 @@ def test_shards_partition_every_image_once_and_repeat_for_a_seed(kind):
     if kind == "dirichlet":  # label skew: some client's majority class holds most of its images
         share = max(np.bincount(labels[p], minlength=5).max() / len(p) for p in parts)
         assert share > 0.5
+
+
+# --- real processes (Flower's deployment engine on 127.0.0.1) -------------------------------
+
+
+@pytest.mark.slow
+def test_supernode_killed_mid_round_is_dropped_and_the_next_round_goes_on(model, flowers, tmp_path):
+    """A SuperLink and 3 SuperNode processes; one is SIGKILLed while it trains round 1. Flower's
+    heartbeat marks it unavailable, the round completes with the other two, round 2 runs."""
+    from tftl.fleet import deploy
+
+    train, val = flowers
+    s = settings(model, tmp_path / "run", val, min_clients=2, round_timeout=300.0)
+    os.makedirs(s.out)
+    port = deploy.free_port()
+    deploy.write_home(tmp_path / "home", port)
+    env = deploy.flower_env(tmp_path / "home")
+    app = deploy.write_app(tmp_path / "app", s)
+    link = deploy.superlink(port, env, tmp_path / "superlink.log")
+    nodes = []
+    try:
+        for i in range(3):
+            cfg = {"model": str(model), "data": str(train), "partition-id": i, "num-partitions": 3,
+                   "work-dir": str(tmp_path / "clients")}
+            nodes.append(deploy.supernode(port, cfg, env, tmp_path / f"node{i}.log"))
+        victim = tmp_path / "clients" / "client-2" / "cache" / "features_train.f16"
+        runner = subprocess.Popen([deploy._tool("flwr"), "run", str(app), "local", "--stream"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 300
+        while not victim.exists() and runner.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert victim.exists(), "client 2 never started training"
+        os.killpg(nodes[2].pid, signal.SIGKILL)
+        log, _ = runner.communicate(timeout=400)
+    finally:
+        for node in nodes:
+            deploy.stop(node)
+        deploy.stop(link)
+    assert runner.returncode == 0, log[-3000:]
+    assert "Node Unavailable" in log and "Received 2 results and 1 failures" in log, log[-3000:]
+    rounds = history(s.out)["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert Session(str(pathlib.Path(s.out) / server.GLOBAL_MODEL)).has_embedded_state
