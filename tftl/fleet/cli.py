@@ -1,0 +1,181 @@
+"""tftl-fleet: federated fine-tuning of one tftl .tflite over Flower.
+
+  tftl-fleet simulate MODEL IMAGES --clients 3 --rounds 5 --val VAL --out run/   (one machine)
+  tftl-fleet serve MODEL --out run/ --val VAL --rounds 5 --port 9092              (the server)
+  tftl-fleet join MODEL IMAGES --server 127.0.0.1:9092                            (each device)
+
+`simulate --engine inprocess` (default) runs the clients one after another in this process;
+`--engine processes` starts a SuperLink and one SuperNode per client on 127.0.0.1 (Flower's
+deployment engine, the same processes `serve` and `join` start).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from tftl.fleet import deploy, local, server, wire  # tftl.fleet turns Flower's telemetry off first
+from tftl.runtime.checkpoint import CheckpointError
+from tftl.runtime.errors import InputError
+from tftl.runtime.modelfile import ModelFileError
+
+
+def _server_args(p):
+    p.add_argument("model", help="the fleet's .tflite (exported by python -m converters.export)")
+    p.add_argument("--out", required=True, help="folder for checkpoint.npz, history.json and global.tflite")
+    p.add_argument("--val", default="", help="image folder for server-side evaluation after every round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--strategy", choices=server.STRATEGIES, default="fedavg")
+    p.add_argument("--send", choices=wire.SEND_CHOICES, default="all",
+                   help="all: trainable weights + BN statistics; head: the classifier only")
+    p.add_argument("--optimizer", choices=wire.OPTIMIZER_CHOICES, default="reset",
+                   help="reset Adam's state when the global weights arrive, or keep each client's own")
+    p.add_argument("--round-timeout", type=float, default=600.0, help="seconds to wait for a round's replies")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _settings(a, min_clients) -> server.Settings:
+    return server.Settings(model=os.path.abspath(a.model), out=os.path.abspath(a.out),
+                           val=os.path.abspath(a.val) if a.val else "", rounds=a.rounds,
+                           local_epochs=a.local_epochs, lr=a.lr, strategy=a.strategy, send=a.send,
+                           optimizer=a.optimizer, min_clients=min_clients, round_timeout=a.round_timeout,
+                           seed=a.seed)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tftl-fleet", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="N clients sharing one image folder, on this machine")
+    _server_args(sim)
+    sim.add_argument("images", help="image folder split among the clients")
+    sim.add_argument("--clients", type=int, default=3)
+    sim.add_argument("--shard", choices=("iid", "dirichlet"), default="iid")
+    sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
+    sim.add_argument("--engine", choices=("inprocess", "processes"), default="inprocess")
+    srv = sub.add_parser("serve", help="run the server (SuperLink + ServerApp) on 127.0.0.1")
+    _server_args(srv)
+    srv.add_argument("--min-clients", type=int, default=2, help="clients to wait for each round")
+    srv.add_argument("--port", type=int, default=9092)
+    join = sub.add_parser("join", help="join a fleet as one client (a SuperNode)")
+    join.add_argument("model", help="the fleet's .tflite (the server's file)")
+    join.add_argument("images", help="this device's image folder, one subfolder per class label")
+    join.add_argument("--server", default=f"{deploy.HOST}:9092", help="the server's host:port")
+    join.add_argument("--work-dir", default="", help="feature cache folder (default: IMAGES/.tftl-fleet)")
+    join.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def _check_model(path) -> None:
+    """Open the model once up front, so a bad file fails with its one-line reason."""
+    local.open_session(os.path.abspath(path))
+
+
+def _report(out) -> None:
+    with open(os.path.join(out, server.HISTORY), encoding="utf-8") as f:
+        rounds = json.load(f)["rounds"]
+    for r in rounds:
+        acc = f"  val_accuracy {r['val_accuracy']:.3f}" if "val_accuracy" in r else ""
+        print(f"round {r['round']}{acc}  bytes/client {r['bytes_per_client']}  {r['time']:.1f} s")
+    print(f"global model: {os.path.join(out, server.GLOBAL_MODEL)}")
+
+
+def _with_superlink(out, port, body) -> int:
+    """Start a SuperLink on `port`, run body(env, app_dir... ) and always stop it."""
+    home = os.path.join(out, ".flower")
+    deploy.write_home(home, port)
+    env = deploy.flower_env(home)
+    link = deploy.superlink(port, env, os.path.join(out, "superlink.log"))
+    try:
+        return body(env)
+    finally:
+        deploy.stop(link)
+
+
+def _processes(a, settings) -> int:
+    """simulate --engine processes: a SuperLink, one SuperNode per client, flwr run."""
+    port = deploy.free_port()
+    app_dir = deploy.write_app(os.path.join(settings.out, ".app"), settings)
+
+    def body(env):
+        nodes = []
+        try:
+            for i in range(a.clients):
+                cfg = {"model": settings.model, "data": os.path.abspath(a.images), "partition-id": i,
+                       "num-partitions": a.clients, "shard": a.shard, "alpha": float(a.alpha),
+                       "seed": settings.seed, "work-dir": os.path.join(settings.out, "clients")}
+                nodes.append(deploy.supernode(port, cfg, env, os.path.join(settings.out, f"supernode-{i}.log")))
+            return deploy.run_app(app_dir, env, os.path.join(settings.out, "run.log"))
+        finally:
+            for node in nodes:
+                deploy.stop(node)
+
+    return _with_superlink(settings.out, port, body)
+
+
+def simulate_main(a) -> int:
+    _check_model(a.model)
+    settings = _settings(a, min_clients=a.clients)
+    os.makedirs(settings.out, exist_ok=True)
+    local.load_samples(a.images, local.open_session(settings.model).labels)  # refuse bad folders up front
+    if a.engine == "inprocess":
+        from tftl.fleet import simulate
+        simulate.simulate(settings, os.path.abspath(a.images), a.clients, shard=a.shard, alpha=a.alpha)
+    else:
+        rc = _processes(a, settings)
+        if rc:
+            print(f"tftl-fleet: the Flower run failed (exit {rc}) — see {settings.out}/run.log", file=sys.stderr)
+            return 1
+    _report(settings.out)
+    return 0
+
+
+def serve_main(a) -> int:
+    _check_model(a.model)
+    settings = _settings(a, min_clients=a.min_clients)
+    os.makedirs(settings.out, exist_ok=True)
+    app_dir = deploy.write_app(os.path.join(settings.out, ".app"), settings)
+    print(f"serving on {deploy.HOST}:{a.port}; waiting for {a.min_clients} clients "
+          f"(tftl-fleet join {a.model} IMAGES --server {deploy.HOST}:{a.port})", flush=True)
+    rc = _with_superlink(settings.out, a.port,
+                         lambda env: deploy.run_app(app_dir, env, os.path.join(settings.out, "run.log")))
+    if rc:
+        print(f"tftl-fleet: the Flower run failed (exit {rc}) — see {settings.out}/run.log", file=sys.stderr)
+        return 1
+    _report(settings.out)
+    return 0
+
+
+def join_main(a) -> int:
+    session = local.open_session(os.path.abspath(a.model))
+    local.load_samples(a.images, session.labels)  # a folder that is not a fleet label: refused here
+    host, _, port = a.server.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--server must be host:port, got {a.server!r}")
+    work = os.path.abspath(a.work_dir or os.path.join(a.images, ".tftl-fleet"))
+    os.makedirs(work, exist_ok=True)
+    home = os.path.join(work, ".flower")
+    os.makedirs(home, exist_ok=True)
+    cfg = {"model": os.path.abspath(a.model), "data": os.path.abspath(a.images), "work-dir": work,
+           "threads": a.threads}
+    env = deploy.flower_env(home)
+    text = " ".join(f"{k}={deploy.toml_value(v)}" for k, v in cfg.items())
+    cmd = [deploy._tool("flower-supernode"), "--insecure", "--superlink", a.server, "--host", deploy.HOST,
+           "--port", str(deploy.free_port()), "--node-config", text]
+    return subprocess.call(cmd, env=env)
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return {"simulate": simulate_main, "serve": serve_main, "join": join_main}[a.command](a)
+    except (InputError, ModelFileError, CheckpointError, wire.UpdateError) as e:
+        print(f"tftl-fleet: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

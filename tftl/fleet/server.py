@@ -1,0 +1,205 @@
+"""The Flower ServerApp: FedAvg (or FedAdam / FedAvgM, Flower's own) over a tftl model's state.
+
+Run config (`flwr run --run-config` or `tftl-fleet serve` flags):
+  model           the fleet's .tflite (its labels, state groups and content hash rule the fleet)
+  out             folder for checkpoint.npz, history.json and the global model (global.tflite)
+  val             optional image folder for server-side evaluation after every round
+  rounds, local-epochs, lr, strategy, send, optimizer, min-clients, round-timeout, seed
+
+Every round: sample clients, send the global tensors, drop error replies (a client that died
+or raised) and updates that do not fit (wrong names, shapes, dtype, NaN/inf, bad example
+count), aggregate the rest, evaluate on `val`, then write checkpoint.npz (atomically) and the
+self-contained `global.tflite` (`tftl.runtime.session.save_model`). A restarted server
+with the same `out` resumes after the last finished round.
+"""
+
+import dataclasses
+import json
+from logging import INFO, WARNING
+import os
+import time
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import strategy as flwr_strategy
+
+from tftl.fleet import wire
+from tftl.fleet.client import from_record, to_record
+from tftl.runtime import checkpoint as ckpt
+from tftl.runtime import evaluate as evaluation
+from tftl.runtime.errors import InputError
+from tftl.runtime.session import Session, save_model
+
+app = ServerApp()
+
+CHECKPOINT = "checkpoint.npz"
+CHECKPOINT_FORMAT = "tftl-fleet-1"
+GLOBAL_MODEL = "global.tflite"
+HISTORY = "history.json"
+STRATEGIES = ("fedavg", "fedadam", "fedavgm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The server's run configuration, validated once."""
+
+    model: str
+    out: str
+    val: str = ""
+    rounds: int = 3
+    local_epochs: int = 1
+    lr: float = 5e-4
+    strategy: str = "fedavg"
+    send: str = "all"
+    optimizer: str = "reset"
+    min_clients: int = 2
+    round_timeout: float = 600.0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> "Settings":
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in cfg.items():
+            name = key.replace("-", "_")
+            if name in fields:
+                values[name] = type(fields[name].default)(value) if name not in ("model", "out") else str(value)
+        s = cls(**values)
+        if s.strategy not in STRATEGIES:
+            raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {s.strategy!r}")
+        if s.send not in wire.SEND_CHOICES or s.optimizer not in wire.OPTIMIZER_CHOICES:
+            raise InputError(f"send must be all|head and optimizer reset|keep, got {s.send!r}, {s.optimizer!r}")
+        if s.rounds < 1 or s.local_epochs < 1 or s.min_clients < 1 or not s.lr > 0:
+            raise InputError("rounds, local-epochs and min-clients must be >= 1 and lr > 0")
+        return s
+
+
+def guarded(base):
+    """A subclass of Flower strategy `base` that refuses bad updates and numbers rounds globally.
+
+    shapes: the sent tensors' shapes; round_offset: rounds finished before a resume.
+    """
+
+    class Guarded(base):
+        def __init__(self, *args, shapes, round_offset=0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shapes, self.round_offset = shapes, round_offset
+            self.rejected = {}  # round -> [reasons]
+
+        def configure_train(self, server_round, arrays, config, grid):
+            config[wire.ROUND] = server_round + self.round_offset
+            return super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round, replies):
+            kept = []
+            for msg in replies:
+                if msg.has_error():
+                    kept.append(msg)  # Flower logs and drops it
+                    continue
+                where = f"update from node {msg.metadata.src_node_id}"
+                try:
+                    from_record(msg.content[wire.ARRAYS], self.shapes, where)
+                    wire.check_weight(msg.content[wire.METRICS].get(wire.NUM_EXAMPLES), where)
+                except (wire.UpdateError, KeyError, ValueError) as e:
+                    reason = str(e) if not isinstance(e, KeyError) else f"{where}: record {e} missing"
+                    log(WARNING, "rejected %s", reason)
+                    self.rejected.setdefault(server_round + self.round_offset, []).append(reason)
+                    continue
+                kept.append(msg)
+            return super().aggregate_train(server_round, kept)
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
+
+
+def make_strategy(s: Settings, shapes, round_offset):
+    kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam,
+            "fedavgm": flwr_strategy.FedAvgM}[s.strategy]
+    extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
+    return guarded(kind)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
+                         min_available_nodes=s.min_clients, shapes=shapes, round_offset=round_offset, **extra)
+
+
+class Fleet:
+    """The server's model, checkpoint and per-round reports."""
+
+    def __init__(self, s: Settings):
+        self.s = s
+        self.session = Session(s.model)
+        self.names = wire.sent_names(self.session.meta, s.send)
+        all_shapes = self.session.state_shapes()
+        self.shapes = {n: all_shapes[n] for n in self.names}
+        os.makedirs(s.out, exist_ok=True)
+        self.ckpt_path = os.path.join(s.out, CHECKPOINT)
+        self.history = []
+        self.done = 0
+        self.rejected = {}
+
+    def initial(self) -> dict:
+        """The global tensors to start from: the last checkpoint of this run, else the model's own."""
+        if not os.path.exists(self.ckpt_path):
+            return self.session.state(("trainable", "bn_statistics"))
+        arrays, meta = ckpt.load_checkpoint(self.ckpt_path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ckpt.CheckpointError(f"{self.ckpt_path} is not a tftl-fleet checkpoint — use another --out")
+        ckpt.check_compatible(meta, model_hash=self.session.meta.content_hash, labels=self.session.labels,
+                              path=self.ckpt_path)
+        if meta.get("send") != self.s.send:
+            raise ckpt.CheckpointError(f"{self.ckpt_path} was written with --send {meta.get('send')} — "
+                                       "resume with the same setting or use another --out")
+        self.done, self.history = int(meta["round"]), list(meta.get("history", []))
+        log(INFO, "resuming after round %d from %s", self.done, self.ckpt_path)
+        return {n: arrays[n] for n in self.names}
+
+    def config(self) -> ConfigRecord:
+        s = self.s
+        return ConfigRecord({wire.ROUNDS: s.rounds, wire.EPOCHS: s.local_epochs, wire.LR: float(s.lr),
+                             wire.MODEL_HASH: self.session.meta.content_hash, wire.LABELS: list(self.session.labels),
+                             wire.OPTIMIZER: s.optimizer, wire.SEED: s.seed})
+
+    def evaluate(self, server_round: int, record: ArrayRecord) -> MetricRecord:
+        """Server-side evaluation after a round, then the checkpoint and the global model file."""
+        global_round = server_round + self.done_at_start
+        arrays = from_record(record, self.shapes, "the aggregated model")
+        self.session.restore_state(arrays, what="the aggregated model", partial=True)
+        metrics = {"round": global_round, "bytes_per_client": wire.payload_bytes(arrays),
+                   "time": round(time.monotonic() - self.t0, 3)}
+        if self.s.val:
+            result = evaluation.evaluate(self.session, self.s.val, threads=1)
+            metrics["val_accuracy"] = float(result["accuracy"])
+        if server_round == 0:  # the starting point (not re-recorded after a resume)
+            if not self.history:
+                self.history.append(metrics)
+            return MetricRecord({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        self.history.append(metrics)
+        meta = {"format": CHECKPOINT_FORMAT, "round": global_round, "model_hash": self.session.meta.content_hash,
+                "labels": list(self.session.labels), "send": self.s.send, "history": self.history}
+        ckpt.save_checkpoint(self.ckpt_path, arrays, meta)
+        save_model(os.path.join(self.s.out, GLOBAL_MODEL), self.session.model_file, self.session.labels,
+                   self.session.state(), {"fleet": {"round": global_round, "strategy": self.s.strategy}})
+        with ckpt.atomic_write(os.path.join(self.s.out, HISTORY)) as f:
+            f.write(json.dumps({"settings": dataclasses.asdict(self.s), "rounds": self.history,
+                                "rejected": self.rejected}, indent=1).encode())
+        log(INFO, "round %d: %s", global_round, metrics)
+        return MetricRecord({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+    def run(self, grid: Grid):
+        """Run the remaining rounds; returns the history (one entry per finished round)."""
+        start = self.initial()
+        self.done_at_start = self.done
+        remaining = self.s.rounds - self.done
+        self.t0 = time.monotonic()
+        if remaining <= 0:
+            log(INFO, "all %d rounds already done in %s", self.s.rounds, self.s.out)
+            return self.history
+        strategy = make_strategy(self.s, self.shapes, self.done)
+        self.rejected = strategy.rejected
+        strategy.start(grid=grid, initial_arrays=to_record(start, self.names), num_rounds=remaining,
+                       timeout=self.s.round_timeout, train_config=self.config(), evaluate_fn=self.evaluate)
+        return self.history
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    Fleet(Settings.from_config(context.run_config)).run(grid)

@@ -1,0 +1,99 @@
+"""What crosses the wire between a tftl fleet server and its clients, and how updates are checked.
+
+The payload is a subset of the model's `save` state (tftl.json `state_groups`): by default the
+trainable weights and the BN statistics, in `state_names` order, float32, shaped as the
+`restore` signature declares them. The optimizer group (Adam's m, v and step) never crosses:
+it stays on the device and is reset when the averaged weights arrive (or kept, on request).
+`tftl/fleet/README.md` documents the layout for non-Python clients.
+
+No TensorFlow and no Flower here: plain numpy, so the checks can be tested alone.
+"""
+
+import math
+
+import numpy as np
+
+from tftl.runtime import contract
+
+# Record names inside a Flower Message's RecordDict.
+ARRAYS = "arrays"      # ArrayRecord: state tensors, server -> client and client -> server
+CONFIG = "config"      # ConfigRecord: server -> client instructions
+METRICS = "metrics"    # MetricRecord: client -> server (num-examples, train loss/accuracy, cost)
+NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
+
+# ConfigRecord keys (server -> client).
+ROUND = "tftl.round"                 # int, 1-based global round (continues after a server resume)
+ROUNDS = "tftl.rounds"               # int, total rounds of the run (for the LR schedule)
+EPOCHS = "tftl.local-epochs"         # int, local epochs per round
+LR = "tftl.lr"                       # float, peak learning rate
+MODEL_HASH = "tftl.content-hash"     # str, sha256 of the model's flatbuffer: same graph everywhere
+LABELS = "tftl.labels"               # list[str], the model's labels in output order
+OPTIMIZER = "tftl.optimizer"         # str, "reset" (default) or "keep"
+SEED = "tftl.seed"                   # int, the run's seed (clients add their partition and round)
+
+SEND_CHOICES = ("all", "head")       # all: trainable + BN statistics; head: the classifier only
+OPTIMIZER_CHOICES = ("reset", "keep")
+
+
+class UpdateError(ValueError):
+    """An update that does not fit the model (wrong names or shapes, NaN or infinite values)."""
+
+
+def head_names(meta: contract.ModelMetadata) -> list:
+    """The classifier's tensors: the trainable names sharing the last trainable layer's prefix."""
+    trainable = list(meta.state_groups[contract.TRAINABLE])
+    if not trainable:
+        return []
+    layer = trainable[-1].split("__", 1)[0]
+    return [n for n in trainable if n.split("__", 1)[0] == layer]
+
+
+def sent_names(meta: contract.ModelMetadata, send: str = "all") -> list:
+    """State names exchanged each round, in `state_names` order.
+
+    Raises:
+        ValueError: an unknown `send` choice.
+    """
+    if send == "head":
+        wanted = set(head_names(meta))
+    elif send == "all":
+        wanted = set(meta.state_groups[contract.TRAINABLE]) | set(meta.state_groups[contract.BN_STATISTICS])
+    else:
+        raise ValueError(f"send must be one of {', '.join(SEND_CHOICES)}, got {send!r}")
+    return [n for n in meta.state_names if n in wanted]
+
+
+def payload_bytes(arrays: dict) -> int:
+    """Bytes of tensor data in one update (what grows with the model; framing is extra)."""
+    return int(sum(np.asarray(a).nbytes for a in arrays.values()))
+
+
+def check_update(arrays: dict, shapes: dict, where: str = "update") -> None:
+    """Refuse an update whose names, shapes, dtypes or values do not fit `shapes`.
+
+    Args:
+        arrays: name -> numpy array, as received.
+        shapes: name -> expected shape (the sent names only).
+        where: who sent it, for the message.
+    Raises:
+        UpdateError: one line naming the first problem.
+    """
+    missing = sorted(set(shapes) - set(arrays))
+    extra = sorted(set(arrays) - set(shapes))
+    if missing or extra:
+        raise UpdateError(f"{where}: tensors do not match the model (missing {missing[:3]}, unknown {extra[:3]})")
+    for name, shape in shapes.items():
+        a = arrays[name]
+        if tuple(a.shape) != tuple(shape):
+            raise UpdateError(f"{where}: {name} has shape {tuple(a.shape)}, the model has {tuple(shape)}")
+        if a.dtype != np.float32:
+            raise UpdateError(f"{where}: {name} has dtype {a.dtype}, expected float32")
+        if not np.isfinite(a).all():
+            raise UpdateError(f"{where}: {name} holds NaN or infinite values")
+
+
+def check_weight(value, where: str = "update") -> int:
+    """The example count a client reports: a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+        raise UpdateError(f"{where}: {NUM_EXAMPLES} must be a positive number, got {value!r}")
+    return int(value)
