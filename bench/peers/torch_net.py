@@ -1,7 +1,7 @@
 """The tftl architectures and schemes as plain PyTorch modules, for the peer benchmarks.
 
-The network is built from the same decoded spec list (`tftl.archs.decode`) and the same
-per-layer `LayerConfig`s (`tftl.schemes.configure`) as the tftl model, so a peer trains
+The network is built from the same `tftl.plan.ModelPlan` (decoded spec list and per-layer
+`LayerConfig`s) as the tftl model, so a peer trains
 exactly the parameter set tftl trains: a kernel or bias trains where the config says so, a
 `full` BN trains its scale and shift on batch statistics, a `shift` BN trains only its
 shift on frozen statistics, a `frozen` BN is a fixed affine map. What the peers do NOT get
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tftl import archs, schemes
+from tftl.plan import ModelPlan
 
 
 def _hard_sigmoid(x):
@@ -42,11 +42,11 @@ class TorchNet(nn.Module):
 
     def __init__(self, model, scheme, blocks, *, num_classes=10, image_size=224):
         super().__init__()
-        arch = archs.ARCHS[model]
-        self.specs = archs.decode(model, image_size, num_classes, lite_residual=scheme == "tinytl")
-        self.configs = schemes.configure(model, scheme, blocks, self.specs)
-        self.scale, self.offset = arch.normalization
-        self.eps = arch.bn_epsilon
+        plan = ModelPlan.build(model, scheme=scheme, blocks=blocks, image_size=image_size,
+                               num_classes=num_classes)
+        self.specs, self.configs = plan.specs, plan.configs
+        self.scale, self.offset = plan.arch.normalization
+        self.eps = plan.arch.bn_epsilon
         self.mods = nn.ModuleDict()
         for spec in self.specs:
             mod = self._module(spec)
