@@ -10,7 +10,7 @@ from test_runtime_cli import CLASSES, copy_subset, export
 from tftl.runtime import contract, data, features
 from tftl.runtime import interpreter as rt
 from tftl.runtime.loop import Trainer
-from tftl.runtime.session import Session
+from tftl.runtime.session import Session, save_model, state_npz_bytes
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,15 @@ def test_a_cached_run_has_the_losses_of_a_run_with_extract_resident(model, photo
         runs.append([(e["loss"], e["val_accuracy"]) for e in result.history])
     assert runs[0] == runs[1]
     assert runs[0][1][0] < runs[0][0][0]  # and it trains
+
+
+def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path):
+    """The trainer passes state_npz_bytes (the arrays freed before the file is assembled):
+    same bytes as passing the dict, and the state reads back exactly."""
+    s = Session(model, threads=1)
+    state = s.state()
+    save_model(tmp_path / "a.tflite", s.model_file, s.labels, state)
+    save_model(tmp_path / "b.tflite", s.model_file, s.labels, state_npz_bytes(s.state()))
+    assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
+    back = Session(tmp_path / "b.tflite", threads=1).state()
+    assert all(np.array_equal(back[k], state[k]) for k in state)

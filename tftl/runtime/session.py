@@ -285,13 +285,16 @@ def state_npz_bytes(state: dict) -> memoryview:
     return buf.getbuffer()
 
 
-def save_model(path, model_file, labels, state: dict, metadata_updates=None) -> dict:
+def save_model(path, model_file, labels, state, metadata_updates=None) -> dict:
     """Write a self-contained fine-tuned model: the same flatbuffer, new labels and metadata,
     and `state` as the ZIP member state.npz. Atomic; returns the metadata written.
+
+    state: the state dict, or its `state_npz_bytes` (a trainer passes the bytes so the
+    arrays are freed before the file is assembled: one copy of the state less at its peak).
     """
     meta = dict(model_file.metadata)
     meta.update(metadata_updates or {})
     meta["trained_state"] = True
-    meta = modelfile.write_model(path, model_file.flatbuffer, meta, labels,
-                                 extra_files={STATE_NAME: state_npz_bytes(state)})
+    npz = state_npz_bytes(state) if isinstance(state, dict) else state
+    meta = modelfile.write_model(path, model_file.flatbuffer, meta, labels, extra_files={STATE_NAME: npz})
     return meta
