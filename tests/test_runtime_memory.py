@@ -30,7 +30,7 @@ def test_transient_extract_gives_the_same_features_and_is_freed(model, photos):
     s = Session(model, threads=1)
     smp = features.as_samples(str(photos[0]), labels=s.labels)
     images = np.stack([data.load_image(p, s.image_size) for p in smp.paths[:s.batch]])
-    with s.transient(contract.EXTRACT, rows=features.EXTRACT_ROWS):  # as the cache runs it
+    with s.transient(contract.EXTRACT):
         assert contract.EXTRACT in s._runners
         separate = s.extract(images)
     assert contract.EXTRACT not in s._runners  # the temporary interpreter is gone

@@ -41,7 +41,6 @@ from tftl.runtime.errors import InputError
 from tftl.runtime.progress import Progress
 
 CACHE_VERSION = "v3"
-EXTRACT_ROWS = 1  # images per extract call while caching: smallest arena, and no slower per image
 
 
 class Samples:
@@ -371,9 +370,8 @@ def open_sources(session, train, val, pool, *, cache, views, augment, seed, cach
     row = 2 * math.prod(session.feature_shape)
     on_disk = cache_dir is not None and row * (views * len(train) + len(val or ())) > ram_mb * 2**20
     where = (lambda name: os.path.join(cache_dir, name)) if on_disk else (lambda name: None)
-    # extract runs on an interpreter of its own, one image at a time (its arena is then one
-    # image's activations), freed before training allocates its arenas
-    with session.transient(contract.EXTRACT, rows=EXTRACT_ROWS):
+    # extract runs on an interpreter of its own, freed before training allocates its arenas
+    with session.transient(contract.EXTRACT):
         src = build_cache(session, train, pool, views=views, augment=augment, seed=seed,
                           path=where("features_train.f16"), stop=stop, err=err,
                           desc=f"caching features ({views} view{'s' * (views > 1)})")

@@ -76,7 +76,6 @@ class Session:
                 f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
             ) from e
         self._runners = {}
-        self._rows = {}  # signature -> rows per call, when not the model's batch (see transient)
         embedded, raw = (None, None)
         if mf.path and os.path.isfile(mf.path):
             embedded, raw = modelfile.read_state(mf)  # checked before allocation, finite
@@ -109,7 +108,7 @@ class Session:
         return self._runners[name]
 
     @contextlib.contextmanager
-    def transient(self, *names, rows=None):
+    def transient(self, *names):
         """Run signatures `names` on a second interpreter, deleted (and its memory returned
         to the OS) when the block ends.
 
@@ -119,12 +118,6 @@ class Session:
         (mbv3_small MobileTL-3, 224 px, batch 8: about 46 MB). Only for signatures that read
         no trained state: `extract` runs the frozen trunk, so both interpreters give the same
         features. A signature already resident in the main interpreter stays there.
-
-        rows: run them this many rows at a time instead of the model's batch (the runner
-        resizes its input, so the arena shrinks with it: a 224 px trunk's activations are
-        tens of MB per image). Only for per-image signatures such as `extract` (no batch
-        statistics); its features are bitwise those of the full batch
-        (tests/test_runtime_memory.py).
         """
         fresh = [n for n in names if n not in self._runners]
         if not fresh:
@@ -135,13 +128,10 @@ class Session:
         try:
             for name in fresh:
                 self._runners[name] = interp.get_signature_runner(name)
-                if rows is not None:
-                    self._rows[name] = rows
             yield
         finally:
             for name in fresh:
                 self._runners.pop(name, None)
-                self._rows.pop(name, None)
             del interp
             rt.release_memory()
 
@@ -151,10 +141,9 @@ class Session:
         n = len(inputs)
         outs = []
         run = self.runner(name)
-        rows = self._rows.get(name, self.batch)
-        for start in range(0, n, rows):
-            chunk = inputs[start:start + rows]
-            out = run(**{key: _pad(chunk, rows)})[out_key]
+        for start in range(0, n, self.batch):
+            chunk = inputs[start:start + self.batch]
+            out = run(**{key: _pad(chunk, self.batch)})[out_key]
             outs.append(np.array(out[: len(chunk)]))
         if not outs:
             return np.zeros((0,), np.float32)
