@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import data, files
+from tftl.runtime import contract, data, files
 from tftl.runtime.errors import InputError
 from tftl.runtime.progress import Progress
 
@@ -370,13 +370,16 @@ def open_sources(session, train, val, pool, *, cache, views, augment, seed, cach
     row = 2 * math.prod(session.feature_shape)
     on_disk = cache_dir is not None and row * (views * len(train) + len(val or ())) > ram_mb * 2**20
     where = (lambda name: os.path.join(cache_dir, name)) if on_disk else (lambda name: None)
-    src = build_cache(session, train, pool, views=views, augment=augment, seed=seed,
-                      path=where("features_train.f16"), stop=stop, err=err,
-                      desc=f"caching features ({views} view{'s' * (views > 1)})")
-    val_src = None
-    if val is not None and len(val):
-        val_src = build_cache(session, val, pool, views=1, augment=False, seed=seed, path=where("features_val.f16"),
-                              stop=stop, err=err, desc="caching validation features")
+    # extract runs on an interpreter of its own, freed before training allocates its arenas
+    with session.transient(contract.EXTRACT):
+        src = build_cache(session, train, pool, views=views, augment=augment, seed=seed,
+                          path=where("features_train.f16"), stop=stop, err=err,
+                          desc=f"caching features ({views} view{'s' * (views > 1)})")
+        val_src = None
+        if val is not None and len(val):
+            val_src = build_cache(session, val, pool, views=1, augment=False, seed=seed,
+                                  path=where("features_val.f16"), stop=stop, err=err,
+                                  desc="caching validation features")
     seconds = src.info["seconds"] + (val_src.info["seconds"] if val_src else 0.0)
     nbytes = src.nbytes + (val_src.nbytes if val_src else 0)
     src.info = {"enabled": True, "views": views, "storage": src.info["storage"], "bytes": nbytes,

@@ -5,8 +5,12 @@ ai_edge_litert is the maintained package; tflite_runtime remains for older devic
 compare them or to work around a broken install.
 """
 
+import ctypes
+import ctypes.util
+import gc
 import importlib
 import os
+import sys
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
 _PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
@@ -60,3 +64,21 @@ def signature_runner(interp, name: str):
             f"model has no signature {name!r} (it has: {listed}) — export it again with python -m converters.export"
         )
     return interp.get_signature_runner(name)
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc malloc_trim); a no-op elsewhere.
+
+    An interpreter's arenas and XNNPACK's packed weights are freed into malloc's free lists
+    when the interpreter is deleted, but glibc keeps them mapped (they count in RSS) until
+    trimmed. Called after a temporary interpreter is dropped, so the memory is really gone
+    before the next phase allocates its own.
+    """
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+        pass

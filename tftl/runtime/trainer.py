@@ -25,12 +25,13 @@ import threading
 
 from tftl.runtime import checkpoint as ckpt
 from tftl.runtime import data, files, labels as labels_mod
+from tftl.runtime import interpreter as rt
 from tftl.runtime.config import TrainConfig
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.evaluate import skipped_report
 from tftl.runtime.features import Samples
 from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer
-from tftl.runtime.session import TRAIN_SIGNATURES, Session, save_model
+from tftl.runtime.session import TRAIN_SIGNATURES, Session, save_model, state_npz_bytes
 
 # The run's options and what train() raises, importable from here.
 __all__ = ["TrainConfig", "TrainResult", "train", "check_paths", "InputError", "Diverged", "Interrupted",
@@ -267,6 +268,7 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
                              settings=dict(val=cfg.val, val_split=cfg.val_split))
         history.update(epochs=result.history, skipped=skipped_report(result.state.skipped),
                        feature_cache=result.feature_cache, settings=result.settings)
+        rt.release_memory()  # the feature cache and decode buffers, before the output is assembled
         _write_outputs(cfg, session, paths, trainer, result, history, out, err)
     return TrainResult(paths.output, paths.checkpoint, history)
 
@@ -279,7 +281,8 @@ def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
                "loss": last.get("loss"), "train_accuracy": last.get("train_accuracy"),
                "val_accuracy": last.get("val_accuracy"), "base_model": session.model_hash}
     try:
-        save_model(paths.output, session.model_file, session.labels, session.state(), {"training": summary})
+        npz = state_npz_bytes(session.state())  # the arrays are freed here, before the file is assembled
+        save_model(paths.output, session.model_file, session.labels, npz, {"training": summary})
     except OSError as e:
         raise InputError(f"cannot write {paths.output} ({e.strerror or e}) — pass another --output") from None
     if cfg.history:

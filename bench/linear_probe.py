@@ -1,0 +1,131 @@
+"""Linear-probe baseline (issue 13): softmax regression on mbv2's pooled ImageNet features.
+
+    python bench/linear_probe.py [--splits flowers5 flowers5-swap ...] [--out bench/linear_probe.json]
+
+Features: Keras MobileNetV2 (the shared ImageNet weights, include_top=False, global average
+pooling, 1280-d) on the eval crop tftl uses (`tftl.runtime.data.load_image(path, 224)`,
+then x / 127.5 - 1), computed once per photo and cached in bench/.cache/probe_features.npz.
+The probe: multinomial logistic regression on standardised features with an L2 penalty
+chosen by 3-fold cross-validation on the TRAINING part only (grid below), fitted by full-batch
+(Nesterov) gradient descent. No augmentation. The test part is never looked at until
+the final score.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+sys.path.insert(0, os.path.dirname(BENCH))
+
+import splits  # noqa: E402
+
+WEIGHTS = os.environ.get("TFTL_MBV2_WEIGHTS", os.path.join(
+    os.environ.get("TFTL_SHARED", "/work/shared"), "weights",
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"))
+CACHE = os.path.join(BENCH, ".cache", "probe_features.npz")
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def pooled_features(paths):
+    """{path: float32 [1280]} for every path, from the cache or computed (Keras, CPU)."""
+    have = {}
+    if os.path.exists(CACHE):
+        with np.load(CACHE, allow_pickle=False) as z:
+            have = dict(zip(z["paths"].tolist(), z["features"]))
+    todo = [p for p in paths if p not in have]
+    if todo:
+        import keras
+
+        from tftl.runtime import data
+
+        net = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=WEIGHTS,
+                                             pooling="avg")
+        for start in range(0, len(todo), 32):
+            chunk = todo[start:start + 32]
+            x = np.stack([data.load_image(p, 224) for p in chunk]) / 127.5 - 1.0
+            for p, f in zip(chunk, np.asarray(net(x, training=False))):
+                have[p] = f.astype(np.float32)
+        os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+        names = sorted(have)
+        np.savez(CACHE + ".tmp.npz", paths=np.array(names), features=np.stack([have[n] for n in names]))
+        os.replace(CACHE + ".tmp.npz", CACHE)
+    return np.stack([have[p] for p in paths])
+
+
+def fit_softmax(x, y, k, l2, steps=1500):
+    """(W, b) of L2-penalised multinomial logistic regression: Nesterov-accelerated full-batch
+    gradient descent with step 1/L (L the gradient's Lipschitz bound), so no rate is tuned."""
+    n, d = x.shape
+    xb = np.hstack([x, np.ones((n, 1))])  # bias as a last, unpenalised column
+    lip = 0.5 * np.linalg.norm(xb, 2) ** 2 / n + l2
+    w = np.zeros((d + 1, k))
+    prev, onehot, mask = w.copy(), np.eye(k)[y], np.r_[np.ones(d), 0.0][:, None]
+    for t in range(steps):
+        v = w + (t / (t + 3)) * (w - prev)
+        z = xb @ v
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        prev, w = w, v - (xb.T @ (p - onehot) / n + l2 * mask * v) / lip
+    return w[:-1], w[-1]
+
+
+def _standardise(train, *others):
+    mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-6
+    return [(a - mu) / sd for a in (train, *others)]
+
+
+def choose_l2(x, y, k, folds=3, seed=0):
+    """The L2 of L2_GRID with the best mean 3-fold CV accuracy on (x, y)."""
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    scores = {}
+    for l2 in L2_GRID:
+        acc = []
+        for f in range(folds):
+            tr, va = _standardise(x[fold != f], x[fold == f])
+            w, b = fit_softmax(tr, y[fold != f], k, l2)
+            acc.append(float(((va @ w + b).argmax(1) == y[fold == f]).mean()))
+        scores[l2] = float(np.mean(acc))
+    return max(scores, key=scores.get), scores
+
+
+def probe(name):
+    train, test = splits.split(name)
+    k = len(splits.classes())
+    xtr, xte = pooled_features([p for p, _ in train]), pooled_features([p for p, _ in test])
+    ytr, yte = np.array([c for _, c in train]), np.array([c for _, c in test])
+    l2, cv = choose_l2(xtr, ytr, k)
+    tr, te = _standardise(xtr, xte)
+    w, b = fit_softmax(tr, ytr, k, l2)
+    acc = float(((te @ w + b).argmax(1) == yte).mean())
+    return {"split": name, "train_images": len(ytr), "test_images": len(yte), "l2": l2, "cv_accuracy": cv,
+            "train_accuracy": float(((tr @ w + b).argmax(1) == ytr).mean()), "test_accuracy": acc}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--splits", nargs="+", default=list(splits.SPLITS))
+    p.add_argument("--out", default=os.path.join(BENCH, "linear_probe.json"))
+    a = p.parse_args(argv)
+    t0 = time.time()
+    rows = []
+    for name in a.splits:
+        rows.append(probe(name))
+        print(json.dumps({k: rows[-1][k] for k in ("split", "l2", "test_accuracy")}), flush=True)
+    out = {"command": "python bench/linear_probe.py --splits " + " ".join(a.splits), "weights": os.path.basename(WEIGHTS),
+           "features": "keras MobileNetV2 include_top=False pooling=avg, eval crop 224", "l2_grid": list(L2_GRID),
+           "seconds": round(time.time() - t0, 1), "rows": rows}
+    with open(a.out + ".tmp", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(a.out + ".tmp", a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

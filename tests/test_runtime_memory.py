@@ -1,0 +1,69 @@
+"""The trainer's memory levers change no result: the feature cache's `extract` runs on a
+temporary interpreter (freed before training), and a run gives the same losses as a run whose
+`extract` stayed resident in the main interpreter. Real model (mbv2 96 px, ImageNet weights),
+real flowers5 photos. The memory itself is measured by bench/trainer_rss.py, not asserted here."""
+
+import numpy as np
+import pytest
+
+from test_runtime_cli import CLASSES, copy_subset, export
+from tftl.runtime import contract, data, features
+from tftl.runtime import interpreter as rt
+from tftl.runtime.loop import Trainer
+from tftl.runtime.session import Session, save_model, state_npz_bytes
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mem")
+    (tmp / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    return export(tmp / "mbv2_96.tflite", "--blocks", "2", "--image-size", "96", "--labels", str(tmp / "labels.txt"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    return copy_subset(root / "train", "train", 8), copy_subset(root / "val", "val", 4)
+
+
+def test_transient_extract_gives_the_same_features_and_is_freed(model, photos):
+    s = Session(model, threads=1)
+    smp = features.as_samples(str(photos[0]), labels=s.labels)
+    images = np.stack([data.load_image(p, s.image_size) for p in smp.paths[:s.batch]])
+    with s.transient(contract.EXTRACT):
+        assert contract.EXTRACT in s._runners
+        separate = s.extract(images)
+    assert contract.EXTRACT not in s._runners  # the temporary interpreter is gone
+    resident = s.extract(images)  # now on the main interpreter
+    np.testing.assert_array_equal(separate, resident)
+    with s.transient(contract.EXTRACT):  # already resident: stays on the main interpreter
+        assert s._runners[contract.EXTRACT] is s.runner(contract.EXTRACT)
+    assert contract.EXTRACT in s._runners
+    rt.release_memory()  # callable anywhere, any number of times
+
+
+def test_a_cached_run_has_the_losses_of_a_run_with_extract_resident(model, photos):
+    """The same seed gives exactly the losses and validation accuracy of the old code path
+    (extract on the main interpreter: forced here by running extract once before fit)."""
+    runs = []
+    for resident in (False, True):
+        s = Session(model, threads=1)
+        if resident:
+            s.extract(np.zeros((s.batch, s.image_size, s.image_size, 3), np.float32))
+        result = Trainer(s, seed=5, cache=True, quiet=True).fit(str(photos[0]), epochs=2, val=str(photos[1]))
+        assert (contract.EXTRACT in s._runners) is resident
+        runs.append([(e["loss"], e["val_accuracy"]) for e in result.history])
+    assert runs[0] == runs[1]
+    assert runs[0][1][0] < runs[0][0][0]  # and it trains
+
+
+def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path):
+    """The trainer passes state_npz_bytes (the arrays freed before the file is assembled):
+    same bytes as passing the dict, and the state reads back exactly."""
+    s = Session(model, threads=1)
+    state = s.state()
+    save_model(tmp_path / "a.tflite", s.model_file, s.labels, state)
+    save_model(tmp_path / "b.tflite", s.model_file, s.labels, state_npz_bytes(s.state()))
+    assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
+    back = Session(tmp_path / "b.tflite", threads=1).state()
+    assert all(np.array_equal(back[k], state[k]) for k in state)
