@@ -14,8 +14,6 @@ and is the real object (its own signature and docstring), not a wrapper.
 """
 
 import importlib
-import inspect
-import types
 
 from tftl.archs import MODEL_NAMES
 from tftl.schemes import SCHEMES
@@ -31,25 +29,8 @@ _LAZY = {
     "Trainer": ("tftl.runtime.loop", "Trainer"),
     "Schedule": ("tftl.runtime.loop", "Schedule"),
 }
+# `profile` is the submodule tftl.profile, which is also callable as its profile() function.
 __all__ = ["MODEL_NAMES", "SCHEMES", "__version__", "profile", *_LAZY]
-
-
-class _ProfileModule(types.ModuleType):
-    """`tftl.profile` is both the module (`python -m tftl.profile`, `tftl.profile.format_summary`)
-    and, called, its `profile()` function: one name, no shadowing whichever is imported first."""
-
-    def __call__(self, *args, **kwargs):
-        return self.profile(*args, **kwargs)
-
-
-def _callable_profile():
-    module = importlib.import_module("tftl.profile")  # stdlib + tftl.archs only: no TensorFlow
-    module.__class__ = _ProfileModule
-    module.__signature__ = inspect.signature(module.profile)
-    return module
-
-
-profile = _callable_profile()
 
 
 def __getattr__(name):

@@ -112,8 +112,10 @@ profiler "approximates all operations as one FLOP")
 """
 
 import argparse
+import inspect
 import json
 import sys
+import types
 
 from tftl import archs, schemes
 from tftl import plan as plan_lib
@@ -588,6 +590,17 @@ def main(argv=None):
             print(f"wrote {a.plot}")
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """`tftl.profile` is both this module (`python -m tftl.profile`, `format_summary`) and,
+    called, its `profile()` function: one name, whichever way it is imported first."""
+
+    def __call__(self, *args, **kwargs):
+        return profile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__signature__ = inspect.signature(profile)
 
 if __name__ == "__main__":
     sys.exit(main())
