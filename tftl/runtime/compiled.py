@@ -14,10 +14,6 @@ once per signature and reused, as an app would.
 
 import numpy as np
 
-_DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
-           "int8": np.int8, "bool": np.bool_}
-
-
 def available() -> bool:
     """Whether ai_edge_litert's CompiledModel can be imported here."""
     try:
@@ -44,13 +40,15 @@ class CompiledRunner:
                 raise ValueError(f"model has no signature {name!r} (it has: {', '.join(sorted(self.signatures))})")
             ins = {k: self.model.create_input_buffer_by_name(name, k) for k in self.signatures[name]["inputs"]}
             outs = {k: self.model.create_output_buffer_by_name(name, k) for k in self.signatures[name]["outputs"]}
-            details = self.model.get_output_tensor_details(name)
-            self._buffers[name] = (ins, outs, details)
+            # (shape, dtype) of each output, decoded once per signature, not on every run
+            specs = {k: (tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]))
+                     for k, d in self.model.get_output_tensor_details(name).items()}
+            self._buffers[name] = (ins, outs, specs)
         return self._buffers[name]
 
     def run(self, name: str, **inputs) -> dict:
         """Run signature `name` on named numpy inputs; returns named numpy outputs (copies)."""
-        ins, outs, details = self._io(name)
+        ins, outs, specs = self._io(name)
         missing = sorted(set(ins) - set(inputs))
         extra = sorted(set(inputs) - set(ins))
         if missing or extra:
@@ -60,8 +58,6 @@ class CompiledRunner:
         self.model.run_by_name(name, ins, outs)
         result = {}
         for key, buf in outs.items():
-            d = details[key]
-            shape = tuple(int(s) for s in d["shape"])
-            dtype = _DTYPES[np.dtype(d["dtype"]).name] if not isinstance(d["dtype"], str) else _DTYPES[d["dtype"]]
+            shape, dtype = specs[key]
             result[key] = np.array(buf.read(int(np.prod(shape)), dtype)).reshape(shape)
         return result
