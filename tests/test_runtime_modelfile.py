@@ -77,6 +77,23 @@ def test_write_is_reproducible_and_does_not_touch_metadata(tmp_path, flatbuffer)
     assert (tmp_path / "a.tftl").read_bytes() == (tmp_path / "b.tftl").read_bytes()
 
 
+def test_zip_is_streamed_with_offsets_relative_to_its_start(tmp_path, flatbuffer):
+    """write_model streams the ZIP into the file; the bytes must equal a ZIP built apart and
+    appended (Java's and JS's readers slice the ZIP off at the flatbuffer's end)."""
+    state = io.BytesIO()
+    np.savez(state, w=np.arange(50_000, dtype=np.float32))
+    written = mf.write_model(tmp_path / "s.tftl", flatbuffer, META, LABELS, extra_files={"state.npz": state.getvalue()})
+    apart = io.BytesIO()
+    with zipfile.ZipFile(apart, "w") as archive:
+        mf._zip_member(archive, mf.METADATA_NAME, json.dumps(written, indent=2, sort_keys=True).encode("utf-8"))
+        mf._zip_member(archive, mf.LABELS_NAME, b"daisy\ndandelion\nroses\n")
+        mf._zip_member(archive, "state.npz", state.getvalue())
+    data = (tmp_path / "s.tftl").read_bytes()
+    assert data == bytes(flatbuffer) + apart.getvalue()
+    with zipfile.ZipFile(io.BytesIO(data[len(flatbuffer):])) as archive:  # the ZIP alone opens too
+        assert archive.read("state.npz") == state.getvalue()
+
+
 def test_interpreter_accepts_the_whole_file_with_appended_zip(model_path, flatbuffer):
     """The appended ZIP is invisible to the interpreter: whole file and bare flatbuffer agree."""
     whole = model_path.read_bytes()

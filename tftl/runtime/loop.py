@@ -250,13 +250,19 @@ class Trainer:
                  self.err)
         return state
 
-    def save(self, path, state) -> None:
-        """Write a checkpoint, refusing (Diverged) a state that is not finite: the last good
-        checkpoint on disk stays the one to resume from."""
+    def finite_state(self, state) -> dict:
+        """The session's state arrays; Diverged if any is NaN or infinite (nothing is written
+        from weights that are not finite)."""
         arrays = self.session.state()
         bad = next((name for name, v in arrays.items() if not np.isfinite(v).all()), None)
         if bad is not None:
             raise Diverged(f"the weights became NaN or infinite ({bad}) by epoch {state.epoch + 1}")
+        return arrays
+
+    def save(self, path, state) -> None:
+        """Write a checkpoint, refusing (Diverged) a state that is not finite: the last good
+        checkpoint on disk stays the one to resume from."""
+        arrays = self.finite_state(state)
         if path is not None:
             ckpt.save_checkpoint(path, arrays, state.to_meta(self.session))
             self.kept = (state.epoch, state.position)

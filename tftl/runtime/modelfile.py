@@ -11,7 +11,6 @@ checkpoints to the exact model they were trained from.
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import struct
@@ -218,16 +217,42 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=Non
         meta_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        _zip_member(archive, METADATA_NAME, meta_bytes)
-        _zip_member(archive, LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
-        for name, data in sorted((extra_files or {}).items()):
-            _zip_member(archive, name, data)
     with atomic_write(path) as f:
         f.write(flatbuffer)
-        f.write(buf.getvalue())
+        with zipfile.ZipFile(_AppendedZip(f), "w") as archive:
+            _zip_member(archive, METADATA_NAME, meta_bytes)
+            _zip_member(archive, LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
+            for name, data in sorted((extra_files or {}).items()):
+                _zip_member(archive, name, data)
     return meta
+
+
+class _AppendedZip:
+    """The output file as zipfile sees it: positions count from where the ZIP starts.
+
+    The ZIP goes straight into the file after the flatbuffer, so a fine-tuned model's
+    state is never held twice more in memory (a ZIP buffer plus its copy). Offsets stay
+    relative to the ZIP's start, as when it was built apart and appended: the file's
+    bytes are the same, and every reader (Python, Java, JS) reads it unchanged.
+    """
+
+    def __init__(self, f):
+        self._f = f
+        self._base = f.tell()
+
+    def write(self, data):
+        return self._f.write(data)
+
+    def tell(self):
+        return self._f.tell() - self._base
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        if whence == os.SEEK_SET:
+            offset += self._base
+        return self._f.seek(offset, whence) - self._base
+
+    def flush(self):
+        self._f.flush()
 
 
 def _read_bytes(path: str) -> bytes:

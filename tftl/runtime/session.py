@@ -267,12 +267,15 @@ class Session:
                                partial=True)
 
 
-def state_npz_bytes(state: dict) -> memoryview:
+def state_npz_bytes(state: dict, *, consume: bool = False) -> memoryview:
     """`state` as .npz bytes (float32, sorted names, fixed timestamps: same state, same bytes).
 
     Each array is written straight into its ZIP member and the archive's buffer is returned
     as a view, not copied: the state is the largest thing a trainer writes, and every copy
     counts in its peak memory (the bytes are the same as writing each member from bytes).
+    consume: pop each array from `state` once written, so a caller that holds no other
+    reference frees the arrays one by one while the buffer grows (the state is then never
+    held twice).
     """
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
@@ -280,8 +283,9 @@ def state_npz_bytes(state: dict) -> memoryview:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=modelfile._ZIP_DATE)
             info.compress_type = zipfile.ZIP_STORED
             with archive.open(info, "w") as member:
-                array = np.asarray(state[name], dtype=np.float32, order="C")
+                array = np.asarray(state.pop(name) if consume else state[name], dtype=np.float32, order="C")
                 np.lib.format.write_array(member, array, allow_pickle=False)
+                del array
     return buf.getbuffer()
 
 

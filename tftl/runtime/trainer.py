@@ -275,13 +275,14 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
 
 def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
     """The fine-tuned model (only from finite weights), the history, the plot, the report."""
-    trainer.save(None, result.state)  # Diverged if the weights are not finite: no NaN model is written
     last = result.history[-1] if result.history else {}
     summary = {"epochs": len(result.history), "learning_rate": cfg.lr, "train_images": result.settings["train_images"],
                "loss": last.get("loss"), "train_accuracy": last.get("train_accuracy"),
                "val_accuracy": last.get("val_accuracy"), "base_model": session.model_hash}
     try:
-        npz = state_npz_bytes(session.state())  # the arrays are freed here, before the file is assembled
+        # Diverged if the weights are not finite: no NaN model is written. Each array is freed
+        # as soon as it is in the npz, so the state is never held twice.
+        npz = state_npz_bytes(trainer.finite_state(result.state), consume=True)
         save_model(paths.output, session.model_file, session.labels, npz, {"training": summary})
     except OSError as e:
         raise InputError(f"cannot write {paths.output} ({e.strerror or e}) — pass another --output") from None
