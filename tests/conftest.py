@@ -27,6 +27,7 @@ FLOWERS = os.path.join(SHARED, "data", "flowers5")
 MBV2_WEIGHTS = os.path.join(SHARED, "weights",
                             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 IMAGENET_SAMPLES = os.path.join(SHARED, "data", "imagenet_samples")
+FLOWER_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 _CHILD = "TFTL_ISOLATED_CHILD"
 
 
@@ -105,6 +106,13 @@ def exported(tmp_path_factory):
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mbv2_flowers(exported):
+    """mbv2 on its ImageNet weights, 96 px, MobileTL-2, batch 8, the flowers5 labels: the one
+    small real model the web, Android and memory tests share (exported once per run)."""
+    return exported("mbv2", weights="mbv2", blocks=2, image_size=96, batch=8, labels=FLOWER_CLASSES)
 
 
 @pytest.fixture(autouse=True)

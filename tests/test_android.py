@@ -15,13 +15,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import FLOWERS, MBV2_WEIGHTS, REPO, need
+from conftest import FLOWERS, REPO, need
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
 from tftl.runtime.loop import CHECKPOINT_FORMAT
@@ -29,7 +28,6 @@ from tftl.runtime.cli import eval_main, train_main
 from tftl.runtime.session import Session
 
 ANDROID = os.path.join(REPO, "android_demo")
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 TRAIN_PER_CLASS, VAL_PER_CLASS = 40, 8
 JAVA_EPOCHS = 8          # the Java fine-tuning run that tftl-eval scores (TrainingTest.java)
@@ -123,19 +121,13 @@ def _python_step_seconds(model_path, features, labels, steps=30):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, request):
     """Everything the Java tests read, then the Maven run itself; returns (work dir, mvn output)."""
     _tools()
     lib = _litert_library()
     work = str(tmp_path_factory.mktemp("android"))
-    labels_txt = os.path.join(work, "labels.txt")
-    with open(labels_txt, "w") as f:
-        f.write("\n".join(CLASSES) + "\n")
     model = os.path.join(work, "model.tflite")
-    cmd = [sys.executable, "-m", "converters.export", "--model", "mbv2", "--weights", need(MBV2_WEIGHTS),
-           "--blocks", "2", "--image-size", "96", "--batch", "8", "--labels", labels_txt, "--output", model]
-    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copyfile(request.getfixturevalue("mbv2_flowers"), model)  # the shared export (conftest)
 
     train_dir = _subset(os.path.join(work, "train"), "train", TRAIN_PER_CLASS)
     val_dir = _subset(os.path.join(work, "val"), "val", VAL_PER_CLASS)

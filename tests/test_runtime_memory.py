@@ -6,7 +6,7 @@ real flowers5 photos. The memory itself is measured by bench/trainer_rss.py, not
 import numpy as np
 import pytest
 
-from test_runtime_cli import CLASSES, copy_subset, export
+from test_runtime_cli import copy_subset
 from tftl.runtime import contract, data, features
 from tftl.runtime import interpreter as rt
 from tftl.runtime.loop import Trainer
@@ -14,10 +14,8 @@ from tftl.runtime.session import Session, save_model, state_npz_bytes
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mem")
-    (tmp / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    return export(tmp / "mbv2_96.tflite", "--blocks", "2", "--image-size", "96", "--labels", str(tmp / "labels.txt"))
+def model(mbv2_flowers):
+    return mbv2_flowers
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -33,9 +32,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 WEB = REPO / "web_demo"
 SHARED = pathlib.Path(os.environ.get("TFTL_SHARED") or REPO.parent / "shared")
 FLOWERS = SHARED / "data" / "flowers5"
-MBV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
 CHROMIUM = "/usr/bin/chromium"
 
 TRAIN_PER_CLASS = 32  # 160 photos, 20 steps an epoch at batch 8
@@ -96,24 +93,15 @@ def photos(split, name, count, skip=0):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A fresh export (subprocess): mbv2, 96 px, MobileTL-2, batch 8, flowers5 labels.
+def model(request):
+    """The shared export (conftest `mbv2_flowers`): mbv2, 96 px, MobileTL-2, batch 8, flowers5 labels.
 
     TFTL_WEB_MODEL names an already exported file of that kind instead (local iteration only).
     """
     require_tools()
     if os.environ.get("TFTL_WEB_MODEL"):
         return pathlib.Path(os.environ["TFTL_WEB_MODEL"])
-    need(MBV2_WEIGHTS)
-    folder = tmp_path_factory.mktemp("web_model")
-    labels = folder / "labels.txt"
-    labels.write_text("\n".join(CLASSES) + "\n")
-    out = folder / "mbv2_96.tflite"
-    cmd = [sys.executable, "-m", "converters.export", "--model", "mbv2", "--weights", str(MBV2_WEIGHTS),
-           "--blocks", "2", "--image-size", "96", "--batch", "8", "--labels", str(labels), "--output", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return request.getfixturevalue("mbv2_flowers")
 
 
 @pytest.fixture(scope="module")

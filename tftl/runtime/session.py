@@ -217,36 +217,21 @@ class Session:
 
         partial: only the names in `state` are replaced; the others keep their current
         values (for example weights only, optimizer reset: pass the trainable group and
-        restore the optimizer from a fresh model's state). Shapes are checked against the
-        signature before anything is converted, and a scalar `opt_step` from a tftl-1
+        restore the optimizer from a fresh model's state). `contract.check_state` checks the
+        names, shapes (against the `restore` signature), number types and finiteness, the
+        same check every reader of state applies; a scalar `opt_step` from a tftl-1
         checkpoint is accepted as [1].
         """
         shapes = self.state_shapes()
-        missing = sorted(set(shapes) - set(state))
-        extra = sorted(set(state) - set(shapes))
-        if (missing and not partial) or extra:
-            raise SessionError(
-                f"{what} does not fit {self.path}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                f"unknown {extra[:3]}{'...' if len(extra) > 3 else ''} — it belongs to another model"
-            )
-        for name in state:
-            value = state[name]
-            have = tuple(np.shape(value))
-            if have != shapes[name] and not (have == () and shapes[name] in ((1,), ())):
-                raise SessionError(
-                    f"{what} does not fit {self.path}: {name} has shape {have}, "
-                    f"the model has {shapes[name]} — it belongs to another model"
-                )
+        try:
+            checked = contract.check_state(state, shapes, where=f"{what} for {self.path}", partial=partial)
+        except contract.ContractError as e:
+            raise SessionError(str(e)) from None
+        missing = [name for name in shapes if name not in checked]
         # The restore signature takes every tensor, so a partial restore reads the current
         # values of the missing groups only (one `save` run; nothing else is copied).
         current = self.state(self._groups_of(missing)) if missing else {}
-        values = {}
-        for name, shape in shapes.items():
-            value = np.asarray(state[name] if name in state else current[name], dtype=np.float32)
-            values[name] = value.reshape(shape)
-            if not np.isfinite(values[name]).all():
-                raise SessionError(f"{what} holds NaN or infinite values in {name} — "
-                                   "use an earlier checkpoint or train again")
+        values = {name: checked[name] if name in checked else current[name] for name in shapes}
         self.runner(contract.RESTORE)(**values)
 
     def _groups_of(self, names) -> tuple:
