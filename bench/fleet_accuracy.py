@@ -93,6 +93,11 @@ def table(runs, modes, seeds, rounds) -> str:
             diffs = [[100 * (acc[mode, s][i] - acc["central", s][i]) for s in seeds] for i in range(rounds)]
             cells = [f"{statistics.mean(d):+.1f} ({', '.join(f'{x:+.1f}' for x in d)})" for d in diffs]
             lines.append(f"| {mode} − central, points (per seed) | " + " | ".join(cells) + " |")
+    lines += ["", "| mode | wall s | CPU s (user + sys) | peak RSS MB |", "| --- | --- | --- | --- |"]
+    for mode in modes:
+        rs = [r for r in runs if r["mode"] == mode]
+        lines.append(f"| {mode} | " + " | ".join(
+            f"{min(r[k] for r in rs):g} - {max(r[k] for r in rs):g}" for k in ("wall_s", "cpu_s", "peak_rss_mb")) + " |")
     return "\n".join(lines)
 
 

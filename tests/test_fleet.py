@@ -133,6 +133,21 @@ def test_server_lr_scales_the_averaged_step_of_the_trained_weights_not_the_bn_st
         server.Settings(model=str(model), out=str(tmp_path), strategy="fedadam", server_lr=2.0)
 
 
+def test_lr_scaling_sqrt_sends_lr_times_root_clients_every_round(model, flowers, tmp_path):
+    train, _ = flowers
+    seen = []
+
+    def echo(msg, context):  # records the round's config and sends the global tensors back untrained
+        config = msg.content[wire.CONFIG]
+        seen.append((int(config[wire.ROUND]), float(config[wire.LR])))
+        content = RecordDict({wire.ARRAYS: msg.content[wire.ARRAYS], wire.METRICS: MetricRecord({wire.NUM_EXAMPLES: 8})})
+        return Message(content=content, reply_to=msg)
+
+    s = settings(model, tmp_path / "run", "", rounds=3, lr=1e-3, lr_scaling="sqrt")
+    simulate.simulate(s, str(train), 4, fail={i: echo for i in range(4)})
+    assert sorted(seen) == [(r, pytest.approx(2e-3)) for r in (1, 2, 3) for _ in range(4)]
+
+
 # --- robustness ---------------------------------------------------------------------------
 
 

@@ -36,6 +36,8 @@ def _flags():
     srv.add_argument("--rounds", type=int, default=5)
     srv.add_argument("--local-epochs", type=int, default=1)
     srv.add_argument("--lr", type=float, default=5e-4)
+    srv.add_argument("--lr-scaling", choices=server.LR_SCALING, default=server.Settings.lr_scaling,
+                     help="sqrt: clients train at lr x sqrt(clients in the round)")
     srv.add_argument("--strategy", choices=server.STRATEGIES, default="fedavg")
     srv.add_argument("--server-lr", type=float, default=server.Settings.server_lr,
                      help="fedavg: global += server-lr x (average - global) on the trained weights")
@@ -51,7 +53,7 @@ def _flags():
 def _settings(a, min_clients) -> server.Settings:
     return server.Settings(model=os.path.abspath(a.model), out=os.path.abspath(a.out),
                            val=os.path.abspath(a.val) if a.val else "", rounds=a.rounds,
-                           local_epochs=a.local_epochs, lr=a.lr, strategy=a.strategy, server_lr=a.server_lr, send=a.send,
+                           local_epochs=a.local_epochs, lr=a.lr, lr_scaling=a.lr_scaling, strategy=a.strategy, server_lr=a.server_lr, send=a.send,
                            optimizer=a.optimizer, min_clients=min_clients, round_timeout=a.round_timeout,
                            seed=a.seed)
 

@@ -4,7 +4,7 @@ Run config (`flwr run --run-config` or `tftl-fleet serve` flags):
   model           the fleet's .tflite (its labels, state groups and content hash rule the fleet)
   out             folder for checkpoint.npz, history.json and the global model (global.tflite)
   val             optional image folder for server-side evaluation after every round
-  rounds, local-epochs, lr, strategy, server-lr, send, optimizer, min-clients, round-timeout, seed
+  rounds, local-epochs, lr, lr-scaling, strategy, server-lr, send, optimizer, min-clients, round-timeout, seed
 
 Every round: sample clients, send the global tensors, drop error replies (a client that died
 or raised) and updates that do not fit (wrong names, shapes, dtype, NaN/inf, bad example
@@ -15,6 +15,7 @@ with the same `out` resumes after the last finished round.
 
 import dataclasses
 import json
+import math
 from logging import INFO, WARNING
 import os
 import time
@@ -39,6 +40,7 @@ CHECKPOINT_FORMAT = "tftl-fleet-1"
 GLOBAL_MODEL = "global.tflite"
 HISTORY = "history.json"
 STRATEGIES = ("fedavg", "fedadam", "fedavgm")
+LR_SCALING = ("none", "sqrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Settings:
     rounds: int = 3
     local_epochs: int = 1
     lr: float = 5e-4
+    lr_scaling: str = "none"
     strategy: str = "fedavg"
     server_lr: float = 1.0
     send: str = "all"
@@ -63,6 +66,8 @@ class Settings:
         """Validated on every path (the CLI's, the ServerApp's run config); InputError, one line."""
         if self.strategy not in STRATEGIES:
             raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.lr_scaling not in LR_SCALING:
+            raise InputError(f"lr-scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
         if self.send not in wire.SEND_CHOICES or self.optimizer not in wire.OPTIMIZER_CHOICES:
             raise InputError(f"send must be all|head and optimizer reset|keep, got {self.send!r}, {self.optimizer!r}")
         if self.rounds < 1 or self.local_epochs < 1 or self.min_clients < 1 or not self.lr > 0 \
@@ -106,12 +111,16 @@ def guarded(base):
     and applies the server learning rate.
 
     shapes: the sent tensors' shapes; round_offset: rounds finished before a resume;
-    server_lr, stepped: see `server_step`.
+    server_lr, stepped: see `server_step`. lr, lr_scaling "sqrt": the clients train at the peak lr
+    x √(clients in the round), Adam's square-root scaling rule (Malladi et al. 2022) for the
+    K-times larger effective batch of K averaged clients.
     """
 
     class Guarded(base):
-        def __init__(self, *args, shapes, round_offset=0, server_lr=1.0, stepped=(), **kwargs):
+        def __init__(self, *args, shapes, round_offset=0, server_lr=1.0, stepped=(), lr=5e-4, lr_scaling="none",
+                     **kwargs):
             super().__init__(*args, **kwargs)
+            self.lr, self.lr_scaling = lr, lr_scaling
             self.shapes, self.round_offset = shapes, round_offset
             self.server_lr, self.stepped = server_lr, frozenset(stepped)
             self.sent = None  # the global tensors of the round in progress
@@ -120,7 +129,11 @@ def guarded(base):
         def configure_train(self, server_round, arrays, config, grid):
             config[wire.ROUND] = server_round + self.round_offset
             self.sent = arrays
-            return super().configure_train(server_round, arrays, config, grid)
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            if self.lr_scaling == "sqrt":  # K averaged clients: a K x larger effective batch
+                for msg in messages:  # they share `config` (also across rounds): set, never scale in place
+                    msg.content[wire.CONFIG][wire.LR] = self.lr * math.sqrt(len(messages))
+            return messages
 
         def aggregate_train(self, server_round, replies):
             kept = []
@@ -154,7 +167,7 @@ def make_strategy(s: Settings, shapes, round_offset, stepped=()):
     extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
     return guarded(kind)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
                          min_available_nodes=s.min_clients, shapes=shapes, round_offset=round_offset,
-                         server_lr=s.server_lr, stepped=stepped, **extra)
+                         server_lr=s.server_lr, stepped=stepped, lr=s.lr, lr_scaling=s.lr_scaling, **extra)
 
 
 class Fleet:
