@@ -25,6 +25,7 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict  # no
 from tftl.fleet import client as fleet_client  # noqa: E402
 from tftl.fleet import server, shards, simulate, wire  # noqa: E402
 from tftl.runtime import checkpoint as ckpt  # noqa: E402
+from tftl.runtime.errors import InputError  # noqa: E402
 from tftl.runtime.session import Session  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -111,6 +112,40 @@ def test_head_only_sends_the_classifier_and_keeps_the_rest_on_the_devices(model,
     end = Session(str(tmp_path / "run" / server.GLOBAL_MODEL)).state(("trainable", "bn_statistics"))
     changed = sorted(n for n in start if not np.array_equal(start[n], end[n]))
     assert changed == sorted(head)  # only the averaged classifier moved in the global model
+
+
+def test_server_lr_scales_the_averaged_step_of_the_trained_weights_not_the_bn_statistics(model, flowers, tmp_path):
+    train, _ = flowers
+    base = Session(str(model))
+    start, trainable = base.state(("trainable", "bn_statistics")), set(base.meta.state_groups["trainable"])
+    end = {}
+    for lr in (1.0, 3.0):  # the same clients (seeded) train the same round; only the server step differs
+        s = settings(model, tmp_path / f"run{lr}", "", rounds=1, server_lr=lr)
+        simulate.simulate(s, str(train), 2)
+        end[lr] = ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))[0]
+    assert any(n in trainable for n in end[1.0]) and any(n not in trainable for n in end[1.0])
+    for name, value in end[1.0].items():
+        step = value - start[name]
+        assert np.abs(step).max() > 0, name
+        np.testing.assert_allclose(end[3.0][name] - start[name], 3 * step if name in trainable else step,
+                                   rtol=1e-3, atol=1e-5, err_msg=name)
+    with pytest.raises(InputError, match="fedavg only"):
+        server.Settings(model=str(model), out=str(tmp_path), strategy="fedadam", server_lr=2.0)
+
+
+def test_lr_scaling_sqrt_sends_lr_times_root_clients_every_round(model, flowers, tmp_path):
+    train, _ = flowers
+    seen = []
+
+    def echo(msg, context):  # records the round's config and sends the global tensors back untrained
+        config = msg.content[wire.CONFIG]
+        seen.append((int(config[wire.ROUND]), float(config[wire.LR])))
+        content = RecordDict({wire.ARRAYS: msg.content[wire.ARRAYS], wire.METRICS: MetricRecord({wire.NUM_EXAMPLES: 8})})
+        return Message(content=content, reply_to=msg)
+
+    s = settings(model, tmp_path / "run", "", rounds=3, lr=1e-3, lr_scaling="sqrt")
+    simulate.simulate(s, str(train), 4, fail={i: echo for i in range(4)})
+    assert sorted(seen) == [(r, pytest.approx(2e-3)) for r in (1, 2, 3) for _ in range(4)]
 
 
 # --- robustness ---------------------------------------------------------------------------

@@ -15,32 +15,45 @@ import os
 import subprocess
 import sys
 
-from tftl.fleet import deploy, local, server, wire  # tftl.fleet turns Flower's telemetry off first
+from tftl.fleet import deploy, local, server, simulate, wire  # tftl.fleet turns Flower's telemetry off first
 from tftl.runtime.checkpoint import CheckpointError
 from tftl.runtime.errors import InputError
 from tftl.runtime.modelfile import ModelFileError
 
 
-def _server_args(p):
-    p.add_argument("model", help="the fleet's .tflite (exported by python -m converters.export)")
-    p.add_argument("--out", required=True, help="folder for checkpoint.npz, history.json and global.tflite")
-    p.add_argument("--val", default="", help="image folder for server-side evaluation after every round")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--strategy", choices=server.STRATEGIES, default="fedavg")
-    p.add_argument("--send", choices=wire.SEND_CHOICES, default="all",
-                   help="all: trainable weights + BN statistics; head: the classifier only")
-    p.add_argument("--optimizer", choices=wire.OPTIMIZER_CHOICES, default="reset",
-                   help="reset Adam's state when the global weights arrive, or keep each client's own")
-    p.add_argument("--round-timeout", type=float, default=600.0, help="seconds to wait for a round's replies")
-    p.add_argument("--seed", type=int, default=0)
+def _flags():
+    """Each flag defined once, in the parent parser of the subcommands that take it:
+    (model, images, server side) -> argparse parents."""
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("model", help="the fleet's .tflite (exported by python -m converters.export; "
+                                     "every client uses the server's file)")
+    images = argparse.ArgumentParser(add_help=False)
+    images.add_argument("images", help="image folder, one subfolder per class label (simulate: split "
+                                       "among the clients; join: this device's photos)")
+    srv = argparse.ArgumentParser(add_help=False)
+    srv.add_argument("--out", required=True, help="folder for checkpoint.npz, history.json and global.tflite")
+    srv.add_argument("--val", default="", help="image folder for server-side evaluation after every round")
+    srv.add_argument("--rounds", type=int, default=5)
+    srv.add_argument("--local-epochs", type=int, default=1)
+    srv.add_argument("--lr", type=float, default=5e-4)
+    srv.add_argument("--lr-scaling", choices=server.LR_SCALING, default=server.Settings.lr_scaling,
+                     help="sqrt: clients train at lr x sqrt(clients in the round)")
+    srv.add_argument("--strategy", choices=server.STRATEGIES, default="fedavg")
+    srv.add_argument("--server-lr", type=float, default=server.Settings.server_lr,
+                     help="fedavg: global += server-lr x (average - global) on the trained weights")
+    srv.add_argument("--send", choices=wire.SEND_CHOICES, default="all",
+                     help="all: trainable weights + BN statistics; head: the classifier only")
+    srv.add_argument("--optimizer", choices=wire.OPTIMIZER_CHOICES, default="reset",
+                     help="reset Adam's state when the global weights arrive, or keep each client's own")
+    srv.add_argument("--round-timeout", type=float, default=600.0, help="seconds to wait for a round's replies")
+    srv.add_argument("--seed", type=int, default=0)
+    return model, images, srv
 
 
 def _settings(a, min_clients) -> server.Settings:
     return server.Settings(model=os.path.abspath(a.model), out=os.path.abspath(a.out),
                            val=os.path.abspath(a.val) if a.val else "", rounds=a.rounds,
-                           local_epochs=a.local_epochs, lr=a.lr, strategy=a.strategy, send=a.send,
+                           local_epochs=a.local_epochs, lr=a.lr, lr_scaling=a.lr_scaling, strategy=a.strategy, server_lr=a.server_lr, send=a.send,
                            optimizer=a.optimizer, min_clients=min_clients, round_timeout=a.round_timeout,
                            seed=a.seed)
 
@@ -49,20 +62,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tftl-fleet", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="N clients sharing one image folder, on this machine")
-    _server_args(sim)
-    sim.add_argument("images", help="image folder split among the clients")
+    model, images, srv = _flags()
+    sim = sub.add_parser("simulate", parents=[model, images, srv],
+                         help="N clients sharing one image folder, on this machine")
     sim.add_argument("--clients", type=int, default=3)
     sim.add_argument("--shard", choices=("iid", "dirichlet"), default="iid")
     sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (smaller: more skew)")
     sim.add_argument("--engine", choices=("inprocess", "processes"), default="inprocess")
-    srv = sub.add_parser("serve", help="run the server (SuperLink + ServerApp) on 127.0.0.1")
-    _server_args(srv)
-    srv.add_argument("--min-clients", type=int, default=2, help="clients to wait for each round")
-    srv.add_argument("--port", type=int, default=9092)
-    join = sub.add_parser("join", help="join a fleet as one client (a SuperNode)")
-    join.add_argument("model", help="the fleet's .tflite (the server's file)")
-    join.add_argument("images", help="this device's image folder, one subfolder per class label")
+    serve = sub.add_parser("serve", parents=[model, srv], help="run the server (SuperLink + ServerApp) on 127.0.0.1")
+    serve.add_argument("--min-clients", type=int, default=2, help="clients to wait for each round")
+    serve.add_argument("--port", type=int, default=9092)
+    join = sub.add_parser("join", parents=[model, images], help="join a fleet as one client (a SuperNode)")
     join.add_argument("--server", default=f"{deploy.HOST}:9092", help="the server's host:port")
     join.add_argument("--work-dir", default="", help="feature cache folder (default: IMAGES/.tftl-fleet)")
     join.add_argument("--threads", type=int, default=1)
@@ -103,10 +113,10 @@ def _processes(a, settings) -> int:
     def body(env):
         nodes = []
         try:
-            for i in range(a.clients):
-                cfg = {"model": settings.model, "data": os.path.abspath(a.images), "partition-id": i,
-                       "num-partitions": a.clients, "shard": a.shard, "alpha": float(a.alpha),
-                       "seed": settings.seed, "work-dir": os.path.join(settings.out, "clients")}
+            configs = simulate.node_configs(settings.model, os.path.abspath(a.images), a.clients, shard=a.shard,
+                                            alpha=a.alpha, seed=settings.seed,
+                                            work_dir=os.path.join(settings.out, "clients"))
+            for i, cfg in enumerate(configs):
                 nodes.append(deploy.supernode(port, cfg, env, os.path.join(settings.out, f"supernode-{i}.log")))
             return deploy.run_app(app_dir, env, os.path.join(settings.out, "run.log"))
         finally:
@@ -122,7 +132,6 @@ def simulate_main(a) -> int:
     os.makedirs(settings.out, exist_ok=True)
     local.load_samples(a.images, local.open_session(settings.model).labels)  # refuse bad folders up front
     if a.engine == "inprocess":
-        from tftl.fleet import simulate
         simulate.simulate(settings, os.path.abspath(a.images), a.clients, shard=a.shard, alpha=a.alpha)
     else:
         rc = _processes(a, settings)

@@ -4,7 +4,7 @@ Run config (`flwr run --run-config` or `tftl-fleet serve` flags):
   model           the fleet's .tflite (its labels, state groups and content hash rule the fleet)
   out             folder for checkpoint.npz, history.json and the global model (global.tflite)
   val             optional image folder for server-side evaluation after every round
-  rounds, local-epochs, lr, strategy, send, optimizer, min-clients, round-timeout, seed
+  rounds, local-epochs, lr, lr-scaling, strategy, server-lr, send, optimizer, min-clients, round-timeout, seed
 
 Every round: sample clients, send the global tensors, drop error replies (a client that died
 or raised) and updates that do not fit (wrong names, shapes, dtype, NaN/inf, bad example
@@ -15,11 +15,13 @@ with the same `out` resumes after the last finished round.
 
 import dataclasses
 import json
+import math
 from logging import INFO, WARNING
 import os
 import time
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as flwr_strategy
@@ -38,6 +40,7 @@ CHECKPOINT_FORMAT = "tftl-fleet-1"
 GLOBAL_MODEL = "global.tflite"
 HISTORY = "history.json"
 STRATEGIES = ("fedavg", "fedadam", "fedavgm")
+LR_SCALING = ("none", "sqrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +53,28 @@ class Settings:
     rounds: int = 3
     local_epochs: int = 1
     lr: float = 5e-4
+    lr_scaling: str = "none"
     strategy: str = "fedavg"
+    server_lr: float = 1.0
     send: str = "all"
     optimizer: str = "reset"
     min_clients: int = 2
     round_timeout: float = 600.0
     seed: int = 0
+
+    def __post_init__(self):
+        """Validated on every path (the CLI's, the ServerApp's run config); InputError, one line."""
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.lr_scaling not in LR_SCALING:
+            raise InputError(f"lr-scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
+        if self.send not in wire.SEND_CHOICES or self.optimizer not in wire.OPTIMIZER_CHOICES:
+            raise InputError(f"send must be all|head and optimizer reset|keep, got {self.send!r}, {self.optimizer!r}")
+        if self.rounds < 1 or self.local_epochs < 1 or self.min_clients < 1 or not self.lr > 0 \
+                or not self.server_lr > 0:
+            raise InputError("rounds, local-epochs and min-clients must be >= 1, lr and server-lr > 0")
+        if self.server_lr != 1.0 and self.strategy != "fedavg":
+            raise InputError(f"--server-lr applies to fedavg only ({self.strategy} has its own server optimizer)")
 
     @classmethod
     def from_config(cls, cfg) -> "Settings":
@@ -65,31 +84,56 @@ class Settings:
             name = key.replace("-", "_")
             if name in fields:
                 values[name] = type(fields[name].default)(value) if name not in ("model", "out") else str(value)
-        s = cls(**values)
-        if s.strategy not in STRATEGIES:
-            raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {s.strategy!r}")
-        if s.send not in wire.SEND_CHOICES or s.optimizer not in wire.OPTIMIZER_CHOICES:
-            raise InputError(f"send must be all|head and optimizer reset|keep, got {s.send!r}, {s.optimizer!r}")
-        if s.rounds < 1 or s.local_epochs < 1 or s.min_clients < 1 or not s.lr > 0:
-            raise InputError("rounds, local-epochs and min-clients must be >= 1 and lr > 0")
-        return s
+        return cls(**values)
+
+
+def server_step(before: ArrayRecord, average: ArrayRecord, stepped, lr: float) -> ArrayRecord:
+    """`before + lr * (average - before)` for the tensors in `stepped`; the others take the average.
+
+    FedAvg with a server learning rate (Reddi et al. 2021, FedOpt with server SGD). BN
+    running statistics are never stepped: they are running means, not gradient-trained,
+    and a step past the average could make a variance negative.
+    """
+    if lr == 1.0:
+        return average
+    out = {}
+    for name, array in average.items():
+        value = array.numpy()
+        if name in stepped:
+            old = before[name].numpy()
+            value = old + np.float32(lr) * (value - old)
+        out[name] = Array(np.ascontiguousarray(value, np.float32))
+    return ArrayRecord(out)
 
 
 def guarded(base):
-    """A subclass of Flower strategy `base` that refuses bad updates and numbers rounds globally.
+    """A subclass of Flower strategy `base` that refuses bad updates, numbers rounds globally
+    and applies the server learning rate.
 
-    shapes: the sent tensors' shapes; round_offset: rounds finished before a resume.
+    shapes: the sent tensors' shapes; round_offset: rounds finished before a resume;
+    server_lr, stepped: see `server_step`. lr, lr_scaling "sqrt": the clients train at the peak lr
+    x √(clients in the round), Adam's square-root scaling rule (Malladi et al. 2022) for the
+    K-times larger effective batch of K averaged clients.
     """
 
     class Guarded(base):
-        def __init__(self, *args, shapes, round_offset=0, **kwargs):
+        def __init__(self, *args, shapes, round_offset=0, server_lr=1.0, stepped=(), lr=5e-4, lr_scaling="none",
+                     **kwargs):
             super().__init__(*args, **kwargs)
+            self.lr, self.lr_scaling = lr, lr_scaling
             self.shapes, self.round_offset = shapes, round_offset
+            self.server_lr, self.stepped = server_lr, frozenset(stepped)
+            self.sent = None  # the global tensors of the round in progress
             self.rejected = {}  # round -> [reasons]
 
         def configure_train(self, server_round, arrays, config, grid):
             config[wire.ROUND] = server_round + self.round_offset
-            return super().configure_train(server_round, arrays, config, grid)
+            self.sent = arrays
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            if self.lr_scaling == "sqrt":  # K averaged clients: a K x larger effective batch
+                for msg in messages:  # they share `config` (also across rounds): set, never scale in place
+                    msg.content[wire.CONFIG][wire.LR] = self.lr * math.sqrt(len(messages))
+            return messages
 
         def aggregate_train(self, server_round, replies):
             kept = []
@@ -107,18 +151,23 @@ def guarded(base):
                     self.rejected.setdefault(server_round + self.round_offset, []).append(reason)
                     continue
                 kept.append(msg)
-            return super().aggregate_train(server_round, kept)
+            arrays, metrics = super().aggregate_train(server_round, kept)
+            if arrays is not None:
+                arrays = server_step(self.sent, arrays, self.stepped, self.server_lr)
+            return arrays, metrics
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
 
 
-def make_strategy(s: Settings, shapes, round_offset):
+def make_strategy(s: Settings, shapes, round_offset, stepped=()):
+    """stepped: the tensors the server learning rate applies to (the trainable group)."""
     kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam,
             "fedavgm": flwr_strategy.FedAvgM}[s.strategy]
     extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
     return guarded(kind)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
-                         min_available_nodes=s.min_clients, shapes=shapes, round_offset=round_offset, **extra)
+                         min_available_nodes=s.min_clients, shapes=shapes, round_offset=round_offset,
+                         server_lr=s.server_lr, stepped=stepped, lr=s.lr, lr_scaling=s.lr_scaling, **extra)
 
 
 class Fleet:
@@ -193,7 +242,8 @@ class Fleet:
         if remaining <= 0:
             log(INFO, "all %d rounds already done in %s", self.s.rounds, self.s.out)
             return self.history
-        strategy = make_strategy(self.s, self.shapes, self.done)
+        trainable = set(self.session.meta.state_groups["trainable"])
+        strategy = make_strategy(self.s, self.shapes, self.done, [n for n in self.names if n in trainable])
         self.rejected = strategy.rejected
         strategy.start(grid=grid, initial_arrays=to_record(start, self.names), num_rounds=remaining,
                        timeout=self.s.round_timeout, train_config=self.config(), evaluate_fn=self.evaluate)
