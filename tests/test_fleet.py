@@ -31,7 +31,6 @@ from tftl.runtime.session import Session  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("TFTL_SHARED") or REPO.parent / "shared")
 FLOWERS = SHARED / "data" / "flowers5"
-MBV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO), FLWR_TELEMETRY_ENABLED="0",
            FLWR_DISABLE_UPDATE_CHECK="1")
@@ -52,18 +51,9 @@ def link_subset(dst, split, per_class, classes=CLASSES):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """mbv2 96 px, 2 trained blocks, batch 8, the flowers5 labels (exported in a subprocess)."""
-    need(MBV2_WEIGHTS)
-    tmp = tmp_path_factory.mktemp("model")
-    (tmp / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    out = tmp / "mbv2_96.tflite"
-    cmd = [sys.executable, "-m", "converters.export", "--model", "mbv2", "--weights", str(MBV2_WEIGHTS),
-           "--blocks", "2", "--image-size", "96", "--batch", "8", "--labels", str(tmp / "labels.txt"),
-           "--output", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def model(mbv2_flowers):
+    """mbv2 96 px, 2 trained blocks, batch 8, the flowers5 labels (the shared conftest export)."""
+    return mbv2_flowers
 
 
 @pytest.fixture(scope="module")

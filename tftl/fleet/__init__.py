@@ -1,7 +1,7 @@
 """tftl.fleet: many devices fine-tune one tftl .tflite together (federated averaging over Flower).
 
     client.py  the Flower ClientApp (a Session trained by tftl.runtime.loop.Trainer)
-    server.py  the Flower ServerApp (Flower's FedAvg / FedAdam / FedAvgM, guarded; checkpoints; global.tflite)
+    server.py  the Flower ServerApp (Flower's FedAvg / FedAdam, guarded; checkpoints; global.tflite)
     wire.py    what crosses the wire, and the checks on it (README.md in this folder has the layout)
     local.py   one client's round, without Flower
     simulate.py, deploy.py, cli.py   tftl-fleet simulate / serve / join

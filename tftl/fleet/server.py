@@ -1,4 +1,4 @@
-"""The Flower ServerApp: FedAvg (or FedAdam / FedAvgM, Flower's own) over a tftl model's state.
+"""The Flower ServerApp: FedAvg (or FedAdam, Flower's own) over a tftl model's state.
 
 Run config (`flwr run --run-config` or `tftl-fleet serve` flags):
   model           the fleet's .tflite (its labels, state groups and content hash rule the fleet)
@@ -39,7 +39,7 @@ CHECKPOINT = "checkpoint.npz"
 CHECKPOINT_FORMAT = "tftl-fleet-1"
 GLOBAL_MODEL = "global.tflite"
 HISTORY = "history.json"
-STRATEGIES = ("fedavg", "fedadam", "fedavgm")
+STRATEGIES = ("fedavg", "fedadam")
 LR_SCALING = ("none", "sqrt")
 
 
@@ -162,8 +162,7 @@ def guarded(base):
 
 def make_strategy(s: Settings, shapes, round_offset, stepped=()):
     """stepped: the tensors the server learning rate applies to (the trainable group)."""
-    kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam,
-            "fedavgm": flwr_strategy.FedAvgM}[s.strategy]
+    kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam}[s.strategy]
     extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
     return guarded(kind)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
                          min_available_nodes=s.min_clients, shapes=shapes, round_offset=round_offset,
