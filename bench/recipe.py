@@ -2,7 +2,7 @@
 
     python bench/recipe.py --models mobiletl-3=M1.tflite ft_blocks-3=M2.tflite
         [--splits flowers5 flowers5-swap ...] [--seeds 0 1 2] [--min-steps 500] [--jobs 2]
-        [--tag default] [--out bench/recipe.json] [-- extra tftl-train flags, e.g. --epochs 6]
+        [--eval-at-end] [--tag default] [--out bench/recipe.json] [-- extra tftl-train flags]
 
 Each split (bench/splits.py) is materialised as symlink folders under bench/.cache/splits and
 trained with `tftl-train MODEL <split>/train --val <split>/test --seed S` in a fresh process;
@@ -42,14 +42,19 @@ def scaled_epochs(split, min_steps, batch=BATCH):
     return loop.default_epochs(len(splits.split(split)[0]), batch, min_steps=min_steps)
 
 
-def run(model, split, extra, seed=0):
-    """One tftl-train run; returns its row (test accuracy per epoch, settings, wall, RSS)."""
+def run(model, split, extra, seed=0, eval_at_end=False):
+    """One tftl-train run; returns its row (test accuracy [per epoch], settings, wall, RSS).
+
+    eval_at_end: train without --val and score the fine-tuned file once with tftl-eval (the
+    same eval crop and int8 trunk; it skips the per-epoch validation passes, a third of a
+    small split's run time, and gives no per-epoch curve).
+    """
     train_dir, test_dir = splits.materialize(split, os.path.join(BENCH, ".cache", "splits"))
     work = tempfile.mkdtemp(prefix="tftl_recipe_")
-    hist = os.path.join(work, "history.json")
-    cmd = [sys.executable, "-m", "tftl.runtime.cli", "train", model, train_dir, "--val", test_dir, "--seed", str(seed),
-           "--history", hist, "--output", os.path.join(work, "out.tflite"), "--checkpoint-dir",
-           os.path.join(work, "ckpt"), *extra]
+    hist, out = os.path.join(work, "history.json"), os.path.join(work, "out.tflite")
+    val = [] if eval_at_end else ["--val", test_dir]
+    cmd = [sys.executable, "-m", "tftl.runtime.cli", "train", model, train_dir, *val, "--seed", str(seed),
+           "--history", hist, "--output", out, "--checkpoint-dir", os.path.join(work, "ckpt"), *extra]
     rc, wall, rss, tail = common.run_measured(cmd, os.path.join(work, "stderr.txt"))
     row = {"split": split, "model": os.path.basename(model), "flags": extra, "seed": seed, "rc": rc,
            "wall_s": wall, "peak_rss_mb": rss}
@@ -62,6 +67,11 @@ def run(model, split, extra, seed=0):
     row.update(test_accuracy=eps[-1]["val_accuracy"], test_accuracy_per_epoch=[e["val_accuracy"] for e in eps],
                train_accuracy=eps[-1]["train_accuracy"], losses=[e["loss"] for e in eps],
                settings=h.get("settings"))
+    if eval_at_end:
+        threads = extra[extra.index("--threads"):][:2] if "--threads" in extra else []
+        res, err, _ = common.run_json(["-m", "tftl.runtime.cli", "eval", out, test_dir, "--json", *threads], nice=0)
+        row.update(test_accuracy=res and res["accuracy"], test_accuracy_per_epoch=None, scored_by="tftl-eval",
+                   **({} if res else {"rc": -1, "error": err.splitlines()[-3:]}))
     return row
 
 
@@ -95,6 +105,7 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--min-steps", type=int, help="pass --epochs max(10, ceil(N / steps per epoch))")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--eval-at-end", action="store_true", help="no per-epoch --val; score the output once")
     p.add_argument("--tag", default="default")
     p.add_argument("--out", default=os.path.join(BENCH, "recipe.json"))
     a = p.parse_args(argv)
@@ -102,7 +113,7 @@ def main(argv=None):
 
     def one(job):
         scheme, model, split, seed, flags = job
-        row = run(model, split, flags, seed)
+        row = run(model, split, flags, seed, a.eval_at_end)
         row.update(scheme=scheme, tag=a.tag)
         with lock:
             print(json.dumps({k: row.get(k) for k in SUMMARY}), flush=True)
