@@ -71,7 +71,8 @@ def run(model, split, extra, seed=0, eval_at_end=False):
         threads = extra[extra.index("--threads"):][:2] if "--threads" in extra else []
         res, err, _ = common.run_json(["-m", "tftl.runtime.cli", "eval", out, test_dir, "--json", *threads], nice=0)
         row.update(test_accuracy=res and res["accuracy"], test_accuracy_per_epoch=None, scored_by="tftl-eval",
-                   **({} if res else {"rc": -1, "error": err.splitlines()[-3:]}))
+                   **({"per_class": {k: v["accuracy"] for k, v in res["per_class"].items()}} if res else
+                      {"rc": -1, "error": err.splitlines()[-3:]}))
     return row
 
 
