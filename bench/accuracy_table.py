@@ -2,6 +2,10 @@
 ft_blocks-3 (mbv2, ImageNet, 224 px, tftl-train's recipe) and PASS/MISS.
 
     python bench/accuracy_table.py [--probe bench/linear_probe.json] [--recipe bench/recipe.json]
+        [--write bench/ACCURACY.md]
+
+--write replaces the text between the `<!-- tables -->` and `<!-- /tables -->` lines of that
+file with the tables (so the document's figures are regenerated, never hand-copied).
 
 One table per epoch rule: `fixed10` (10 epochs on every split: the default before issue 13)
 and `steps500` (max(10, ceil(500 / steps per epoch)): `tftl.runtime.loop.default_epochs`).
@@ -36,6 +40,8 @@ def _steps500(n):
 
 
 RULES["steps500"] = _steps500
+RULE_TEXT = {"fixed10": "10 epochs on every split (tftl-train's default before issue 13)",
+             "steps500": "max(10, ceil(500 / steps per epoch)) epochs (tftl-train's default now)"}
 
 
 def matches(row, epochs):
@@ -91,6 +97,7 @@ def main(argv=None):
     p.add_argument("--probe", default=os.path.join(BENCH, "linear_probe.json"))
     p.add_argument("--recipe", default=os.path.join(BENCH, "recipe.json"))
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
+    p.add_argument("--write", metavar="MD", help="put the tables between the markers of this file")
     a = p.parse_args(argv)
     with open(a.probe) as f:
         probe = json.load(f)
@@ -98,10 +105,24 @@ def main(argv=None):
     if os.path.exists(a.recipe):
         with open(a.recipe) as f:
             recipe = json.load(f)
-    for rule in a.rules:
-        print(f"\n{rule}:\n")
-        print(table(probe, recipe, rule)[0])
+    text = "\n\n".join(f"`{rule}`: {RULE_TEXT[rule]}\n\n{table(probe, recipe, rule)[0]}" for rule in a.rules)
+    print(text)
+    if a.write:
+        write_between_markers(a.write, text)
     return 0
+
+
+def write_between_markers(path, text, start="<!-- tables -->", end="<!-- /tables -->"):
+    """Replace what lies between the `start` and `end` lines of `path` with `text` (atomically)."""
+    with open(path) as f:
+        doc = f.read()
+    i, j = doc.find(start), doc.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path}: no {start} ... {end} lines to write the tables between")
+    doc = doc[:i + len(start)] + "\n" + text + "\n" + doc[j:]
+    with open(path + ".tmp", "w") as f:
+        f.write(doc)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
