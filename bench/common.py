@@ -82,6 +82,51 @@ def run_json(args, timeout=3600, nice=5):
     return result, "\n".join(err.strip().splitlines()[-15:]), wall
 
 
+def run_measured(cmd, log_path, timeout=None):
+    """Run `cmd` (a list) in a fresh process from the repo root, stdout dropped, stderr to
+    `log_path`; returns (exit code, wall seconds, the child's peak RSS in MB, stderr tail).
+
+    os.wait4 reads the child's own ru_maxrss, so runs in parallel threads do not mix their
+    peaks (RUSAGE_CHILDREN would). timeout: seconds, then the child is killed (exit -9).
+    """
+    t0 = time.time()
+    with open(log_path, "w") as err:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, env=nice_env())
+        timer = None
+        if timeout:
+            import threading
+
+            timer = threading.Timer(timeout, p.kill)
+            timer.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        if timer:
+            timer.cancel()
+    with open(log_path) as f:
+        tail = f.read().strip().splitlines()[-3:]
+    return os.waitstatus_to_exitcode(status), round(time.time() - t0, 1), round(usage.ru_maxrss * 1024 / MB, 1), tail
+
+
+def write_json(path, obj):
+    """json.dump to `path` atomically (a temp file beside it, then os.replace)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def append_json_rows(path, rows):
+    """Append `rows` to the JSON list in `path` (created if missing), atomically; a lock file
+    beside it serialises writers, so bench runs in parallel processes keep every row."""
+    import fcntl
+
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = []
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+        write_json(path, old + list(rows))
+
+
 def export_path(model, label, *, batch=8, image_size=224, classes=10, weights_tag="random",
                 quantize="int8", src=None):
     scheme, blocks = parse_label(label)

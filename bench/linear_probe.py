@@ -2,6 +2,8 @@
 
     python bench/linear_probe.py [--splits flowers5 flowers5-swap ...] [--out bench/linear_probe.json]
 
+Rows of splits not named are kept in --out; a split probed again replaces its row.
+
 Features: Keras MobileNetV2 (the shared ImageNet weights, include_top=False, global average
 pooling, 1280-d) on the eval crop tftl uses (`tftl.runtime.data.load_image(path, 224)`,
 then x / 127.5 - 1), computed once per photo and cached in bench/.cache/probe_features.npz.
@@ -23,6 +25,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.dirname(BENCH))
 
+import common  # noqa: E402
 import splits  # noqa: E402
 
 WEIGHTS = os.environ.get("TFTL_MBV2_WEIGHTS", os.path.join(
@@ -113,17 +116,18 @@ def main(argv=None):
     p.add_argument("--splits", nargs="+", default=list(splits.SPLITS))
     p.add_argument("--out", default=os.path.join(BENCH, "linear_probe.json"))
     a = p.parse_args(argv)
-    t0 = time.time()
-    rows = []
+    out = {"weights": os.path.basename(WEIGHTS), "features": "keras MobileNetV2 include_top=False pooling=avg, "
+           "eval crop 224", "l2_grid": list(L2_GRID), "rows": []}
+    if os.path.exists(a.out):  # rows of other splits are kept; a split probed again is replaced
+        with open(a.out) as f:
+            out = json.load(f)
+    command = "python bench/linear_probe.py --splits " + " ".join(a.splits)
     for name in a.splits:
-        rows.append(probe(name))
-        print(json.dumps({k: rows[-1][k] for k in ("split", "l2", "test_accuracy")}), flush=True)
-    out = {"command": "python bench/linear_probe.py --splits " + " ".join(a.splits), "weights": os.path.basename(WEIGHTS),
-           "features": "keras MobileNetV2 include_top=False pooling=avg, eval crop 224", "l2_grid": list(L2_GRID),
-           "seconds": round(time.time() - t0, 1), "rows": rows}
-    with open(a.out + ".tmp", "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(a.out + ".tmp", a.out)
+        t0 = time.time()
+        row = dict(probe(name), command=command, seconds=round(time.time() - t0, 1))
+        out["rows"] = [r for r in out["rows"] if r["split"] != name] + [row]
+        common.write_json(a.out, out)
+        print(json.dumps({k: row[k] for k in ("split", "l2", "test_accuracy")}), flush=True)
     return 0
 
 

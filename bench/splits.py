@@ -7,6 +7,9 @@ tuned on train -> val, so the other splits are data the defaults were NOT tuned 
   flowers5-swap   val/ -> train/ (200 train, 400 test): half the training data, other photos
   flowers5-foldK  all 600 pooled, a seeded stratified 3-fold split, fold K held out
                   (400 train, 200 test; each fold's test set mixes train/ and val/ photos)
+  <split>-nN      any split above with its training part cut to N photos per class (a seeded
+                  draw; same test part), e.g. flowers5-fold1-n30: 150 train, 200 test. A small
+                  training set is where a fixed epoch count gives the fewest optimizer steps.
 
 `materialize(name, root)` writes <root>/<name>/{train,test}/<class>/ as symlinks to the
 shared photos (nothing is copied), the layout tftl-train and tftl-eval read.
@@ -21,6 +24,7 @@ FLOWERS = os.environ.get("TFTL_FLOWERS", os.path.join(os.environ.get("TFTL_SHARE
 SPLITS = ("flowers5", "flowers5-swap", "flowers5-fold0", "flowers5-fold1", "flowers5-fold2")
 FOLDS = 3
 FOLD_SEED = 13
+SUBSET_SEED = 29
 
 
 def classes():
@@ -39,6 +43,10 @@ def _listing(part):
 
 def split(name):
     """(train [(path, label)], test [(path, label)]) of split `name`."""
+    base, _, per_class = name.rpartition("-n")
+    if base and per_class.isdigit():
+        train, test = split(base)
+        return _subset(train, int(per_class), name), test
     if name == "flowers5":
         return _listing("train"), _listing("val")
     if name == "flowers5-swap":
@@ -53,7 +61,20 @@ def split(name):
             idx = rng.permutation(np.flatnonzero(labels == c))
             fold[idx] = np.arange(len(idx)) % FOLDS
         return ([pool[i] for i in np.flatnonzero(fold != k)], [pool[i] for i in np.flatnonzero(fold == k)])
-    raise ValueError(f"unknown split {name!r}: one of {', '.join(SPLITS)}")
+    raise ValueError(f"unknown split {name!r}: one of {', '.join(SPLITS)}, optionally with -nN (N per class)")
+
+
+def _subset(items, per_class, name):
+    """`per_class` items of each class of `items`, drawn with SUBSET_SEED, in their original order."""
+    labels = np.array([c for _, c in items])
+    rng = np.random.default_rng(SUBSET_SEED)
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if per_class > len(idx):
+            raise ValueError(f"split {name!r}: class {c} has only {len(idx)} training photos")
+        keep += rng.choice(idx, per_class, replace=False).tolist()
+    return [items[i] for i in sorted(keep)]
 
 
 def materialize(name, root):

@@ -13,7 +13,7 @@ import pytest
 
 from test_runtime_cli import CLASSES, ENV, REPO, copy_subset, export
 from tftl.runtime import checkpoint as ck
-from tftl.runtime import config, contract, data, features, labels
+from tftl.runtime import config, contract, data, features, labels, loop
 from tftl.runtime.errors import InputError
 from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer, cosine_lr
 from tftl.runtime.session import Session, save_model
@@ -55,6 +55,18 @@ def test_fit_on_arrays_continues_the_schedule_across_rounds(model, arrays):
         assert result.state.global_step == steps and result.settings["schedule_offset"] == r * steps
         losses.append(entry["loss"])
     assert losses[0] > losses[1] > losses[2], losses
+
+
+def test_default_epochs_give_a_small_training_set_enough_steps(model, arrays, monkeypatch):
+    assert [loop.default_epochs(n, 8) for n in (4000, 400, 200, 150, 1)] == [10, 10, 20, 27, 500]
+    # the same rule with a small step floor, so the run is short: 60 photos are 8 steps of 8 an epoch
+    monkeypatch.setattr(loop, "MIN_STEPS", 20)
+    monkeypatch.setattr(loop, "DEFAULT_EPOCHS", 2)
+    s = Session(model, threads=1)
+    result = Trainer(s, seed=0, quiet=True).fit(arrays, epochs=None)
+    assert len(arrays[1]) == 60 and s.batch == 8
+    assert (result.settings["epochs"], result.settings["total_steps"], len(result.history)) == (3, 24, 3)
+    assert result.state.global_step == 24
 
 
 def test_resume_from_a_state_equals_one_fit(model, photos):
@@ -145,7 +157,8 @@ def test_every_flag_is_one_field_and_reaches_the_config():
     assert dests == fields
     cfg = config.from_args(config.TrainConfig, p.parse_args(["m", "i", "--cache-views", "3", "--no-augment",
                                                             "--val-split", "0.5", "--threads", "2"]))
-    assert (cfg.cache_views, cfg.augment, cfg.val_split, cfg.threads, cfg.epochs) == (3, False, 0.5, 2, 10)
+    # epochs None: the trainer picks loop.default_epochs for the training set it reads
+    assert (cfg.cache_views, cfg.augment, cfg.val_split, cfg.threads, cfg.epochs) == (3, False, 0.5, 2, None)
     for bad in (["--threads", "100000"], ["--lr", "nan"], ["--val-split", "1"], ["--cache-ram-mb", "-1"],
                 ["--cache-views", "1000"], ["--epochs", "0"], ["--resume", "--overwrite"]):
         with pytest.raises(SystemExit):

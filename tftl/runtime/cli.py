@@ -1,6 +1,6 @@
 """Command-line tools of the tftl runtime (no TensorFlow):
 
-    tftl-train   model.tflite images/ [--val DIR | --val-split F] [--epochs 10] [--output out.tflite]
+    tftl-train   model.tflite images/ [--val DIR | --val-split F] [--epochs N] [--output out.tflite]
     tftl-eval    model.tflite images/ [--json]
     tftl-predict model.tflite photo.jpg ... [--top-k 5] [--json]
 

@@ -68,7 +68,9 @@ class TrainConfig(ModelArgs):
                       positional=True)
     val: str = arg(help="validation images (same layout)", metavar="DIR", group="val")
     val_split: float = arg(help="hold out this fraction of each class", metavar="F", type=fraction, group="val")
-    epochs: int = arg(loop.DEFAULT_EPOCHS, "default %(default)s", type=positive_int)
+    epochs: int = arg(help=f"default max({loop.DEFAULT_EPOCHS}, ceil({loop.MIN_STEPS} / steps per epoch)): the tuned "
+                      f"{loop.DEFAULT_EPOCHS} epochs, more on a small training set so a run takes at least "
+                      f"{loop.MIN_STEPS} optimizer steps", type=positive_int)
     lr: float = arg(loop.DEFAULT_LR, "peak learning rate (linear warm-up, then cosine decay to 0); "
                     "default %(default)g", type=positive_float)
     warmup_steps: int = arg(help="default min(50, total steps / 10)", type=nonnegative_int)
