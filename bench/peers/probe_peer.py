@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # tftl (the plan tor
 sys.path.insert(0, os.path.dirname(HERE))  # bench/probe_common.py
 sys.path.insert(0, HERE)
 
-from probe_common import add_step_args, finish, run_steps  # noqa: E402
+from probe_common import add_step_args, finish, rss_now, run_steps  # noqa: E402
 
 
 def _batch(a):
@@ -39,11 +39,13 @@ def run_torch(a):
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     from torch_net import TorchNet
+    rss_start = rss_now()
     torch.manual_seed(a.seed)
     net = TorchNet(a.model, a.scheme, a.blocks, num_classes=a.classes, image_size=a.image_size).train()
     opt = torch.optim.Adam(net.trainable_parameters(), lr=1e-3)
     x, y = (torch.from_numpy(v) for v in _batch(a))
-    res = dict(framework="torch", version=torch.__version__, trainable_params=net.trainable_count())
+    res = dict(framework="torch", version=torch.__version__, trainable_params=net.trainable_count(),
+               rss_start=rss_start)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -84,6 +86,7 @@ def run_ort(a):
     from onnxruntime.training.api import CheckpointState, Module, Optimizer
     with open(os.path.join(a.dir, "spec.json")) as f:
         spec = argparse.Namespace(**json.load(f))
+    rss_start = rss_now()
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
     so.inter_op_num_threads = 1
@@ -97,7 +100,8 @@ def run_ort(a):
     module.train()
     x, y = _batch(spec)
     res = dict(framework="onnxruntime-training", version=ort.__version__, model=spec.model,
-               scheme=spec.scheme, blocks=spec.blocks, trainable_params=spec.trainable_params)
+               scheme=spec.scheme, blocks=spec.blocks, trainable_params=spec.trainable_params,
+               rss_start=rss_start)
 
     def step():
         loss = module(x, y)

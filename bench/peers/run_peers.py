@@ -39,7 +39,7 @@ SCHEMES = ("mobiletl-3", "ft_all", "ft_blocks-3", "ft_bias", "ft_norm", "tinytl"
 PEER_NAMES = {"torch": "PyTorch eager", "ort": "ONNX Runtime training", "tf": "TF tf.function"}
 T1 = {"step_mem": 0.6, "step_cpu_ms": 0.7, "peak_rss": 0.8}
 T2 = {"step_cpu_ms": 1.0, "step_mem": 1.0}
-KEEP = ("step_cpu_ms", "step_wall_ms", "rss_before_step", "rss_loaded", "rss_after_first", "peak_rss",
+KEEP = ("rss_start", "step_cpu_ms", "step_wall_ms", "rss_before_step", "rss_loaded", "rss_after_first", "peak_rss",
         "step_mem", "trainable_params", "version", "loss", "load_avg_start", "load_avg_end",
         "first_step_ms", "arena_bytes", "variables_bytes", "timed_steps", "warmup_steps")
 
@@ -69,7 +69,21 @@ def measure_tftl(model, label, steps, warmup):
         return {"error": err}
     res, err, _ = common.run_json([os.path.join(BENCH, "probe_litert.py"), path, "--threads", "1",
                                    "--steps", str(steps), "--warmup", str(warmup)])
-    return _keep(res, err)
+    out = _keep(res, err)
+    if "error" not in out:
+        out["graph"] = graph_terms(model, label, path)
+    return out
+
+
+def graph_terms(model, label, path):
+    """Where tftl's step memory goes, from the file alone (`bench/tflite_graph.py`): the
+    activations saved for the backward pass, the ideal arena of the converter's op order
+    (perfect reuse) and what is live at its peak, by kind."""
+    import run as bench_run  # bench/run.py: the per-tensor accounting of the train signature
+    g = bench_run.graph_row(model, label, path)
+    keep = ("saved_bytes", "ideal_peak_bytes", "peak_op_name", "peak_phase", "live_at_peak_by_kind",
+            "weight_copy_bytes", "saved_bool_bytes")
+    return {k: g[k] for k in keep if k in g}
 
 
 def measure_peer(peer, model, label, steps, warmup):
@@ -175,6 +189,43 @@ def headline(rows):
     return lines
 
 
+def tftl_memory(rows):
+    """tftl's step memory split: state variables (weights + Adam slots + BN statistics,
+    created by the first step), the train signature's arena (measured extent), the rest
+    (XNNPACK's packed weights and workspace, allocator); beside the file's own ideal arena
+    and saved activations, and the best peer's whole step memory."""
+    lines = ["| model / scheme | tftl step mem | = variables | + arena (graph ideal; saved act) "
+             "| + other (XNNPACK, allocator) | best peer step mem |", "|---|---|---|---|---|---|"]
+    for key, row in sorted(rows.items()):
+        t = row.get("tftl")
+        if not (_ok(t) and "arena_bytes" in t):
+            continue
+        g = t.get("graph") or {}
+        var, arena = t.get("variables_bytes", 0), t["arena_bytes"]
+        peers = {p: row[p] for p in PEERS if _ok(row.get(p))}
+        best = min(peers, key=lambda p: peers[p]["step_mem"]) if peers else None
+        ideal = (f" ({g['ideal_peak_bytes'] / 1e6:.1f}; {g['saved_bytes'] / 1e6:.1f})"
+                 if "ideal_peak_bytes" in g else "")
+        lines.append(f"| {key} | {t['step_mem'] / 1e6:.1f} | {var / 1e6:.1f} | {arena / 1e6:.1f}{ideal} "
+                     f"| {(t['step_mem'] - var - arena) / 1e6:.1f} | "
+                     + (f"{peers[best]['step_mem'] / 1e6:.1f} ({best}) |" if best else "— |"))
+    return lines
+
+
+def job_memory(rows):
+    """Peak RSS minus the RSS once the framework is imported, before the model exists:
+    weights, training state and the step together. Not a target; it shows where each
+    framework allocates its state (before the first step or during it), which moves
+    memory in and out of "step mem"."""
+    lines = ["| model / scheme | tftl | " + " | ".join(PEER_NAMES[p] for p in PEERS) + " |",
+             "|---|---|" + "---|" * len(PEERS)]
+    for key, row in sorted(rows.items()):
+        cells = [f"{(r['peak_rss'] - r['rss_start']) / 1e6:.0f}" if _ok(r) and r.get("rss_start")
+                 else "—" for r in (row.get(fw) for fw in ("tftl", *PEERS))]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def errors(rows):
     out = []
     for key, row in sorted(rows.items()):
@@ -204,7 +255,10 @@ def report(results):
             *table(rows), "",
             "## Targets (ratio = tftl / the best peer of that metric; T1: mobiletl-3, T2: the rest)",
             "", "```", *verdicts(rows), "```", "",
-            "## tftl against the best peer (< 1.00x: tftl uses less)", "", *headline(rows), ""]
+            "## tftl against the best peer (< 1.00x: tftl uses less)", "", *headline(rows), "",
+            "## Where tftl's step memory goes (MB)", "", *tftl_memory(rows), "",
+            "## Job memory: peak RSS minus RSS after the imports (MB; not a target)", "",
+            *job_memory(rows), ""]
     if err:
         text += ["## Cases a peer could not run", "", *err, ""]
     text += ["Causes of each MISS and the next fix: `bench/NOTES.md`, section *Issue 13*.", ""]
