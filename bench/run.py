@@ -330,12 +330,16 @@ def cache_part(a, res, src):
     probe (--decompose): their ratio is the bound the kernels allow, so a MISS splits into
     kernels (step bound below the FLOP bound) and trainer (speed-up below the step bound)."""
     import train_cli
-    section = res["cache_epochs"] = dict(source_hash=src, epochs=a.epochs, per_class=a.cache_subset,
-                                         weights=a.cache_weights,
-                                         started=time.strftime("%Y-%m-%d %H:%M:%S"), rows=[])
+    labels = [x for x in a.cache_schemes.split(",") if x]
+    settings = dict(source_hash=src, epochs=a.epochs, per_class=a.cache_subset, weights=a.cache_weights)
+    old = load_results().get("cache_epochs") or {}
+    kept = [r for r in old.get("rows", []) if r.get("scheme") not in labels
+            and all(old.get(k) == v for k, v in settings.items())]  # same code and settings
+    section = res["cache_epochs"] = dict(settings, started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                                         rows=kept)
     OWNED.add("cache_epochs")
     random = a.cache_weights == "random"
-    for label in [x for x in a.cache_schemes.split(",") if x]:
+    for label in labels:
         row = train_cli.epoch_seconds(src, model="mbv2", label=label, epochs=a.epochs,
                                       seed=a.seeds[0], per_class=a.cache_subset,
                                       random_weights=random)
