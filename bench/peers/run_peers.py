@@ -159,7 +159,8 @@ def _cell(r):
         return "—"
     if "error" in r:
         return "failed (see below)"
-    return f"{r['step_cpu_ms']:.0f} / {r['step_mem'] / 1e6:.0f} / {r['peak_rss'] / 1e6:.0f}"
+    old = "" if r.get("timed_steps") else " ‡"
+    return f"{r['step_cpu_ms']:.0f} / {r['step_mem'] / 1e6:.0f} / {r['peak_rss'] / 1e6:.0f}{old}"
 
 
 def table(rows):
@@ -257,6 +258,8 @@ def report(results):
             "its ONNX export + `generate_artifacts`, AdamW), TensorFlow `tf.function` of "
             "tftl's reference train step on the Keras model (`bench/probe_tf.py`).", "",
             *table(rows), "",
+            "‡ measured by the previous run of this benchmark (earlier code; its step mem "
+            "counted the input arrays too): not yet remeasured.", "",
             "## Targets (ratio = tftl / the best peer of that metric; T1: mobiletl-3, T2: the rest)",
             "", "```", *verdicts(rows), "```", "",
             "## tftl against the best peer (< 1.00x: tftl uses less)", "", *headline(rows), "",
