@@ -154,16 +154,11 @@ def train_targets(res):
         sp = _speedup(et)
         if not sp:
             continue
-        bound = ""
-        if et.get("trained_flops"):
-            b = (et["trunk_forward_flops"] + et["trained_flops"]) / et["trained_flops"]
-            bound = (f"; FLOP bound (trunk forward + trained fwd/bwd over trained) "
-                     f"{b:.1f}x" if b < 1000 else "; FLOP bound: none (nothing but the head trains)")
         out.append((f"T4-old feature cache: epochs after the first >= {T_CACHE_SPEEDUP:.0f}x faster "
                     f"({et['model']} {et['scheme']}, tftl-train; an earlier issue's target)",
                     verdict(sp[0] / sp[1] >= T_CACHE_SPEEDUP),
                     f"epoch {sp[0]:.1f} s without the cache vs {sp[1]:.1f} s with it = "
-                    f"{sp[0] / sp[1]:.2f}x{bound}"))
+                    f"{sp[0] / sp[1]:.2f}x (whole epochs, wall)"))
     acc = {(r["model"], r["scheme"]): r for r in dig(res, "train_cli", "accuracy") or []
            if r.get("val_accuracy_mean") is not None}
     for model in sorted({m for m, _ in acc}):

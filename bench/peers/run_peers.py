@@ -150,8 +150,9 @@ def params_cell(row):
         return "?"
     ref = counts.get("tftl", next(iter(counts.values())))
     odd = [f"{fw} {n:,}" for fw, n in counts.items() if n != ref]
+    others = [fw for fw in counts if fw != "tftl"]
     return f"{ref:,} " + (f"(MISMATCH: {', '.join(odd)})" if odd else
-                          f"(= {', '.join(fw for fw in counts if fw != 'tftl')})")
+                          f"(= {', '.join(others)})" if others else "(no peer yet)")
 
 
 def _cell(r):
@@ -159,7 +160,7 @@ def _cell(r):
         return "—"
     if "error" in r:
         return "failed (see below)"
-    old = "" if r.get("timed_steps") else " ‡"
+    old = "" if r.get("rss_before_step") else " ‡"
     return f"{r['step_cpu_ms']:.0f} / {r['step_mem'] / 1e6:.0f} / {r['peak_rss'] / 1e6:.0f}{old}"
 
 
@@ -302,6 +303,9 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--skip-done", action="store_true",
+                   help="skip cases results.json already holds from this probe code (lets two "
+                        "workers share a list, or an interrupted run resume)")
     a = p.parse_args()
     results = load()
     if not a.report_only:
@@ -312,6 +316,9 @@ def main():
             for label in a.schemes:
                 row = results["rows"].setdefault(f"{model}/{label}", {})
                 for fw in a.frameworks:
+                    done = load()["rows"].get(f"{model}/{label}", {}).get(fw) or {}
+                    if a.skip_done and (done.get("rss_before_step") or "error" in done):
+                        continue  # measured by this code (another worker, an earlier run)
                     common.log(f"{model} {label} {fw}")
                     row[fw] = (measure_tftl(model, label, a.steps, a.warmup) if fw == "tftl"
                                else measure_peer(fw, model, label, a.steps, a.warmup))
