@@ -187,7 +187,11 @@ def headline(rows):
             continue
         ok = all(r[m][0] <= b for m, b in targets.items())
         cells = [f"{r[m][0]:.2f}x ({r[m][1]})" for m in ("step_cpu_ms", "step_mem", "peak_rss")]
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {name} {'PASS' if ok else 'MISS'} |")
+        stale = "" if row["tftl"].get("rss_before_step") else " ‡ (tftl: earlier run)"
+        missing = [p for p in PEERS if not _ok(row.get(p))]
+        partial = f" (without {', '.join(missing)})" if missing else ""
+        lines.append(f"| {key} | " + " | ".join(cells)
+                     + f" | {name} {'PASS' if ok else 'MISS'}{partial}{stale} |")
     return lines
 
 
