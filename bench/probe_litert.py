@@ -24,30 +24,14 @@ trainable part (train_features) of one train step. Its RSS includes all those ar
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def rss_now():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def peak_rss():
-    """max(ru_maxrss, VmHWM): the kernel's high-water mark of this process's RSS."""
-    hwm = 0
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) * 1024
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, hwm)  # Linux: KiB
+from probe_common import add_step_args, finish, peak_rss, rss_now, run_steps  # noqa: E402
 
 
 def make_inputs(runner_details, rng, num_classes, batch):
@@ -136,27 +120,10 @@ def signature_io(interp, key):
     return out
 
 
-def time_runner(runner, feeds, warmup, steps):
-    """(wall ms, process CPU ms) per timed step. CPU time is what the step consumed, all
-    threads together: unlike wall time it does not grow when other jobs preempt us."""
-    for _ in range(warmup):
-        runner(**feeds)
-    times, cpu = [], []
-    for _ in range(steps):
-        c = time.process_time()
-        t = time.perf_counter()
-        runner(**feeds)
-        times.append((time.perf_counter() - t) * 1e3)
-        cpu.append((time.process_time() - c) * 1e3)
-    return times, cpu
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps, the first one included")
+    add_step_args(p, job=False)
     p.add_argument("--signature", default="train")
     p.add_argument("--resolver", default="auto", choices=("auto", "no_delegates"))
     p.add_argument("--latest-features", action="store_true",
@@ -164,7 +131,6 @@ def main():
                         "operators, e.g. dynamic-range quantised kernels)")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--decompose", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
 
     import numpy as np
@@ -191,22 +157,14 @@ def main():
     io = signature_io(interp, a.signature)
     feeds = make_inputs(io, rng, k, batch)
     res["rss_inputs"] = rss_now()
+    res["trainable_params"] = mf.metadata.get("trainable_params")
 
-    t = time.perf_counter()
-    out = runner(**feeds)
-    res["first_step_ms"] = (time.perf_counter() - t) * 1e3
-    res["rss_after_first"] = rss_now()
-    times, cpu = time_runner(runner, feeds, max(a.warmup - 1, 0), a.steps)
-    res["rss_end"] = rss_now()
-    res["peak_rss"] = max(peak_rss(), res["rss_end"], res["rss_after_first"])
-    res["step_ms"] = [round(x, 2) for x in times]
-    if times:
-        res["median_ms"] = statistics.median(times)
-        res["min_ms"] = min(times)
-        res["p90_ms"] = sorted(times)[int(0.9 * (len(times) - 1))]
-        res["cpu_ms"] = [round(x, 2) for x in cpu]
-        res["median_cpu_ms"] = statistics.median(cpu)
-    res["load_avg_end"] = os.getloadavg()[0]
+    out = {}
+
+    def step():
+        out.update(runner(**feeds))
+
+    run_steps(step, a.warmup, a.steps, res)
     first = next(iter(out.values()))
     res["output_finite"] = bool(np.all(np.isfinite(first)))
 
@@ -237,6 +195,7 @@ def main():
                     cpus[key].append((time.process_time() - c) * 1e3)
         res["decompose_ms"] = {key: statistics.median(v) for key, v in times.items()}
         res["decompose_cpu_ms"] = {key: statistics.median(v) for key, v in cpus.items()}
+        finish(res)  # the other signatures' arenas count in the peak
     print(json.dumps(res))
 
 

@@ -325,25 +325,47 @@ def train_part(a, res, src):
 
 def cache_part(a, res, src):
     """tftl-train seconds per epoch with and without --cache-features, per scheme (mbv2):
-    the speed-up is bounded by the share of the step the cache removes (the trunk)."""
+    the speed-up is bounded by the share of the step the cache removes (the trunk). Beside
+    the FLOP bound, the same file's `train` and `train_features` signatures are timed in one
+    probe (--decompose): their ratio is the bound the kernels allow, so a MISS splits into
+    kernels (step bound below the FLOP bound) and trainer (speed-up below the step bound)."""
     import train_cli
-    from tftl import profile
-    section = res["cache_epochs"] = dict(source_hash=src, epochs=a.epochs,
-                                         started=time.strftime("%Y-%m-%d %H:%M:%S"), rows=[])
+    labels = [x for x in a.cache_schemes.split(",") if x]
+    settings = dict(source_hash=src, epochs=a.epochs, per_class=a.cache_subset, weights=a.cache_weights)
+    old = load_results().get("cache_epochs") or {}
+    kept = [r for r in old.get("rows", []) if r.get("scheme") not in labels
+            and all(old.get(k) == v for k, v in settings.items())]  # same code and settings
+    section = res["cache_epochs"] = dict(settings, started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                                         rows=kept)
     OWNED.add("cache_epochs")
-    for label in [x for x in a.cache_schemes.split(",") if x]:
+    random = a.cache_weights == "random"
+    for label in labels:
         row = train_cli.epoch_seconds(src, model="mbv2", label=label, epochs=a.epochs,
-                                      seed=a.seeds[0])
-        scheme, blocks = common.parse_label(label)
-        layers = profile.profile("mbv2", scheme, blocks, 8, 224, 5)["layers"]
-        first = next(i for i, l in enumerate(layers) if l["trains"] or l["needs_input_grad"])
-        trunk = sum(l["forward_flops"] for l in layers[:first])
-        top = sum(l["forward_flops"] + l["backward_flops"] for l in layers[first:])
-        row.update(trunk_forward_flops=trunk, trained_flops=top)
+                                      seed=a.seeds[0], per_class=a.cache_subset,
+                                      random_weights=random)
+        row.update(flop_split("mbv2", label, 10 if random else len(train_cli.flowers_labels())))
+        path = common.export_path("mbv2", label, src=src) if random else None
+        if path and os.path.exists(path):
+            common.log(f"LiteRT mbv2/{label}: train vs train_features step (--decompose)")
+            d = probe_litert(path, 1, 3, 1, ["--decompose", "--top", "3"])
+            row["decompose_cpu_ms"] = d.get("decompose_cpu_ms")
+            row["decompose_error"] = d.get("error")
         section["rows"].append(row)
         save_results(res)
     section["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     save_results(res)
+
+
+def flop_split(model, label, classes):
+    """FLOPs the cache removes from a step (the frozen trunk's forward: every layer before
+    the first one that trains or passes a gradient) and the FLOPs it leaves (the rest,
+    forward + backward), from the profiler."""
+    from tftl import profile
+    scheme, blocks = common.parse_label(label)
+    layers = profile.profile(model, scheme, blocks, 8, 224, classes)["layers"]
+    first = next(i for i, l in enumerate(layers) if l["trains"] or l["needs_input_grad"])
+    return dict(trunk_forward_flops=sum(l["forward_flops"] for l in layers[:first]),
+                trained_flops=sum(l["forward_flops"] + l["backward_flops"] for l in layers[first:]))
 
 
 def main(argv=None):
@@ -354,7 +376,13 @@ def main(argv=None):
     p.add_argument("--part", choices=("all", "memory", "train", "cache"), default="all",
                    help="cache: tftl-train epoch time with/without the feature cache for "
                         "--cache-schemes (part of 'all'; 'train' measures mobiletl-3 only)")
-    p.add_argument("--cache-schemes", default="ft_last,mobiletl-3")
+    p.add_argument("--cache-schemes", default=",".join(common.SCHEME_LABELS))
+    p.add_argument("--cache-subset", type=int, default=0,
+                   help="cache part: first N training photos per class of flowers5 (N/2 for "
+                        "validation; 0: all)")
+    p.add_argument("--cache-weights", choices=("imagenet", "random"), default="imagenet",
+                   help="cache part: random = the step probes' random-weights exports (no new "
+                        "export; time only)")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--resume", action="store_true",
                    help="memory part: keep rows an interrupted run of the same code measured")

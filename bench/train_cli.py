@@ -52,13 +52,36 @@ def export_for_training(model, label, src):
                                 weights_tag=tag, src=src)
 
 
-def run_train(model_path, *, epochs, seed=0, cache_features=None, threads=None, timeout=7200):
-    """One tftl-train run on flowers5 (train -> val) in a fresh, niced process."""
+def subset(per_class, val_per_class=None):
+    """flowers5 cut to the first `per_class` training and `val_per_class` (default half)
+    validation photos of each class: symlinks under bench/.cache/, nothing copied. Returns
+    the folder holding train/ and val/ (reused when it exists)."""
+    val_per_class = per_class // 2 if val_per_class is None else val_per_class
+    root = os.path.join(common.CACHE, f"flowers5_sub{per_class}_{val_per_class}")
+    if os.path.isdir(root):
+        return root
+    tmp = root + f".tmp{os.getpid()}"
+    for part, n in (("train", per_class), ("val", val_per_class)):
+        for c in flowers_labels():
+            src = os.path.join(FLOWERS, part, c)
+            dst = os.path.join(tmp, part, c)
+            os.makedirs(dst)
+            for f in sorted(x for x in os.listdir(src) if not x.startswith("."))[:n]:
+                os.symlink(os.path.join(src, f), os.path.join(dst, f))
+    os.replace(tmp, root)
+    return root
+
+
+def run_train(model_path, *, epochs, seed=0, cache_features=None, threads=None, timeout=7200,
+              data=None, extra=()):
+    """One tftl-train run on flowers5 (or `data`, a folder with the same train/ and val/)
+    in a fresh, niced process."""
+    data = data or FLOWERS
     work = tempfile.mkdtemp(prefix="tftl_bench_train_", dir=common.CACHE)
     hist = os.path.join(work, "history.json")
     cmd = ["nice", "-n", "5", common.PY, "-m", "tftl.runtime.cli", "train", model_path,
-           os.path.join(FLOWERS, "train"), "--val", os.path.join(FLOWERS, "val"),
-           "--epochs", str(epochs), "--seed", str(seed), "--history", hist,
+           os.path.join(data, "train"), "--val", os.path.join(data, "val"),
+           "--epochs", str(epochs), "--seed", str(seed), "--history", hist, *extra,
            "--output", os.path.join(work, "finetuned.tflite"),
            "--checkpoint-dir", os.path.join(work, "ckpt")]
     if cache_features is not None:
@@ -82,7 +105,8 @@ def run_train(model_path, *, epochs, seed=0, cache_features=None, threads=None, 
     wall = time.time() - t0
     rc = os.waitstatus_to_exitcode(status)
     out = dict(command=" ".join(cmd[3:]).replace(common.ROOT + "/", ""), rc=rc,
-               wall_s=round(wall, 1), peak_rss=usage.ru_maxrss * 1024, seed=seed, epochs=epochs)
+               wall_s=round(wall, 1), peak_rss=usage.ru_maxrss * 1024, seed=seed, epochs=epochs,
+               cpu_s=round(usage.ru_utime + usage.ru_stime, 1), load_avg_end=os.getloadavg()[0])
     if rc != 0 or not os.path.exists(hist):
         with open(os.path.join(work, "stderr.txt")) as f:
             out["error"] = "\n".join(f.read().strip().splitlines()[-5:])
@@ -97,21 +121,33 @@ def run_train(model_path, *, epochs, seed=0, cache_features=None, threads=None, 
         val_accuracy_per_epoch=[e.get("val_accuracy") for e in eps],
         epoch_seconds=[e.get("seconds") for e in eps],
         epoch_train_seconds=[e.get("train_seconds") for e in eps],
+        epoch_train_cpu_seconds=[e.get("train_cpu_seconds") for e in eps],
         images_per_second=[e.get("images_per_second") for e in eps],
         feature_cache=h.get("feature_cache"), settings=h.get("settings"))
     return out
 
 
-def epoch_seconds(src, *, model="mbv2", label="mobiletl-3", epochs=2, seed=0, log=common.log):
-    """Seconds per epoch of tftl-train on flowers5 with and without --cache-features."""
-    path, _, err = export_for_training(model, label, src)
+def epoch_seconds(src, *, model="mbv2", label="mobiletl-3", epochs=2, seed=0, log=common.log,
+                  per_class=0, random_weights=False):
+    """Seconds per epoch of tftl-train on flowers5 with and without --cache-features.
+
+    per_class > 0: on `subset(per_class)` instead of all of flowers5; random_weights: on the
+    bench's random-weights export (10 class slots, --fill-placeholders), the file the step
+    probes use, instead of an ImageNet export with flowers5's labels (time only)."""
+    if random_weights:
+        path, _, err = common.ensure_export(model, label, src=src)
+        extra = ("--fill-placeholders",)
+    else:
+        (path, _, err), extra = export_for_training(model, label, src), ()
     if err:
         return dict(error=err)
-    res = dict(model=model, scheme=label, epochs=epochs)
+    data = subset(per_class) if per_class else None
+    res = dict(model=model, scheme=label, epochs=epochs, per_class=per_class or None,
+               weights="random" if random_weights else "imagenet")
     for cache in (True, False):
         log(f"tftl-train {model} {label} {epochs} epoch(s) "
             f"{'--cache-features' if cache else '--no-cache-features'}")
-        r = run_train(path, epochs=epochs, seed=seed, cache_features=cache)
+        r = run_train(path, epochs=epochs, seed=seed, cache_features=cache, data=data, extra=extra)
         if "error" in r:
             log(f"  failed: {r['error']}")
         else:

@@ -9,7 +9,8 @@ T_MEM_RATIO = 3.0
 T_SPEED_RATIO = 2.0
 T_SAVED_REDUCTION = 0.40
 T_TF_MEM_RATIO = 3.0
-T_CACHE_SPEEDUP = 5.0
+T_CACHE_SPEEDUP = 5.0  # an earlier issue's target (epochs after the first >= 5x faster)
+T_CACHE_OF_BOUND = 0.8  # issue 13: measured speed-up >= 80% of the FLOP bound, every scheme
 
 
 
@@ -77,6 +78,11 @@ def targets(res, section="memory"):
     return out
 
 
+def _median(xs):
+    xs = [x for x in xs or [] if x is not None]
+    return statistics.median(xs) if xs else None
+
+
 def _speedup(et):
     """(no-cache epoch s, cached epoch s after the first) of one epoch_seconds row, or None."""
     rc, rn = (et or {}).get("cache") or {}, (et or {}).get("no_cache") or {}
@@ -86,24 +92,73 @@ def _speedup(et):
             statistics.median(rc["epoch_seconds"][1:] or rc["epoch_seconds"]))
 
 
-def train_targets(res):
-    """T4 feature cache >= 5x, per measured scheme, with the FLOP bound of the speed-up;
-    T5 accuracy: mobiletl-3 within 1 point of ft_blocks-3 and above ft_last, per model."""
+def cache_stats(et):
+    """The feature cache's measured speed-up of one cache_epochs row against its bounds.
+
+    Training part of the epoch only (validation is not in the FLOP bound), the cached run's
+    first epoch excluded. `speedup` is on process CPU time where the history has it (robust
+    to load), else wall. `flop_bound` = (trunk forward + trained fwd/bwd) / trained FLOPs;
+    `of_bound` = speedup / flop_bound (issue 13: >= 0.8). `step_bound` = the same file's
+    train / train_features step CPU time (what the kernels allow), when probed.
+    Returns None when either run is missing.
+    """
+    rc, rn = (et or {}).get("cache") or {}, (et or {}).get("no_cache") or {}
+    out = {}
+    for basis, key in (("cpu", "epoch_train_cpu_seconds"), ("wall", "epoch_train_seconds"),
+                       ("wall", "epoch_seconds")):
+        cached = rc.get(key) or []
+        n, c = _median(rn.get(key)), _median(cached[1:] or cached)
+        if n and c:
+            out.update(basis=basis, no_cache_s=n, cached_s=c, speedup=n / c, measure=key)
+            break
+    if not out:
+        return None
+    tr = et.get("trained_flops")
+    if tr:
+        out["flop_bound"] = (et["trunk_forward_flops"] + tr) / tr
+        out["of_bound"] = out["speedup"] / out["flop_bound"]
+    d = et.get("decompose_cpu_ms") or {}
+    if d.get("train") and d.get("train_features"):
+        out["step_bound"] = d["train"] / d["train_features"]
+    out["cache_build_s"] = (rc.get("feature_cache") or {}).get("seconds")
+    out["cache_enabled"] = (rc.get("settings") or {}).get("cache_features")
+    return out
+
+
+def cache_targets(res):
+    """Issue 13 T4 per measured scheme: the cache reaches >= 80% of its FLOP bound."""
     out = []
+    for et in dig(res, "cache_epochs", "rows") or []:
+        st = cache_stats(et)
+        name = (f"T4 feature cache >= {T_CACHE_OF_BOUND:.0%} of its FLOP bound "
+                f"({et.get('model')} {et.get('scheme')}, tftl-train)")
+        if not st or "of_bound" not in st:
+            out.append((name, "N/A", "not measured" if not st else "no FLOP bound (nothing trains)"))
+            continue
+        step = (f"; step bound (train / train_features CPU, same file) {st['step_bound']:.2f}x"
+                if "step_bound" in st else "")
+        out.append((name, verdict(st["of_bound"] >= T_CACHE_OF_BOUND),
+                    f"{st['of_bound']:.2f} of the bound: epoch training {st['no_cache_s']:.1f} s "
+                    f"without the cache vs {st['cached_s']:.1f} s with it ({st['basis']}) = "
+                    f"{st['speedup']:.2f}x; FLOP bound {st['flop_bound']:.2f}x{step}"
+                    + ("" if st.get("cache_enabled", True) else "; the trainer ran without a cache "
+                       "(no frozen trunk)")))
+    return out
+
+
+def train_targets(res):
+    """T4 feature cache, per measured scheme: issue 13's (>= 80% of the FLOP bound) and the
+    earlier >= 5x; T5 accuracy: mobiletl-3 within 1 point of ft_blocks-3 and above ft_last."""
+    out = cache_targets(res)
     for et in dig(res, "cache_epochs", "rows") or [dig(res, "train_cli", "epoch_time")]:
         sp = _speedup(et)
         if not sp:
             continue
-        bound = ""
-        if et.get("trained_flops"):
-            b = (et["trunk_forward_flops"] + et["trained_flops"]) / et["trained_flops"]
-            bound = (f"; FLOP bound (trunk forward + trained fwd/bwd over trained) "
-                     f"{b:.1f}x" if b < 1000 else "; FLOP bound: none (nothing but the head trains)")
-        out.append((f"T4 feature cache: epochs after the first >= {T_CACHE_SPEEDUP:.0f}x faster "
-                    f"({et['model']} {et['scheme']}, tftl-train)",
+        out.append((f"T4-old feature cache: epochs after the first >= {T_CACHE_SPEEDUP:.0f}x faster "
+                    f"({et['model']} {et['scheme']}, tftl-train; an earlier issue's target)",
                     verdict(sp[0] / sp[1] >= T_CACHE_SPEEDUP),
                     f"epoch {sp[0]:.1f} s without the cache vs {sp[1]:.1f} s with it = "
-                    f"{sp[0] / sp[1]:.2f}x{bound}"))
+                    f"{sp[0] / sp[1]:.2f}x (whole epochs, wall)"))
     acc = {(r["model"], r["scheme"]): r for r in dig(res, "train_cli", "accuracy") or []
            if r.get("val_accuracy_mean") is not None}
     for model in sorted({m for m, _ in acc}):

@@ -84,3 +84,73 @@ def test_targets_and_report():
     assert len(lines) == 2 + 3
     text = "\n".join(report.train_section(res))
     assert "SKIPPED" in text
+
+
+def _recorded(*parts):
+    import json
+    path = os.path.join(BENCH, *parts)
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_cache_verdict_on_recorded_rows():
+    """Issue 13 T4 = measured speed-up / FLOP bound >= 0.8, recomputed from the recorded
+    tftl-train histories: the training part of the epochs, the cached run's first epoch left
+    out, process CPU time preferred over wall when the history has it."""
+    import copy
+    import statistics
+
+    import verdicts
+    rows = _recorded("results.json")["cache_epochs"]["rows"]
+    assert rows
+    for et in rows:
+        if not et.get("trained_flops") or "error" in et.get("cache", {"error": 1}):
+            continue
+        key = ("epoch_train_cpu_seconds" if all(et[k].get("epoch_train_cpu_seconds")
+                                                for k in ("cache", "no_cache"))
+               else "epoch_train_seconds")
+        n = statistics.median(et["no_cache"][key])
+        c = statistics.median(et["cache"][key][1:] or et["cache"][key])
+        bound = (et["trunk_forward_flops"] + et["trained_flops"]) / et["trained_flops"]
+        st = verdicts.cache_stats(et)
+        assert st["measure"] == key
+        assert abs(st["of_bound"] - (n / c) / bound) < 1e-9
+        # The same row with CPU seconds: CPU wins, and the verdict flips at 0.8 of the bound.
+        for want, of_bound in (("PASS", 0.81), ("MISS", 0.79)):
+            cpu = copy.deepcopy(et)
+            cpu["no_cache"]["epoch_train_cpu_seconds"] = [10.0, 10.0]
+            first = 123.0  # the first cached epoch: ignored
+            cpu["cache"]["epoch_train_cpu_seconds"] = [first, 10.0 / (of_bound * bound)]
+            got = verdicts.cache_stats(cpu)
+            assert got["basis"] == "cpu" and abs(got["of_bound"] - of_bound) < 1e-9
+            (name, v, detail), = [t for t in verdicts.cache_targets({"cache_epochs": {"rows": [cpu]}})]
+            assert v == want and f"{of_bound:.2f} of the bound" in detail, detail
+
+
+def test_peers_verdicts_on_recorded_rows():
+    """run_peers' ratios use the best peer per metric; T1 (mobiletl-3) and T2 bounds; a
+    trainable-count mismatch between tftl and a peer is reported."""
+    import copy
+    sys.path.insert(0, os.path.join(BENCH, "peers"))
+    import run_peers
+    rows = _recorded("peers", "results.json")["rows"]
+    checked = 0
+    for key, row in rows.items():
+        name, targets = run_peers.targets_for(key.split("/")[1])
+        r = run_peers.ratios(row, targets)
+        peers = {p: row[p] for p in run_peers.PEERS if run_peers._ok(row.get(p))}
+        if not r:
+            continue
+        for metric in targets:
+            best = min(v[metric] for v in peers.values())
+            assert abs(r[metric][0] - row["tftl"][metric] / best) < 1e-12
+        ok = all(r[m][0] <= b for m, b in targets.items())
+        line, = [x for x in run_peers.verdicts({key: row}) if key in x]
+        assert line.startswith("PASS" if ok else "MISS") and name in line
+        checked += 1
+        odd = copy.deepcopy(row)
+        peer = next(iter(peers))
+        odd[peer]["trainable_params"] = (row[peer].get("trainable_params") or 0) + 1
+        odd["tftl"]["trainable_params"] = row[peer].get("trainable_params") or 0
+        assert "MISMATCH" in run_peers.params_cell(odd)
+    assert checked

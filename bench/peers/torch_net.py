@@ -37,6 +37,17 @@ def _act(name):
             "hard_sigmoid": _hard_sigmoid, None: lambda x: x}[name]
 
 
+def _nearest(x, h, w):
+    """Nearest-neighbour resize to (h, w) as two index gathers (torch's `nearest` rule,
+    source index floor(i * in / out)). Same maths as F.interpolate, but ONNX Runtime training
+    has no CPU kernel for the Resize gradient (ResizeGrad is CUDA-only in 1.19) while Gather's
+    gradient runs on the CPU, so TinyTL's lite residual trains in every peer."""
+    ih, iw = x.shape[-2:]
+    rows = (torch.arange(h) * ih) // h
+    cols = (torch.arange(w) * iw) // w
+    return x.index_select(2, rows).index_select(3, cols)
+
+
 class TorchNet(nn.Module):
     """A decoded tftl spec list run in torch, NCHW, with tftl's trainability per layer."""
 
@@ -115,8 +126,7 @@ class TorchNet(nn.Module):
         if kind == "avgpool":
             return F.avg_pool2d(x, spec.kernel, spec.stride, ceil_mode=True)
         if kind == "upsample":
-            h, w = spec.out_shape[:2]
-            return F.interpolate(x, size=(h, w), mode="nearest")
+            return _nearest(x, *spec.out_shape[:2])
         raise ValueError(f"unknown layer kind {kind!r}")
 
     def trainable_parameters(self):

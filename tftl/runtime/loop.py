@@ -398,7 +398,9 @@ class Trainer:
         sums = _Sums.from_partial(state.partial)
         sums.skipped.update(run.train.samples.name(i) for i in np.flatnonzero(~run.train.valid))
         start = state.position
+        cpu0 = time.process_time()  # all threads (decode included): the epoch's work, load-independent
         self._steps(run, state, perm, draws, sums)
+        train_cpu = time.process_time() - cpu0
         if not sums.seen and start < run.steps:
             raise InputError(f"none of the {len(run.index)} training images could be read — check the files")
         t_val = time.monotonic()
@@ -412,6 +414,7 @@ class Trainer:
             "learning_rate": run.schedule(max(state.global_step - 1, 0)),
             "seconds": round(sums.seconds + time.monotonic() - t_val, 3),
             "train_seconds": round(sums.seconds, 3),
+            "train_cpu_seconds": round(train_cpu, 3),  # this process's part of the epoch only (resume)
             "images_per_second": round(sums.seen / max(sums.seconds, 1e-9), 1),
             "images": sums.seen,
             "skipped": len(sums.skipped),
