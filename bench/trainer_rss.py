@@ -101,6 +101,7 @@ def run_one(model, epochs, extra, seed=0):
     out["losses"] = [e["loss"] for e in h["epochs"]]
     out["val_accuracy"] = [e["val_accuracy"] for e in h["epochs"]]
     out["feature_cache"] = h.get("feature_cache")
+    out["train_cpu_seconds"] = [e.get("train_cpu_seconds") for e in h["epochs"]]  # the epochs' steps, all threads
     return out
 
 

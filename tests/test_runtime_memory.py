@@ -65,3 +65,21 @@ def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path
     assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
     back = Session(tmp_path / "b.tflite", threads=1).state()
     assert all(np.array_equal(back[k], state[k]) for k in state)
+
+
+def test_low_memory_session_trains_like_the_xnnpack_one(model, photos):
+    """xnnpack=False (tftl-train --low-memory) runs the training signatures on LiteRT's builtin
+    kernels: another summation order, so not bitwise, but the same losses to float tolerance
+    and the same trained state after a cached epoch; the feature cache's extract (transient
+    interpreter) keeps XNNPACK, so the cached features are identical."""
+    runs = []
+    for xnnpack in (True, False):
+        s = Session(model, threads=1, xnnpack=xnnpack)
+        result = Trainer(s, seed=3, cache=True, quiet=True).fit(str(photos[0]), epochs=2)
+        runs.append(([e["loss"] for e in result.history], s.state(("trainable",))))
+    (fast_losses, fast_state), (lean_losses, lean_state) = runs
+    np.testing.assert_allclose(lean_losses, fast_losses, rtol=2e-3)
+    assert lean_losses != fast_losses  # other kernels really ran (XNNPACK's sums differ in the last bits)
+    assert lean_losses[1] < lean_losses[0]
+    for name, value in fast_state.items():
+        np.testing.assert_allclose(lean_state[name], value, rtol=1e-2, atol=1e-4, err_msg=name)

@@ -99,6 +99,8 @@ class TrainConfig(ModelArgs):
     history: str = arg(help="write per-epoch metrics here", metavar="JSON")
     plot: str = arg(help="plot loss/accuracy curves (needs matplotlib)", metavar="PNG")
     seed: int = arg(0, "default %(default)s", type=nonnegative_int)
+    low_memory: bool = arg(False, "train on LiteRT's builtin kernels without XNNPACK (the trunk's feature "
+                           "extraction keeps it): less memory, slower steps", action="store_true")
 
     def check(self) -> None:
         """Validate a config built in Python the way argparse validates flags (InputError)."""

@@ -46,13 +46,20 @@ def runtime_name() -> str:
     return _interpreter_class()[0]
 
 
-def load_interpreter(model_content: bytes, threads=None):
+def load_interpreter(model_content: bytes, threads=None, *, xnnpack=True):
     """An Interpreter over in-memory model bytes (a bare flatbuffer or a whole tftl file).
 
     threads: CPU threads for the kernels; None lets the runtime decide.
+    xnnpack: False runs LiteRT's builtin kernels only (no default delegate). XNNPACK keeps
+    its own packed weights and workspaces beside the interpreter's arena: without it a
+    training step holds less memory but runs slower (bench/TRAINER_MEMORY.md).
     """
     _, interpreter_class = _interpreter_class()
-    return interpreter_class(model_content=bytes(model_content), num_threads=threads)
+    options = {}
+    if not xnnpack:
+        resolvers = importlib.import_module(interpreter_class.__module__).OpResolverType
+        options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return interpreter_class(model_content=bytes(model_content), num_threads=threads, **options)
 
 
 def signature_runner(interp, name: str):

@@ -47,10 +47,13 @@ class Session:
 
     model: a path or a modelfile.ModelFile. threads: interpreter CPU threads (None: the
     runtime decides). restore_embedded: restore a fine-tuned model's state.npz (default).
+    xnnpack: False runs this session's own signatures on builtin kernels only (less
+    memory, slower; see interpreter.load_interpreter); `transient` interpreters (the
+    feature cache's `extract`) keep XNNPACK, since their memory is freed after use.
     Raises modelfile.ModelFileError (a ValueError) with a one-line fix for bad files.
     """
 
-    def __init__(self, model, *, threads=None, restore_embedded=True):
+    def __init__(self, model, *, threads=None, restore_embedded=True, xnnpack=True):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or not 1 <= threads <= MAX_THREADS):
             raise SessionError(f"threads must be an integer in 1..{MAX_THREADS}, got {threads!r}")
@@ -67,7 +70,7 @@ class Session:
         self.feature_shape = self.meta.feature_shape
         self.has_trunk = self.meta.has_trunk
         try:
-            self.interpreter = rt.load_interpreter(mf.flatbuffer, threads)
+            self.interpreter = rt.load_interpreter(mf.flatbuffer, threads, xnnpack=xnnpack)
             self.signatures = frozenset(self.interpreter.get_signature_list())
         except rt.RuntimeNotFound:
             raise

@@ -218,7 +218,7 @@ def plan(cfg, session, err):
 
 
 def _open(cfg) -> Session:
-    session = Session(cfg.model, threads=cfg.threads)
+    session = Session(cfg.model, threads=cfg.threads, xnnpack=not cfg.low_memory)
     session.require(*TRAIN_SIGNATURES, purpose="training")
     if cfg.batch is not None and cfg.batch != session.batch:
         raise InputError(f"--batch {cfg.batch} does not match the model's fixed batch {session.batch} — drop "
