@@ -14,6 +14,8 @@ run it with `python -m pytest -m matrix`.
 import hashlib
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -35,6 +37,23 @@ def need(path):
     if not os.path.exists(path):
         pytest.skip(f"{path} not found (set TFTL_SHARED to the shared/ folder)")
     return path
+
+
+def flowers_subset(dst, split, per_class, classes=FLOWER_CLASSES, *, link=False):
+    """The first `per_class` flowers5 photos of each class of `split` in dst/<class>/; returns dst.
+
+    link: symlink the shared photos (read-only use); else copy them, for tests that damage
+    or remove files in the folder and must never touch ../shared.
+    """
+    dst = pathlib.Path(dst)
+    for name in classes:
+        (dst / name).mkdir(parents=True)
+        for f in sorted(pathlib.Path(need(os.path.join(FLOWERS, split, name))).glob("*.jpg"))[:per_class]:
+            if link:
+                (dst / name / f.name).symlink_to(f)
+            else:
+                shutil.copy(f, dst / name / f.name)
+    return dst
 
 
 # ----------------------------------------------------------------------------- isolation

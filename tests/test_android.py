@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import FLOWERS, REPO, need
+from conftest import REPO, flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
 from tftl.runtime.loop import CHECKPOINT_FORMAT
@@ -53,12 +53,7 @@ def _litert_library():
 
 
 def _subset(dst, split, per_class):
-    for name in CLASSES:
-        files = sorted(os.listdir(need(os.path.join(FLOWERS, split, name))))[:per_class]
-        os.makedirs(os.path.join(dst, name))
-        for f in files:
-            os.symlink(os.path.join(FLOWERS, split, name, f), os.path.join(dst, name, f))
-    return dst
+    return str(flowers_subset(dst, split, per_class, CLASSES, link=True))
 
 
 def _images(folder):

@@ -20,6 +20,7 @@ import pytest
 flwr = pytest.importorskip("flwr", reason="flwr not installed (pip install -e '.[fleet]')") \
     if not os.environ.get("CI") else __import__("flwr")
 
+from conftest import flowers_subset  # noqa: E402
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict  # noqa: E402
 
 from tftl.fleet import client as fleet_client  # noqa: E402
@@ -43,11 +44,7 @@ def need(path):
 
 
 def link_subset(dst, split, per_class, classes=CLASSES):
-    for name in classes:
-        (dst / name).mkdir(parents=True)
-        for f in sorted((need(FLOWERS / split) / name).glob("*.jpg"))[:per_class]:
-            (dst / name / f.name).symlink_to(f)
-    return dst
+    return flowers_subset(dst, split, per_class, classes, link=True)
 
 
 @pytest.fixture(scope="module")

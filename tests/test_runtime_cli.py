@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import loop, modelfile
 from tftl.runtime import trainer as tr
@@ -57,12 +58,8 @@ def model(tmp_path_factory):
 
 
 def copy_subset(dst, split, per_class, classes=CLASSES):
-    for name in classes:
-        files = sorted((need(FLOWERS / split) / name).glob("*.jpg"))[:per_class]
-        (dst / name).mkdir(parents=True)
-        for f in files:
-            shutil.copy(f, dst / name / f.name)
-    return dst
+    """Copies (these tests damage and remove files): conftest.flowers_subset."""
+    return flowers_subset(dst, split, per_class, classes)
 
 
 @pytest.fixture(scope="module")
