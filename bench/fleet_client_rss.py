@@ -28,7 +28,7 @@ def main():
                                  num_partitions=a.clients, shard="iid", seed=0)
     local.receive(session, session.state(("trainable", "bn_statistics")), wire.sent_names(session.meta, "all"))
     with tempfile.TemporaryDirectory() as tmp:
-        _, seconds = local.train_round(session, samples, local.Plan(round=1, rounds=8), cache_dir=tmp, threads=1)
+        _, seconds, _ = local.train_round(session, samples, local.Plan(round=1, rounds=8), cache_dir=tmp, threads=1)
     print(json.dumps({"images": len(samples), "seconds": round(seconds, 1), "peak_rss_mb": round(local.peak_rss_mb(), 1)}))
 
 

@@ -353,8 +353,20 @@ def _metadata(plan, model, extra, sigs, *, batch, optimizer, quantize, estimate)
                                    "centre crop", normalization="inside the model"),
                 feature_shape=extra["feature_shape"], trunk_end=extra["trunk_end"],
                 state_names=extra["names"], state_groups=extra["groups"],
-                signatures=sorted(sigs), trainable_params=trainable,
+                signatures=sorted(sigs), bn_momentum=_bn_momentum(model), trainable_params=trainable,
                 frozen_params=total - trainable, memory_estimate_bytes=int(estimate))
+
+
+def _bn_momentum(model) -> float:
+    """The one running-statistics momentum of the model's BatchNorms (readers such as the fleet
+    server need it to tell a round's batch statistics from the running average's memory)."""
+    from tftl import layers as tl
+    from tftl.runtime import contract
+
+    values = {float(layer.momentum) for layer in model.tftl_layers if isinstance(layer, tl.BatchNorm)}
+    if len(values) > 1:
+        raise ValueError(f"the model's BatchNorms use different momenta {sorted(values)}; tftl.json holds one")
+    return values.pop() if values else contract.DEFAULT_BN_MOMENTUM
 
 
 def _signature_io(fn):

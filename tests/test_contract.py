@@ -179,7 +179,7 @@ def good_meta():
     ("batch", True), ("batch", -1), ("num_labels", 2.5), ("feature_shape", [1 << 20, 1 << 20, 3]),
     ("feature_shape", "3x3"), ("feature_shape", [3, -3]), ("state_names", [1, 2]), ("trunk_end", 5),
     ("state_groups", {"trainable": ["a__kernel"]}), ("model", ""), ("content_hash", None),
-    ("trained_state", "yes"),
+    ("trained_state", "yes"), ("bn_momentum", 1.0), ("bn_momentum", "0.99"), ("bn_momentum", True),
 ])
 def test_bad_metadata_is_one_line_with_the_fix(key, value):
     meta = {**good_meta(), key: value}
@@ -187,6 +187,11 @@ def test_bad_metadata_is_one_line_with_the_fix(key, value):
         contract.ModelMetadata.from_dict(meta, where="model file m.tflite")
     msg = str(e.value)
     assert "\n" not in msg and "m.tflite" in msg and "export" in msg, msg
+
+
+def test_bn_momentum_is_read_and_defaults_to_the_exporters_old_value():
+    assert contract.ModelMetadata.from_dict({**good_meta(), "bn_momentum": 0.9}).bn_momentum == 0.9
+    assert contract.ModelMetadata.from_dict(good_meta()).bn_momentum == contract.DEFAULT_BN_MOMENTUM == 0.99
 
 
 def test_metadata_groups_tftl1_files_by_name():

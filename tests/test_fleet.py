@@ -120,6 +120,39 @@ def test_server_lr_scales_the_averaged_step_of_the_trained_weights_not_the_bn_st
         server.Settings(model=str(model), out=str(tmp_path), strategy="fedadam", server_lr=2.0)
 
 
+def test_server_momentum_accumulates_the_trained_weights_updates_and_resumes_with_its_buffer(model, flowers, tmp_path):
+    """FedAvgM: with clients that always move the trained weights by +d, the global moves
+    d, d(1 + b), d(1 + b + b^2); a server restarted after round 2 continues the same buffer."""
+    train, _ = flowers
+    base = Session(str(model))
+    trainable = set(base.meta.state_groups["trainable"])
+    start = base.state(("trainable", "bn_statistics"))
+    d, beta = 1e-3, 0.5
+
+    def push(msg, context):  # a client whose update is always +d on the trained weights
+        arrays = msg.content[wire.ARRAYS]
+        moved = {n: a.numpy() + np.float32(d) if n in trainable else a.numpy() for n, a in arrays.items()}
+        content = RecordDict({wire.ARRAYS: ArrayRecord({n: Array(v) for n, v in moved.items()}),
+                              wire.METRICS: MetricRecord({wire.NUM_EXAMPLES: 8, wire.NUM_STEPS: 0})})
+        return Message(content=content, reply_to=msg)
+
+    def run(out, rounds):
+        s = settings(model, out, "", rounds=rounds, server_momentum=beta)
+        simulate.simulate(s, str(train), 2, fail={0: push, 1: push})
+        return ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))[0]
+
+    straight = run(tmp_path / "straight", 3)
+    run(tmp_path / "resumed", 2)
+    resumed = run(tmp_path / "resumed", 3)
+    moved = d * (1 + (1 + beta) + (1 + beta + beta ** 2))
+    for name, value in start.items():
+        expected = value + np.float32(moved) if name in trainable else value  # BN statistics: never stepped
+        np.testing.assert_allclose(straight[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-7, err_msg=name)
+    with pytest.raises(InputError, match="server-momentum"):
+        server.Settings(model=str(model), out=str(tmp_path), server_momentum=1.0)
+
+
 def test_lr_scaling_sqrt_sends_lr_times_root_clients_every_round(model, flowers, tmp_path):
     train, _ = flowers
     seen = []
@@ -133,6 +166,53 @@ def test_lr_scaling_sqrt_sends_lr_times_root_clients_every_round(model, flowers,
     s = settings(model, tmp_path / "run", "", rounds=3, lr=1e-3, lr_scaling="sqrt")
     simulate.simulate(s, str(train), 4, fail={i: echo for i in range(4)})
     assert sorted(seen) == [(r, pytest.approx(2e-3)) for r in (1, 2, 3) for _ in range(4)]
+
+
+def test_round_statistics_recover_the_batch_statistics_with_the_momentum_the_train_graph_uses(model):
+    """tftl.json's bn_momentum is the train graph's: the same batch n times at lr 0 leaves
+    running = m^n s0 + (1 - m^n) b, and round_statistics returns the same b for every n."""
+    session = Session(str(model))
+    names = session.meta.state_groups["bn_statistics"]
+    assert names and session.meta.bn_momentum == pytest.approx(0.99)
+    rng = np.random.default_rng(0)
+    feats = rng.uniform(0, 6, (session.batch, *session.feature_shape)).astype(np.float32)
+    labels = np.arange(session.batch) % session.meta.num_labels
+    start = session.state()
+    recovered = {}
+    for n in (1, 4):
+        session.restore_state(start)
+        for _ in range(n):
+            session.train_features_step(feats, labels, 0.0)
+        end = session.state(("bn_statistics",))
+        for momentum in (session.meta.bn_momentum, 0.9):
+            recovered[n, momentum] = {k: server.round_statistics(start[k], end[k], n, momentum, k.endswith("variance"))
+                                      for k in names}
+    m = session.meta.bn_momentum
+    for k in names:
+        assert not np.allclose(recovered[1, m][k], start[k], rtol=1e-2, atol=0), k  # the batch's are not ImageNet's
+        np.testing.assert_allclose(recovered[4, m][k], recovered[1, m][k], rtol=1e-3, atol=1e-7, err_msg=k)
+    assert any(not np.allclose(recovered[4, 0.9][k], recovered[1, 0.9][k], rtol=1e-3, atol=1e-7) for k in names)
+
+
+def test_bn_stats_round_reports_the_clients_round_statistics_and_running_the_plain_average(model, flowers, tmp_path):
+    train, _ = flowers
+    base = Session(str(model))
+    start = base.state(("bn_statistics",))
+    end = {}
+    for mode in server.BN_STATS:  # the same seeded clients train the same round; only the aggregation differs
+        s = settings(model, tmp_path / mode, "", rounds=1, bn_stats=mode)
+        simulate.simulate(s, str(train), 2)
+        end[mode] = ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))[0]
+    photos = len([p for p in pathlib.Path(train).rglob("*") if p.is_file()])
+    steps = int(np.ceil(photos / 2 / base.batch))  # IID halves of 120 photos: 8 steps each
+    m = base.meta.bn_momentum ** steps
+    for name, s0 in start.items():
+        # both clients ran the same number of steps, so the average commutes with the correction
+        expected = (end["running"][name] - m * s0) / (1 - m)
+        expected = np.maximum(expected, 0) if name.endswith("variance") else expected
+        np.testing.assert_allclose(end["round"][name], expected, rtol=1e-3, atol=1e-7, err_msg=name)
+    with pytest.raises(InputError, match="bn-stats"):
+        server.Settings(model=str(model), out=str(tmp_path), bn_stats="median")
 
 
 # --- robustness ---------------------------------------------------------------------------
@@ -160,11 +240,14 @@ def test_nan_wrong_shape_and_dead_clients_are_dropped_and_the_round_completes(mo
     s = settings(model, tmp_path / "run", val, rounds=1)
     sent = {}
 
-    def good(msg, context):  # the real client, recording what it sends
+    def good(msg, context):  # the real client, recording what it received and sends
+        received.update({k: v.numpy() for k, v in msg.content[wire.ARRAYS].items()})
         reply = fleet_client.app(msg, context)
         sent.update({k: v.numpy() for k, v in reply.content[wire.ARRAYS].items()})
+        steps.append(int(reply.content[wire.METRICS][wire.NUM_STEPS]))
         return reply
 
+    received, steps = {}, []
     fail = {0: good, 1: _bad_reply("nan"), 2: _bad_reply("shape"), 3: _bad_reply("dies")}
     simulate.simulate(s, str(train), 4, fail=fail)
     rejected = history(s.out)["rejected"]["1"]
@@ -172,7 +255,10 @@ def test_nan_wrong_shape_and_dead_clients_are_dropped_and_the_round_completes(mo
     # Only client 0's update was averaged (the bad ones claimed 10,000 examples each).
     arrays, meta = ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))
     assert meta["round"] == 1 and sorted(arrays) == sorted(sent)
-    assert max(float(np.abs(arrays[k] - sent[k]).max()) for k in sent) <= 1e-6
+    m, bn = Session(str(model)).meta.bn_momentum, set(Session(str(model)).meta.state_groups["bn_statistics"])
+    expected = {k: server.round_statistics(received[k], v, steps[0], m, k.endswith("variance")) if k in bn else v
+                for k, v in sent.items()}  # --bn-stats round: the client's batch statistics of the round
+    assert max(float(np.abs(arrays[k] - expected[k]).max()) for k in sent) <= 1e-6
 
 
 def test_check_update_names_the_problem():

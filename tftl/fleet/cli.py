@@ -41,6 +41,11 @@ def _flags():
     srv.add_argument("--strategy", choices=server.STRATEGIES, default="fedavg")
     srv.add_argument("--server-lr", type=float, default=server.Settings.server_lr,
                      help="fedavg: global += server-lr x (average - global) on the trained weights")
+    srv.add_argument("--server-momentum", type=float, default=server.Settings.server_momentum,
+                     help="fedavg: server momentum on the averaged update of the trained weights (FedAvgM)")
+    srv.add_argument("--bn-stats", choices=server.BN_STATS, default=server.Settings.bn_stats,
+                     help="round: the global BN statistics are the clients' batch statistics of the round; "
+                          "running: the average of their running averages")
     srv.add_argument("--send", choices=wire.SEND_CHOICES, default="all",
                      help="all: trainable weights + BN statistics; head: the classifier only")
     srv.add_argument("--optimizer", choices=wire.OPTIMIZER_CHOICES, default="reset",
@@ -53,7 +58,8 @@ def _flags():
 def _settings(a, min_clients) -> server.Settings:
     return server.Settings(model=os.path.abspath(a.model), out=os.path.abspath(a.out),
                            val=os.path.abspath(a.val) if a.val else "", rounds=a.rounds,
-                           local_epochs=a.local_epochs, lr=a.lr, lr_scaling=a.lr_scaling, strategy=a.strategy, server_lr=a.server_lr, send=a.send,
+                           local_epochs=a.local_epochs, lr=a.lr, lr_scaling=a.lr_scaling, strategy=a.strategy,
+                           server_lr=a.server_lr, server_momentum=a.server_momentum, bn_stats=a.bn_stats, send=a.send,
                            optimizer=a.optimizer, min_clients=min_clients, round_timeout=a.round_timeout,
                            seed=a.seed)
 

@@ -99,7 +99,7 @@ def train(msg: Message, context: Context) -> Message:
     personal = context.state.get(PERSONAL)
     local.receive(session, arrays, names, None if kept is None else {k: v.numpy() for k, v in kept.items()},
                   personal=None if personal is None else {k: v.numpy() for k, v in personal.items()})
-    history, seconds = local.train_round(session, samples, plan, cache_dir=os.path.join(work, "cache"),
+    history, seconds, steps = local.train_round(session, samples, plan, cache_dir=os.path.join(work, "cache"),
                                          seed_offset=1000 * int(cfg.get("partition-id", 0)),
                                          threads=int(cfg.get("threads", 1)))
     state = session.state()
@@ -109,5 +109,5 @@ def train(msg: Message, context: Context) -> Message:
     if own:
         context.state[PERSONAL] = to_record(state, own)
     content = RecordDict({wire.ARRAYS: to_record(state, names),
-                          wire.METRICS: MetricRecord(local.summary(history, seconds, len(samples)))})
+                          wire.METRICS: MetricRecord(local.summary(history, seconds, len(samples), steps))})
     return Message(content=content, reply_to=msg)

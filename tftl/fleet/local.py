@@ -71,7 +71,7 @@ def steps_per_epoch(session, samples) -> int:
 
 
 def train_round(session, samples, plan: Plan, *, cache_dir=None, seed_offset=0, threads=None):
-    """Train `plan.local_epochs` epochs of the fleet's schedule; returns (history entries, seconds).
+    """Train `plan.local_epochs` epochs of the fleet's schedule; returns (history entries, seconds, steps).
 
     session already holds the global state (see `receive`). cache_dir: where the feature
     cache lives between rounds (None: rebuilt in RAM every round).
@@ -83,8 +83,9 @@ def train_round(session, samples, plan: Plan, *, cache_dir=None, seed_offset=0, 
     trainer = Trainer(session, seed=plan.seed + seed_offset, cache_dir=cache_dir, cache_ram_mb=0,
                       threads=threads, quiet=True)
     t0 = time.monotonic()
+    start = state.global_step
     result = trainer.fit(samples, epochs=done + plan.local_epochs, schedule=schedule, state=state)
-    return result.history[-plan.local_epochs:], time.monotonic() - t0
+    return result.history[-plan.local_epochs:], time.monotonic() - t0, state.global_step - start
 
 
 def personal_names(session, sent) -> list:
@@ -139,10 +140,10 @@ def open_session(model, threads=1):
     return session
 
 
-def summary(history, seconds, n) -> dict:
+def summary(history, seconds, n, steps) -> dict:
     """The MetricRecord a client sends back (all floats or ints)."""
     last = history[-1]
-    return {wire.NUM_EXAMPLES: int(n), "train_loss": float(last["loss"]),
+    return {wire.NUM_EXAMPLES: int(n), wire.NUM_STEPS: int(steps), "train_loss": float(last["loss"]),
             "train_accuracy": float(last["train_accuracy"]), "seconds": float(seconds),
             "peak_rss_mb": float(peak_rss_mb()), "images_per_second": float(last["images_per_second"])}
 

@@ -20,6 +20,8 @@ ARRAYS = "arrays"      # ArrayRecord: state tensors, server -> client and client
 CONFIG = "config"      # ConfigRecord: server -> client instructions
 METRICS = "metrics"    # MetricRecord: client -> server (num-examples, train loss/accuracy, cost)
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
+NUM_STEPS = "num-steps"        # optional: train steps the client ran (the server's BN round statistics)
+MAX_STEPS = 10**7
 
 # ConfigRecord keys (server -> client).
 ROUND = "tftl.round"                 # int, 1-based global round (continues after a server resume)

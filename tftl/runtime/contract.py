@@ -51,6 +51,7 @@ GROUPS = (TRAINABLE, BN_STATISTICS, OPTIMIZER)
 # allocate without limit.
 MAX_IMAGE_SIZE = 2048
 MAX_BATCH = 1024
+DEFAULT_BN_MOMENTUM = 0.99  # tftl.json `bn_momentum` when absent
 MAX_LABELS = 100_000
 MAX_FEATURE_ELEMENTS = 1 << 26
 MAX_STATE_TENSORS = 100_000
@@ -163,6 +164,9 @@ class ModelMetadata:
     trained_state: bool
     raw: dict
     preprocessing: dict = None     # {name: description}, informational; None when absent
+    # The running-statistics momentum of the trained (full) BatchNorms: running = m x running +
+    # (1 - m) x batch. Files written before this key used 0.99 (tftl.layers.BatchNorm's default).
+    bn_momentum: float = DEFAULT_BN_MOMENTUM
 
     @property
     def has_trunk(self) -> bool:
@@ -200,6 +204,10 @@ class ModelMetadata:
             raise ContractError(f"{where}: tftl.json field 'content_hash' must be 64 lowercase hex digits "
                                 f"(sha256) — {EXPORT_HINT}")
         preprocessing = _string_map(meta, "preprocessing", where)
+        bn_momentum = meta.get("bn_momentum", DEFAULT_BN_MOMENTUM)
+        if isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float)) or not 0 <= bn_momentum < 1:
+            raise ContractError(f"{where}: tftl.json field 'bn_momentum' must be a number in [0, 1), "
+                                f"got {bn_momentum!r} — {EXPORT_HINT}")
         for key in ("signatures",):
             value = meta.get(key)
             if value is not None and (not isinstance(value, list)
@@ -213,7 +221,7 @@ class ModelMetadata:
             feature_shape=_feature_shape(meta, image_size, where), trunk_end=trunk_end,
             state_names=names, state_groups={g: tuple(groups[g]) for g in GROUPS},
             content_hash=content_hash, trained_state=bool(meta.get("trained_state", False)),
-            raw=dict(meta), preprocessing=preprocessing)
+            raw=dict(meta), preprocessing=preprocessing, bn_momentum=float(bn_momentum))
 
 
 def label_problem(label) -> str:
