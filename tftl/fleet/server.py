@@ -154,28 +154,48 @@ def client_steps(metrics, batch: int, local_epochs: int, where: str) -> int:
     return int(steps)
 
 
-def guarded(base):
-    """A subclass of Flower strategy `base` that refuses bad updates, numbers rounds globally
-    and applies the server learning rate.
+@dataclasses.dataclass(frozen=True)
+class Sent:
+    """What crosses the wire and how the server treats each tensor, from the model file.
 
-    shapes: the sent tensors' shapes; round_offset: rounds finished before a resume;
-    server_lr, stepped, server_momentum, velocity: see `server_step`. bn: {name: is variance} of the BN running statistics to
-    replace by each client's round statistics (`round_statistics`), with bn_momentum, batch and
-    local_epochs to count its steps; empty: average the running statistics as sent. lr, lr_scaling "sqrt": the clients train at the peak lr
-    x √(clients in the round), Adam's square-root scaling rule (Malladi et al. 2022) for the
-    K-times larger effective batch of K averaged clients.
+    shapes: every sent tensor's shape; stepped: the trained weights (the server learning rate
+    and momentum apply to them); bn: {name: is a variance} of the BN running statistics;
+    bn_momentum and batch: the model's, to turn a client's running statistics into its
+    round's (`round_statistics`).
+    """
+
+    shapes: dict
+    stepped: frozenset
+    bn: dict
+    bn_momentum: float
+    batch: int
+
+    @classmethod
+    def of(cls, session, names) -> "Sent":
+        meta, shapes = session.meta, session.state_shapes()
+        groups = meta.state_groups
+        return cls(shapes={n: shapes[n] for n in names},
+                   stepped=frozenset(n for n in names if n in groups["trainable"]),
+                   bn={n: n.endswith("__moving_variance") for n in names if n in groups["bn_statistics"]},
+                   bn_momentum=meta.bn_momentum, batch=meta.batch)
+
+
+def guarded(base):
+    """A subclass of Flower strategy `base` that refuses bad updates, numbers rounds globally,
+    turns the clients' BN running statistics into their round's (`--bn-stats round`) and
+    applies the server learning rate and momentum (`server_step`).
+
+    s: the run's Settings; sent: the Sent tensors; round_offset: rounds finished before a
+    resume; velocity: the momentum buffers (continued after a resume, updated in place).
+    With `--lr-scaling sqrt` the clients train at the peak lr x √(clients in the round),
+    Adam's square-root scaling rule (Malladi et al. 2022) for the K-times larger effective
+    batch of K averaged clients.
     """
 
     class Guarded(base):
-        def __init__(self, *args, shapes, round_offset=0, server_lr=1.0, stepped=(), lr=5e-4, lr_scaling="none",
-                     bn=None, bn_momentum=0.99, batch=1, local_epochs=1, server_momentum=0.0, velocity=None,
-                     **kwargs):
+        def __init__(self, *args, s: Settings, sent: Sent, round_offset=0, velocity=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.bn, self.bn_momentum, self.batch, self.local_epochs = dict(bn or {}), bn_momentum, batch, local_epochs
-            self.lr, self.lr_scaling = lr, lr_scaling
-            self.shapes, self.round_offset = shapes, round_offset
-            self.server_lr, self.stepped = server_lr, frozenset(stepped)
-            self.server_momentum = server_momentum
+            self.s, self.tensors, self.round_offset = s, sent, round_offset
             self.velocity = velocity if velocity is not None else {}  # name -> the server momentum's buffer
             self.sent = None  # the global tensors of the round in progress
             self.rejected = {}  # round -> [reasons]
@@ -184,9 +204,9 @@ def guarded(base):
             config[wire.ROUND] = server_round + self.round_offset
             self.sent = arrays
             messages = list(super().configure_train(server_round, arrays, config, grid))
-            if self.lr_scaling == "sqrt":  # K averaged clients: a K x larger effective batch
+            if self.s.lr_scaling == "sqrt":  # K averaged clients: a K x larger effective batch
                 for msg in messages:  # they share `config` (also across rounds): set, never scale in place
-                    msg.content[wire.CONFIG][wire.LR] = self.lr * math.sqrt(len(messages))
+                    msg.content[wire.CONFIG][wire.LR] = self.s.lr * math.sqrt(len(messages))
             return messages
 
         def aggregate_train(self, server_round, replies):
@@ -197,9 +217,10 @@ def guarded(base):
                     continue
                 where = f"update from node {msg.metadata.src_node_id}"
                 try:
-                    from_record(msg.content[wire.ARRAYS], self.shapes, where)
+                    from_record(msg.content[wire.ARRAYS], self.tensors.shapes, where)
                     wire.check_weight(msg.content[wire.METRICS].get(wire.NUM_EXAMPLES), where)
-                    self.fresh_statistics(msg, where)
+                    if self.s.bn_stats == "round":
+                        self.round_statistics(msg, where)
                 except (wire.UpdateError, KeyError, ValueError) as e:
                     reason = str(e) if not isinstance(e, KeyError) else f"{where}: record {e} missing"
                     log(WARNING, "rejected %s", reason)
@@ -208,37 +229,30 @@ def guarded(base):
                 kept.append(msg)
             arrays, metrics = super().aggregate_train(server_round, kept)
             if arrays is not None:
-                arrays = server_step(self.sent, arrays, self.stepped, self.server_lr, self.server_momentum,
+                arrays = server_step(self.sent, arrays, self.tensors.stepped, self.s.server_lr, self.s.server_momentum,
                                      self.velocity)
             return arrays, metrics
 
-        def fresh_statistics(self, msg, where):
+        def round_statistics(self, msg, where):
             """Replace the reply's BN running statistics by the means of its round's batch statistics."""
-            if not self.bn:
-                return
-            steps = client_steps(msg.content[wire.METRICS], self.batch, self.local_epochs, where)
+            steps = client_steps(msg.content[wire.METRICS], self.tensors.batch, self.s.local_epochs, where)
             record = msg.content[wire.ARRAYS]
-            for name, variance in self.bn.items():
-                value = round_statistics(self.sent[name].numpy(), record[name].numpy(), steps, self.bn_momentum,
-                                         variance)
+            for name, variance in self.tensors.bn.items():
+                value = round_statistics(self.sent[name].numpy(), record[name].numpy(), steps,
+                                         self.tensors.bn_momentum, variance)
                 record[name] = Array(np.ascontiguousarray(value))
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
 
 
-def make_strategy(s: Settings, shapes, round_offset, stepped=(), bn=None, bn_momentum=0.99, batch=1, velocity=None):
-    """stepped: the tensors the server learning rate and momentum apply to (the trainable group);
-    velocity: the momentum buffers to continue (a resumed run), filled in place; bn,
-    bn_momentum, batch: see `guarded` (bn is used with --bn-stats round only)."""
+def make_strategy(s: Settings, sent: Sent, round_offset=0, velocity=None):
+    """The Flower strategy of `s.strategy`, guarded (see `guarded`)."""
     kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam}[s.strategy]
     extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
     return guarded(kind)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
-                         min_available_nodes=s.min_clients, shapes=shapes, round_offset=round_offset,
-                         server_lr=s.server_lr, stepped=stepped, lr=s.lr, lr_scaling=s.lr_scaling,
-                         bn=bn if s.bn_stats == "round" else None, bn_momentum=bn_momentum, batch=batch,
-                         local_epochs=s.local_epochs, server_momentum=s.server_momentum, velocity=velocity,
-                         **extra)
+                         min_available_nodes=s.min_clients, s=s, sent=sent, round_offset=round_offset,
+                         velocity=velocity, **extra)
 
 
 class Fleet:
@@ -248,8 +262,8 @@ class Fleet:
         self.s = s
         self.session = Session(s.model)
         self.names = wire.sent_names(self.session.meta, s.send)
-        all_shapes = self.session.state_shapes()
-        self.shapes = {n: all_shapes[n] for n in self.names}
+        self.sent = Sent.of(self.session, self.names)
+        self.shapes = self.sent.shapes
         os.makedirs(s.out, exist_ok=True)
         self.ckpt_path = os.path.join(s.out, CHECKPOINT)
         self.history = []
@@ -316,11 +330,7 @@ class Fleet:
         if remaining <= 0:
             log(INFO, "all %d rounds already done in %s", self.s.rounds, self.s.out)
             return self.history
-        trainable = set(self.session.meta.state_groups["trainable"])
-        meta = self.session.meta
-        bn = {n: n.endswith("__moving_variance") for n in self.names if n in meta.state_groups["bn_statistics"]}
-        strategy = make_strategy(self.s, self.shapes, self.done, [n for n in self.names if n in trainable],
-                                 bn=bn, bn_momentum=meta.bn_momentum, batch=meta.batch, velocity=self.velocity)
+        strategy = make_strategy(self.s, self.sent, self.done, self.velocity)
         self.rejected = strategy.rejected
         strategy.start(grid=grid, initial_arrays=to_record(start, self.names), num_rounds=remaining,
                        timeout=self.s.round_timeout, train_config=self.config(), evaluate_fn=self.evaluate)
