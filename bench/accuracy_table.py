@@ -27,6 +27,7 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.dirname(BENCH))
 
 import splits  # noqa: E402
+from tftl.runtime.checkpoint import atomic_write  # noqa: E402
 
 BATCH = 8
 RULES = {"fixed10": lambda n: 10}
@@ -120,9 +121,8 @@ def write_between_markers(path, text, start="<!-- tables -->", end="<!-- /tables
     if i < 0 or j < i:
         raise SystemExit(f"{path}: no {start} ... {end} lines to write the tables between")
     doc = doc[:i + len(start)] + "\n" + text + "\n" + doc[j:]
-    with open(path + ".tmp", "w") as f:
-        f.write(doc)
-    os.replace(path + ".tmp", path)
+    with atomic_write(path) as f:
+        f.write(doc.encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import REPO, flowers_subset
+from conftest import FLOWER_CLASSES as CLASSES, REPO, flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
 from tftl.runtime.loop import CHECKPOINT_FORMAT
@@ -28,7 +28,6 @@ from tftl.runtime.cli import eval_main, train_main
 from tftl.runtime.session import Session
 
 ANDROID = os.path.join(REPO, "android_demo")
-CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 TRAIN_PER_CLASS, VAL_PER_CLASS = 40, 8
 JAVA_EPOCHS = 8          # the Java fine-tuning run that tftl-eval scores (TrainingTest.java)
 ACCURACY_FLOOR = 0.6     # 40 flowers5 val photos, 5 classes (chance 0.2); tftl-train reaches 0.7-0.75 here

@@ -20,7 +20,7 @@ import pytest
 flwr = pytest.importorskip("flwr", reason="flwr not installed (pip install -e '.[fleet]')") \
     if not os.environ.get("CI") else __import__("flwr")
 
-from conftest import flowers_subset  # noqa: E402
+from conftest import FLOWER_CLASSES as CLASSES, flowers_subset  # noqa: E402
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict  # noqa: E402
 
 from tftl.fleet import client as fleet_client  # noqa: E402
@@ -32,15 +32,8 @@ from tftl.runtime.session import Session  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("TFTL_SHARED") or REPO.parent / "shared")
 FLOWERS = SHARED / "data" / "flowers5"
-CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO), FLWR_TELEMETRY_ENABLED="0",
            FLWR_DISABLE_UPDATE_CHECK="1")
-
-
-def need(path):
-    if not path.exists():
-        pytest.skip(f"{path} not found (set TFTL_SHARED to the shared/ folder)")
-    return path
 
 
 def link_subset(dst, split, per_class, classes=CLASSES):
@@ -255,7 +248,8 @@ def test_nan_wrong_shape_and_dead_clients_are_dropped_and_the_round_completes(mo
     # Only client 0's update was averaged (the bad ones claimed 10,000 examples each).
     arrays, meta = ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))
     assert meta["round"] == 1 and sorted(arrays) == sorted(sent)
-    m, bn = Session(str(model)).meta.bn_momentum, set(Session(str(model)).meta.state_groups["bn_statistics"])
+    meta = Session(str(model)).meta
+    m, bn = meta.bn_momentum, set(meta.state_groups["bn_statistics"])
     expected = {k: server.round_statistics(received[k], v, steps[0], m, k.endswith("variance")) if k in bn else v
                 for k, v in sent.items()}  # --bn-stats round: the client's batch statistics of the round
     assert max(float(np.abs(arrays[k] - expected[k]).max()) for k in sent) <= 1e-6

@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import flowers_subset
+from conftest import FLOWER_CLASSES as CLASSES, flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import loop, modelfile
 from tftl.runtime import trainer as tr
@@ -31,7 +31,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("TFTL_SHARED") or REPO.parent / "shared")
 FLOWERS = SHARED / "data" / "flowers5"
 MBV2_WEIGHTS = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
-CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
 
 

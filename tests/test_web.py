@@ -23,6 +23,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import FLOWER_CLASSES as CLASSES
 from tftl.runtime import modelfile
 from tftl.runtime.cli import eval_main, predict_main
 from tftl.runtime.data import load_image
@@ -32,7 +33,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 WEB = REPO / "web_demo"
 SHARED = pathlib.Path(os.environ.get("TFTL_SHARED") or REPO.parent / "shared")
 FLOWERS = SHARED / "data" / "flowers5"
-CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 CHROMIUM = "/usr/bin/chromium"
 
 TRAIN_PER_CLASS = 32  # 160 photos, 20 steps an epoch at batch 8

@@ -29,6 +29,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from tftl.fleet import wire
 from tftl.fleet.client import from_record, to_record
 from tftl.runtime import checkpoint as ckpt
+from tftl.runtime import contract
 from tftl.runtime import evaluate as evaluation
 from tftl.runtime.errors import InputError
 from tftl.runtime.session import Session, save_model
@@ -139,19 +140,17 @@ def round_statistics(sent: np.ndarray, running: np.ndarray, steps: int, momentum
     return np.maximum(value, 0.0).astype(np.float32) if variance else value.astype(np.float32)
 
 
-def client_steps(metrics, batch: int, local_epochs: int, where: str) -> int:
-    """The train steps a client ran this round: its `num-steps` metric, else what its examples imply.
+def client_steps(metrics, examples: int, batch: int, local_epochs: int, where: str) -> int:
+    """The train steps a client ran this round: its `num-steps` metric, else what its
+    (already checked) example count implies.
 
     Raises:
         wire.UpdateError: `num-steps` is not a count.
     """
     steps = metrics.get(wire.NUM_STEPS)
     if steps is None:
-        return math.ceil(wire.check_weight(metrics.get(wire.NUM_EXAMPLES), where) / batch) * local_epochs
-    if isinstance(steps, bool) or not isinstance(steps, (int, float)) or not math.isfinite(steps) \
-            or not 0 <= steps <= wire.MAX_STEPS:
-        raise wire.UpdateError(f"{where}: {wire.NUM_STEPS} must be a count of steps, got {steps!r}")
-    return int(steps)
+        return math.ceil(examples / batch) * local_epochs
+    return wire.check_count(steps, wire.NUM_STEPS, where, low=0, high=wire.MAX_STEPS, what="a count of steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +175,7 @@ class Sent:
         groups = meta.state_groups
         return cls(shapes={n: shapes[n] for n in names},
                    stepped=frozenset(n for n in names if n in groups["trainable"]),
-                   bn={n: n.endswith("__moving_variance") for n in names if n in groups["bn_statistics"]},
+                   bn={n: n.endswith(contract.BN_VARIANCE_SUFFIX) for n in names if n in groups["bn_statistics"]},
                    bn_momentum=meta.bn_momentum, batch=meta.batch)
 
 
@@ -197,12 +196,12 @@ def guarded(base):
             super().__init__(*args, **kwargs)
             self.s, self.tensors, self.round_offset = s, sent, round_offset
             self.velocity = velocity if velocity is not None else {}  # name -> the server momentum's buffer
-            self.sent = None  # the global tensors of the round in progress
+            self.round_global = None  # the global tensors (ArrayRecord) of the round in progress
             self.rejected = {}  # round -> [reasons]
 
         def configure_train(self, server_round, arrays, config, grid):
             config[wire.ROUND] = server_round + self.round_offset
-            self.sent = arrays
+            self.round_global = arrays
             messages = list(super().configure_train(server_round, arrays, config, grid))
             if self.s.lr_scaling == "sqrt":  # K averaged clients: a K x larger effective batch
                 for msg in messages:  # they share `config` (also across rounds): set, never scale in place
@@ -218,9 +217,9 @@ def guarded(base):
                 where = f"update from node {msg.metadata.src_node_id}"
                 try:
                     from_record(msg.content[wire.ARRAYS], self.tensors.shapes, where)
-                    wire.check_weight(msg.content[wire.METRICS].get(wire.NUM_EXAMPLES), where)
+                    examples = wire.check_weight(msg.content[wire.METRICS].get(wire.NUM_EXAMPLES), where)
                     if self.s.bn_stats == "round":
-                        self.round_statistics(msg, where)
+                        self.round_statistics(msg, examples, where)
                 except (wire.UpdateError, KeyError, ValueError) as e:
                     reason = str(e) if not isinstance(e, KeyError) else f"{where}: record {e} missing"
                     log(WARNING, "rejected %s", reason)
@@ -229,16 +228,16 @@ def guarded(base):
                 kept.append(msg)
             arrays, metrics = super().aggregate_train(server_round, kept)
             if arrays is not None:
-                arrays = server_step(self.sent, arrays, self.tensors.stepped, self.s.server_lr, self.s.server_momentum,
+                arrays = server_step(self.round_global, arrays, self.tensors.stepped, self.s.server_lr, self.s.server_momentum,
                                      self.velocity)
             return arrays, metrics
 
-        def round_statistics(self, msg, where):
+        def round_statistics(self, msg, examples, where):
             """Replace the reply's BN running statistics by the means of its round's batch statistics."""
-            steps = client_steps(msg.content[wire.METRICS], self.tensors.batch, self.s.local_epochs, where)
+            steps = client_steps(msg.content[wire.METRICS], examples, self.tensors.batch, self.s.local_epochs, where)
             record = msg.content[wire.ARRAYS]
             for name, variance in self.tensors.bn.items():
-                value = round_statistics(self.sent[name].numpy(), record[name].numpy(), steps,
+                value = round_statistics(self.round_global[name].numpy(), record[name].numpy(), steps,
                                          self.tensors.bn_momentum, variance)
                 record[name] = Array(np.ascontiguousarray(value))
 
@@ -263,7 +262,6 @@ class Fleet:
         self.session = Session(s.model)
         self.names = wire.sent_names(self.session.meta, s.send)
         self.sent = Sent.of(self.session, self.names)
-        self.shapes = self.sent.shapes
         os.makedirs(s.out, exist_ok=True)
         self.ckpt_path = os.path.join(s.out, CHECKPOINT)
         self.history = []
@@ -298,7 +296,7 @@ class Fleet:
     def evaluate(self, server_round: int, record: ArrayRecord) -> MetricRecord:
         """Server-side evaluation after a round, then the checkpoint and the global model file."""
         global_round = server_round + self.done_at_start
-        arrays = from_record(record, self.shapes, "the aggregated model")
+        arrays = from_record(record, self.sent.shapes, "the aggregated model")
         self.session.restore_state(arrays, what="the aggregated model", partial=True)
         metrics = {"round": global_round, "bytes_per_client": wire.payload_bytes(arrays),
                    "time": round(time.monotonic() - self.t0, 3)}

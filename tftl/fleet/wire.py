@@ -94,8 +94,18 @@ def check_update(arrays: dict, shapes: dict, where: str = "update") -> None:
             raise UpdateError(f"{where}: {name} holds NaN or infinite values")
 
 
-def check_weight(value, where: str = "update") -> int:
-    """The example count a client reports: a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
-        raise UpdateError(f"{where}: {NUM_EXAMPLES} must be a positive number, got {value!r}")
+def check_count(value, key: str, where: str = "update", *, low=1, high=math.inf, what="a positive number") -> int:
+    """A count a client reports in its metrics (`key`): a finite number in [low, high].
+
+    Raises:
+        UpdateError: naming `where`, `key` and `what` it must be.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise UpdateError(f"{where}: {key} must be {what}, got {value!r}")
     return int(value)
+
+
+def check_weight(value, where: str = "update") -> int:
+    """The example count a client reports (the FedAvg weight): a positive integer."""
+    return check_count(value, NUM_EXAMPLES, where)

@@ -52,6 +52,7 @@ GROUPS = (TRAINABLE, BN_STATISTICS, OPTIMIZER)
 MAX_IMAGE_SIZE = 2048
 MAX_BATCH = 1024
 DEFAULT_BN_MOMENTUM = 0.99  # tftl.json `bn_momentum` when absent
+BN_MEAN_SUFFIX, BN_VARIANCE_SUFFIX = "__moving_mean", "__moving_variance"  # BN statistics' state names
 MAX_LABELS = 100_000
 MAX_FEATURE_ELEMENTS = 1 << 26
 MAX_STATE_TENSORS = 100_000
@@ -83,7 +84,7 @@ def group_of(name: str) -> str:
     """The state group of a tensor name, by the naming rule every exporter version used."""
     if name == OPT_STEP or name.startswith(("opt_m__", "opt_v__")):
         return OPTIMIZER
-    if name.endswith(("__moving_mean", "__moving_variance")):
+    if name.endswith((BN_MEAN_SUFFIX, BN_VARIANCE_SUFFIX)):
         return BN_STATISTICS
     return TRAINABLE
 
