@@ -42,7 +42,7 @@ def make_inputs(runner_details, rng, num_classes, batch):
         if name == "labels":
             feeds[name] = rng.integers(0, num_classes, size=shape).astype(dtype)
         elif name == "learning_rate":
-            feeds[name] = np.asarray(1e-3, dtype)
+            feeds[name] = np.full(shape, 1e-3, dtype)  # f32[1] (tftl-3) or f32[] (tftl-2)
         elif name == "sample_weight":
             feeds[name] = np.ones(shape, dtype)
         elif name == "images":

@@ -4,12 +4,14 @@
 
 The file holds these signatures (batch B and resolution R fixed at export):
   infer(images f32[B,R,R,3] 0..255)                    -> probabilities f32[B,K]
-  train(images, labels i32[B], learning_rate f32[])   -> loss f32[], probabilities (pre-step)
+  train(images, labels i32[B], learning_rate f32[1])  -> loss f32[1], probabilities (pre-step)
   extract(images)                                      -> features (frozen trunk output)
   train_features(features, labels, sample_weight f32[B], learning_rate) -> loss, probabilities
   infer_features(features)                             -> probabilities
-  save()                                               -> every piece of trainable state
-  restore(<the same named tensors>)                    -> ok f32[]
+  save(token f32[1])                                   -> every piece of trainable state
+  restore(<the same named tensors>)                    -> ok f32[1]
+No signature has a scalar input or output (contract tftl-3: aarch64 LiteRT crashes resizing a
+scalar input).
 State = trained weights, BN running statistics of fully trained BNs, optimizer slots and
 step; names are sanitised variable paths. Frozen weights are constants, stored per-channel
 int8 behind DEQUANTIZE ops (--quantize int8, converters/quantize.py). tftl metadata (labels,
@@ -93,7 +95,7 @@ def _state_signatures(names, tensors):
 
     from tftl.runtime import contract
 
-    # Contract tftl-2 (tftl/runtime/contract.py): `save` takes one input, because
+    # Contract tftl-2 and later (tftl/runtime/contract.py): `save` takes one input, because
     # Android's Interpreter.runSignature refuses an empty input map; every state tensor has
     # rank >= 1, because a scalar READ_VARIABLE output is dynamic and LiteRT's CompiledModel
     # (C, Python, LiteRT.js) cannot bind a buffer to it; `ok` is computed, not a constant.
@@ -123,7 +125,7 @@ def _input_specs(batch, r, feat_shape):
             tf.TensorSpec([batch, *feat_shape], tf.float32, name="features"),
             tf.TensorSpec([batch], tf.int32, name="labels"),
             tf.TensorSpec([batch], tf.float32, name="sample_weight"),
-            tf.TensorSpec([], tf.float32, name="learning_rate"))
+            tf.TensorSpec([1], tf.float32, name="learning_rate"))
 
 
 def build_module(model, optimizer="adam", batch=8):
@@ -165,6 +167,7 @@ def build_module(model, optimizer="adam", batch=8):
     module.state = tensors  # tracks the underlying tf.Variables: initialisers are emitted
 
     def step(x, labels, sample_weight, lr, from_features):
+        lr = tf.reshape(lr, [])  # f32[1] in the file (no scalar input: contract tftl-3)
         with tf.GradientTape() as tape:
             logits, updates = run(x, from_features, True)
             loss = training.cross_entropy(logits, labels, sample_weight)
@@ -174,7 +177,7 @@ def build_module(model, optimizer="adam", batch=8):
                 tv.assign(new)
         opt.apply(trained, grads, lr)
         # the step's own forward, so that training accuracy needs no second pass
-        return {"loss": loss, "probabilities": tf.nn.softmax(logits)}
+        return {"loss": tf.reshape(loss, [1]), "probabilities": tf.nn.softmax(logits)}
 
     @tf.function(input_signature=[images_spec])
     def infer(images):
@@ -341,7 +344,7 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
 
 
 def _metadata(plan, model, extra, sigs, *, batch, optimizer, quantize, estimate):
-    """The `tftl.json` dict of contract tftl-2 (tftl/runtime/contract.py)."""
+    """The `tftl.json` dict of the current contract (tftl/runtime/contract.py)."""
     from tftl.runtime import contract
 
     trainable = int(sum(v.numpy().size for v in model.trainable_weights))

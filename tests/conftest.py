@@ -30,6 +30,9 @@ MBV2_WEIGHTS = os.path.join(SHARED, "weights",
                             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
 IMAGENET_SAMPLES = os.path.join(SHARED, "data", "imagenet_samples")
 FLOWER_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+# The small model of the Raspberry Pi path (tests/test_raspberry_pi.py) and of the format tests that
+# share its two exports (tftl-3 and, with legacy=True, tftl-2): exported(**PI_MODEL).
+PI_MODEL = dict(model="mbv3_small", blocks=2, image_size=96, batch=8, labels=FLOWER_CLASSES)
 _CHILD = "TFTL_ISOLATED_CHILD"
 
 
@@ -87,18 +90,18 @@ def exported(tmp_path_factory):
 
     Arguments mirror `python -m converters.export`; weights=None is a random init (seed
     0), weights="mbv2" the shared MobileNetV2 ImageNet file, labels a list of names (else
-    `classes` numbered slots). The export runs in a subprocess so TF memory is returned.
+    `classes` numbered slots), legacy=True the previous format tftl-2 (tests/legacy_export.py). The export runs in a subprocess so TF memory is returned.
     """
     root = tmp_path_factory.mktemp("exported")
     cache = {}
 
     def make(model="mbv3_small", *, scheme="mobiletl", blocks=2, image_size=64, batch=4,
              weights=None, labels=None, classes=5, quantize="int8", optimizer="adam",
-             packed_masks=False, seed=0):
+             packed_masks=False, seed=0, legacy=False):
         args = dict(model=model, scheme=scheme, blocks=blocks, image_size=image_size,
                     batch=batch, weights=weights, labels=labels, classes=classes,
                     quantize=quantize, optimizer=optimizer, packed_masks=packed_masks,
-                    seed=seed)
+                    seed=seed, legacy=legacy)
         key = json.dumps(args, sort_keys=True)
         if key in cache:
             return cache[key]
@@ -107,7 +110,8 @@ def exported(tmp_path_factory):
         w = {None: "none", "mbv2": MBV2_WEIGHTS}.get(weights, weights)
         if w != "none" and w != "imagenet":
             need(w)
-        cmd = [sys.executable, "-m", "converters.export", "--model", model, "--scheme", scheme,
+        exporter = ["tests/legacy_export.py"] if legacy else ["-m", "converters.export"]
+        cmd = [sys.executable, *exporter, "--model", model, "--scheme", scheme,
                "--blocks", str(blocks), "--image-size", str(image_size), "--batch", str(batch),
                "--weights", w, "--quantize", quantize, "--optimizer", optimizer,
                "--seed", str(seed), "--output", str(out)]
@@ -120,7 +124,7 @@ def exported(tmp_path_factory):
             cmd.append("--packed-masks")
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
         if r.returncode:
-            pytest.fail(f"export {' '.join(cmd[3:])} failed:\n{r.stderr[-3000:]}", pytrace=False)
+            pytest.fail(f"export {' '.join(cmd[1:])} failed:\n{r.stderr[-3000:]}", pytrace=False)
         cache[key] = out
         return out
 

@@ -2,9 +2,16 @@
 # Install everything the test suite needs, then run all of it (the README's test command;
 # .ci/run calls exactly this). Python packages from PyPI (the dev extra), Debian's chromium
 # and the pinned npm packages for the browser demo, a JDK and Maven for the Android core
-# (Maven then fetches JUnit and JNA from Maven Central). Installing Debian packages needs
+# (Maven then fetches JUnit and JNA from Maven Central), and for the Raspberry Pi path
+# Debian's qemu-user-static, binfmt-support and debootstrap. Installing Debian packages needs
 # root, as on CI; once they are installed every test runs, so a missing tool is a failure
 # (CI=true), not a skip. Extra arguments go to pytest.
+#
+# The emulated arm64 and armhf Debian roots of tests/test_raspberry_pi.py take about 6 minutes
+# each to build (debootstrap's second stage under QEMU): as root they are built in the
+# background while the other tests run, in a fresh temporary folder removed at the end
+# (nothing is cached between runs). Set TFTL_ARM64_ROOT / TFTL_ARMHF_ROOT to keep and reuse
+# roots of your own instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[dev]"
@@ -15,4 +22,19 @@ if [ -f web_demo/install_test_deps.sh ]; then
   bash web_demo/install_test_deps.sh
 fi
 export CI=true
+if [ "$(id -u)" = 0 ] && [ -z "${TFTL_ARM64_ROOT:-}${TFTL_ARMHF_ROOT:-}" ]; then
+  pi_roots=$(mktemp -d /tmp/tftl-pi-roots.XXXXXX)
+  export TFTL_ARM64_ROOT="$pi_roots/arm64" TFTL_ARMHF_ROOT="$pi_roots/armhf"
+  (bash tests/arm64/root.sh "$TFTL_ARM64_ROOT" arm64 && bash tests/arm64/root.sh "$TFTL_ARMHF_ROOT" armhf) \
+    >"$pi_roots/build.log" 2>&1 &
+  builder=$!
+  cleanup() {
+    kill "$builder" 2>/dev/null || true
+    pkill -f -- "$pi_roots" 2>/dev/null || true   # debootstrap and its emulated children
+    wait "$builder" 2>/dev/null || true
+    findmnt -rn -o TARGET | grep -F "$pi_roots/" | sort -r | while read -r m; do umount -l "$m" || true; done
+    rm -rf --one-file-system "$pi_roots"
+  }
+  trap cleanup EXIT
+fi
 python -m pytest -q "$@"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import FLOWER_CLASSES as CLASSES, REPO, flowers_subset
+from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
 from tftl.runtime.loop import CHECKPOINT_FORMAT
@@ -137,6 +137,15 @@ def work(tmp_path_factory, request):
     with open(os.path.join(work, "reference.json"), "w") as f:
         json.dump(ref, f)
 
+    # A tftl-2 file (scalar learning_rate and the previous format), which the app still trains:
+    # Java never resizes a buffer input, so the aarch64 scalar-resize crash cannot reach it.
+    legacy = Session(str(request.getfixturevalue("exported")(**PI_MODEL, legacy=True)), threads=1)
+    shutil.copyfile(legacy.path, os.path.join(work, "v2.tflite"))
+    v2_features = legacy.extract(images[:legacy.batch])
+    np.save(os.path.join(work, "v2_features.npy"), v2_features)
+    np.save(os.path.join(work, "v2_labels.npy"), labels[:legacy.batch].astype(np.float32))
+    np.save(os.path.join(work, "v2_losses.npy"), np.array(
+        [legacy.train_features_step(v2_features, labels[:legacy.batch], REF_LR) for _ in range(3)], np.float32))
     # A tftl-1 file (the old contract), which the app must refuse with a re-export message.
     mf = modelfile.read_model(model)
     modelfile.write_model(os.path.join(work, "v1.tflite"), mf.flatbuffer, {**mf.metadata, "format": "tftl-1"},

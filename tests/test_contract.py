@@ -1,4 +1,4 @@
-"""The model-file contract (tftl-2) through both LiteRT Python front ends.
+"""The model-file contract (tftl-3) through both LiteRT Python front ends.
 
 A real export (mbv2 on its ImageNet weights, 96 px, MobileTL-2) is driven through the
 classic `Interpreter` and through `CompiledModel` (the API of LiteRT's C library, the
@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import FLOWERS, MBV2_WEIGHTS, REPO, need
+from conftest import FLOWERS, MBV2_WEIGHTS, PI_MODEL, REPO, need
 from tftl.runtime import compiled, contract, data, interpreter, modelfile
 from tftl.runtime.session import Session, SessionError
 
@@ -62,9 +62,9 @@ TOKEN = {contract.SAVE_INPUT: np.zeros(1, np.float32)}
 
 def session_script(runner, images, labels):
     """The calls an app makes, in order; returns everything observable."""
-    lr = np.float32(1e-3)
+    lr = np.full(1, 1e-3, np.float32)
     seen = {"initial": runner.run(contract.SAVE, **TOKEN)}
-    seen["train_loss"] = [float(runner.run(contract.TRAIN, images=images[i:i + 4], labels=labels[i:i + 4],
+    seen["train_loss"] = [contract.first(runner.run(contract.TRAIN, images=images[i:i + 4], labels=labels[i:i + 4],
                                            learning_rate=lr)[contract.LOSS]) for i in (0, 0, 0, 4)]
     seen["save1"] = runner.run(contract.SAVE, **TOKEN)
     seen["save2"] = runner.run(contract.SAVE, **TOKEN)
@@ -74,7 +74,7 @@ def session_script(runner, images, labels):
     seen["infer_initial"] = runner.run(contract.INFER, images=images[:4])[contract.PROBABILITIES]
     feats = runner.run(contract.EXTRACT, images=images[:4])[contract.FEATURES]
     seen["features"] = feats
-    seen["feature_loss"] = [float(runner.run(
+    seen["feature_loss"] = [contract.first(runner.run(
         contract.TRAIN_FEATURES, features=feats, labels=labels[:4], sample_weight=np.array([1, 1, 1, 0], np.float32),
         learning_rate=lr)[contract.LOSS]) for _ in range(3)]
     seen["restore_again"] = runner.run(contract.RESTORE, **seen["save1"])[contract.RESTORE_OUTPUT]
@@ -90,10 +90,17 @@ def both(model_path, photos):
             session_script(compiled.CompiledRunner(mf.flatbuffer, 1), images, labels))
 
 
-def test_file_declares_the_tftl2_contract(model_path):
+def test_file_declares_the_tftl3_contract(model_path):
     mf = modelfile.read_model(model_path)
-    assert mf.meta.format == contract.FORMAT == "tftl-2"
-    sigs = interpreter.load_interpreter(mf.flatbuffer).get_signature_list()
+    assert mf.meta.format == contract.FORMAT == "tftl-3"
+    interp = interpreter.load_interpreter(mf.flatbuffer)
+    sigs = interp.get_signature_list()
+    for name in sigs:  # no 0-d tensor anywhere: aarch64 LiteRT crashes resizing one (tftl-3)
+        runner = interp.get_signature_runner(name)
+        for side in (runner.get_input_details(), runner.get_output_details()):
+            assert all(len(d["shape"]) >= 1 for d in side.values()), (name, side)
+    assert [int(d) for d in interp.get_signature_runner(contract.TRAIN).get_input_details()[
+        contract.LEARNING_RATE]["shape"]] == [1]
     assert sorted(sigs) == sorted(contract.SIGNATURES)
     assert sigs[contract.SAVE]["inputs"] == [contract.SAVE_INPUT]
     assert sigs[contract.RESTORE]["outputs"] == [contract.RESTORE_OUTPUT]
@@ -199,3 +206,56 @@ def test_metadata_groups_tftl1_files_by_name():
     assert meta.state_groups == {"trainable": ("a__kernel",), "bn_statistics": ("b__moving_mean",),
                                  "optimizer": ("opt_step", "opt_m__a__kernel")}
     assert json.loads(json.dumps(meta.raw)) == {**good_meta(), "format": "tftl-1"}
+
+
+# --------------------------------------------------------------------- tftl-2 files (issue 18)
+
+def test_a_tftl2_file_trains_exactly_like_tftl3(exported, photos):
+    """The previous format (scalar learning_rate) still trains on a safe runtime, with the same
+    losses bit for bit: tftl-3 changed the ranks of two tensors, not the math."""
+    new, old = exported(**PI_MODEL), exported(**PI_MODEL, legacy=True)
+    assert modelfile.read_model(old).meta.format == "tftl-2"
+    sigs = modelfile.read_model(old).signatures
+    assert sigs[contract.TRAIN]["inputs"][contract.LEARNING_RATE][0] == ()
+    images, labels = photos  # 8 flowers5 photos at 96 px: PI_MODEL's batch and size
+    losses = []
+    for path in (new, old):
+        s = Session(path, threads=1)
+        steps = [s.train_step(images, labels, 1e-3) for _ in range(3)]
+        feats = s.extract(images)
+        steps += [s.train_features_step(feats, labels, 1e-3) for _ in range(2)]
+        losses.append(steps)
+    assert losses[0] == losses[1], losses
+    assert losses[0] == sorted(losses[0], reverse=True) and losses[0][-1] < losses[0][0], losses
+
+
+def test_a_tftl2_file_is_refused_before_work_where_a_scalar_input_crashes(exported, photos, monkeypatch, tmp_path,
+                                                                          capsys):
+    """On aarch64 with ai-edge-litert (faked here; really run by tests/test_raspberry_pi.py) a tftl-2
+    file's training is one line with the fix and exit 2, found before any photo is read;
+    its inference still runs, and a tftl-3 file trains."""
+    new, old = exported(**PI_MODEL), exported(**PI_MODEL, legacy=True)
+    monkeypatch.setattr(interpreter, "scalar_inputs_crash", lambda: True)
+    with pytest.raises(SessionError, match=r"tftl-2 file whose train signature takes a scalar learning_rate.*"
+                                           r"export it again"):
+        Session(old).require(*contract.TRAIN_SIGNATURES, purpose="training")
+    assert Session(old).predict(photos[0]).shape == (8, 5)
+    Session(new).require(*contract.TRAIN_SIGNATURES, purpose="training")
+    from tftl.runtime import cli
+    photos = tmp_path / "photos"
+    for label in modelfile.read_model(old).labels:
+        (photos / label).mkdir(parents=True)  # empty classes: the model must be refused first
+    capsys.readouterr()
+    code = cli.train_main([str(old), str(photos), "--output", str(tmp_path / "out.tflite")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "scalar learning_rate" in err[0], err
+    assert not (tmp_path / "out.tflite").exists()
+
+
+def test_a_tftl3_file_with_a_scalar_tensor_is_refused(exported, tmp_path):
+    """tftl-3 promises no 0-d tensor; a file that says tftl-3 but has one is refused on read."""
+    mf = modelfile.read_model(exported(**PI_MODEL, legacy=True))
+    bad = tmp_path / "bad.tflite"
+    modelfile.write_model(bad, mf.flatbuffer, {**mf.metadata, "format": "tftl-3"}, mf.labels)
+    with pytest.raises(modelfile.ModelFileError, match="learning_rate tensor is a scalar, which format tftl-3 forbids"):
+        modelfile.read_model(bad)

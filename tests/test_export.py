@@ -13,7 +13,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from conftest import FLOWERS, MBV2_WEIGHTS, REPO, need
 from converters import export
 from tftl import SCHEMES, MODEL_NAMES, models, training
-from tftl.runtime import data, interpreter, modelfile
+from tftl.runtime import contract, data, interpreter, modelfile
 
 CUSTOM = schema.BuiltinOperator.CUSTOM
 
@@ -72,7 +72,7 @@ def test_every_scheme_converts_trains_and_restores(model_name, scheme, exported)
     it = interpreter.load_interpreter(flat)
     (x, y), = flowers_batches(size, batch, 1)
     train = _sig(it, "train")
-    losses = [float(train(images=x, labels=y, learning_rate=np.float32(3e-3))["loss"])
+    losses = [contract.first(train(images=x, labels=y, learning_rate=np.full(1, 3e-3, np.float32))["loss"])
               for _ in range(6)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
     state = _sig(it, "save")(token=np.zeros(1, np.float32))
@@ -118,7 +118,7 @@ def test_fresh_interpreter_state_equals_keras_weights():
     losses = []
     for it in (interpreter.load_interpreter(flat), tf.lite.Interpreter(model_content=flat)):
         train = it.get_signature_runner("train")
-        losses.append([float(train(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
+        losses.append([contract.first(train(images=x, labels=y, learning_rate=np.full(1, 1e-3, np.float32))["loss"])
                        for _ in range(2)])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
@@ -151,7 +151,7 @@ def test_litert_matches_keras_reference_training(model_name, scheme, optimizer):
     flat, _, _ = export.to_tflite(model, batch=batch, quantize="none", optimizer=optimizer)
     it = interpreter.load_interpreter(flat)
     batches = flowers_batches(size, batch, steps)
-    lite_losses = [float(_sig(it, "train")(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
+    lite_losses = [contract.first(_sig(it, "train")(images=x, labels=y, learning_rate=np.full(1, 1e-3, np.float32))["loss"])
                    for x, y in batches]
     lite_state = _sig(it, "save")(token=np.zeros(1, np.float32))
 
@@ -205,7 +205,7 @@ def test_int8_litert_matches_keras_with_int8_rounded_frozen_weights():
     initial = {id(v): v.numpy() for v in model.weights}
     it = interpreter.load_interpreter(flat)
     batches = flowers_batches(128, 8, 3)
-    lite = [float(_sig(it, "train")(images=x, labels=y, learning_rate=np.float32(1e-3))["loss"])
+    lite = [contract.first(_sig(it, "train")(images=x, labels=y, learning_rate=np.full(1, 1e-3, np.float32))["loss"])
             for x, y in batches]
     state = _sig(it, "save")(token=np.zeros(1, np.float32))
     variables = training.trainable_tf_variables(model)

@@ -23,8 +23,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import FLOWER_CLASSES as CLASSES
-from tftl.runtime import modelfile
+from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL
+from tftl.runtime import contract, modelfile
 from tftl.runtime.cli import eval_main, predict_main
 from tftl.runtime.data import load_image
 from tftl.runtime.session import Session
@@ -128,7 +128,7 @@ def run(model, tmp_path_factory):
 def test_page_loads_the_model_and_shows_its_metadata(run):
     _, result = run
     assert result["labels"] == CLASSES
-    assert "tftl-2" in result["metaText"] and "mbv2" in result["metaText"]
+    assert contract.FORMAT in result["metaText"] and "mbv2" in result["metaText"]
     assert result["crossOriginIsolated"] is True
     assert result["pageErrors"] == []
 
@@ -146,9 +146,11 @@ def read_in_page_code(path):
     return json.loads(out.stdout)
 
 
-def test_page_reader_refuses_tftl1_and_damaged_files_in_one_line(model, tmp_path):
+def test_page_reader_refuses_tftl1_and_damaged_files_in_one_line(model, tmp_path, exported):
     mf = modelfile.read_model(model)
     assert read_in_page_code(model)["labels"] == CLASSES
+    # tftl-2 (scalar learning_rate) is still read: the worker feeds it by the declared shape
+    assert read_in_page_code(exported(**PI_MODEL, legacy=True))["labels"] == CLASSES
     old = tmp_path / "old.tflite"
     modelfile.write_model(old, mf.flatbuffer, dict(mf.metadata, format="tftl-1"), mf.labels)
     cut = tmp_path / "cut.tflite"
@@ -232,7 +234,7 @@ def test_downloaded_model_passes_tftl_eval(run, tmp_path, capsys):
     out, result = run
     downloaded = out / "finetuned.tflite"
     meta = modelfile.read_model(downloaded).metadata
-    assert meta["trained_state"] is True and meta["format"] == "tftl-2"
+    assert meta["trained_state"] is True and meta["format"] == contract.FORMAT
     val = tmp_path / "val"
     for c in CLASSES:
         (val / c).mkdir(parents=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tftl.runtime import data, modelfile  # noqa: E402
+from tftl.runtime import contract, data, modelfile  # noqa: E402
 from tftl.runtime import interpreter as rt  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main(argv=None):
 
     size, batch = mf.metadata["image_size"], mf.metadata["batch"]
     images, labels = batch_of_photos(a.images, size, batch, mf.metadata["num_labels"])
-    lr = np.float32(a.lr)
+    lr = np.full(1, a.lr, np.float32)  # f32[1] (contract tftl-3)
 
     initial = {k: np.array(v) for k, v in run("save")(token=np.zeros(1, np.float32)).items()}
     out["state_tensors"] = len(initial)
@@ -92,7 +92,7 @@ def main(argv=None):
 
     losses = []
     for _ in range(a.steps):
-        losses.append(float(run("train")(images=images, labels=labels, learning_rate=lr)["loss"]))
+        losses.append(contract.first(run("train")(images=images, labels=labels, learning_rate=lr)["loss"]))
     out["losses"] = losses
     out["first_loss"] = losses[0]
 
@@ -100,7 +100,7 @@ def main(argv=None):
     out["feature_shape"] = list(feats.shape[1:])
     ones = np.ones(batch, np.float32)
     out["feature_losses"] = [
-        float(run("train_features")(features=feats, labels=labels, sample_weight=ones, learning_rate=lr)["loss"])
+        contract.first(run("train_features")(features=feats, labels=labels, sample_weight=ones, learning_rate=lr)["loss"])
         for _ in range(a.steps)
     ]
     probs_f = np.array(run("infer_features")(features=feats)["probabilities"])
@@ -120,7 +120,7 @@ def main(argv=None):
 
     # Back to the exported state: the first train step repeats exactly.
     fresh.get_signature_runner("restore")(**initial)
-    again = float(fresh.get_signature_runner("train")(images=images, labels=labels, learning_rate=lr)["loss"])
+    again = contract.first(fresh.get_signature_runner("train")(images=images, labels=labels, learning_rate=lr)["loss"])
     out["replay_exact"] = again == losses[0]
     print(json.dumps(out))
     return 0

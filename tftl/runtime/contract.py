@@ -13,7 +13,16 @@ Format versions:
           READ_VARIABLE output, so those hosts refuse a tftl-1 file and ask for a re-export.
   tftl-2  `save(token f32[1])`, every state tensor rank >= 1 (`opt_step` is f32[1]),
           `restore(...) -> ok f32[1]` (1 when every restored value is finite), and the state
-          names grouped in `state_groups`.
+          names grouped in `state_groups`. `learning_rate` and `loss` were still scalars:
+          the aarch64 builds of ai-edge-litert (1.4 to 2.3 at least) crash resizing a 0-d
+          input (`ResizeInputTensor` clears 4n-4 bytes of dims, about 2^64 for n = 0), and
+          Python's SignatureRunner resizes every input on every call, so on a 64-bit
+          Raspberry Pi the first `train` step segfaults. The Python runtime runs a tftl-2
+          file everywhere else and refuses its train path on such a runtime with a one-line
+          re-export hint (`interpreter.scalar_inputs_crash`); Java and JavaScript never
+          resize a buffer input and read tftl-2 as before.
+  tftl-3  no signature tensor is a scalar: `learning_rate` is f32[1] and `loss` is f32[1]
+          (`modelfile` refuses a tftl-3 file whose graph declares a 0-d tensor).
 
 Example:
     meta = ModelMetadata.from_dict(json.loads(text), path="model.tflite")
@@ -27,8 +36,9 @@ import unicodedata
 
 import numpy as np
 
-FORMAT = "tftl-2"
-FORMATS = ("tftl-1", "tftl-2")  # what the Python runtime reads
+FORMAT = "tftl-3"
+FORMATS = ("tftl-1", "tftl-2", "tftl-3")  # what the Python runtime reads
+SCALAR_FREE = "tftl-3"  # the first format with no 0-d signature tensor
 
 # Signature names, and the tensor names the hosts use.
 INFER, TRAIN, EXTRACT = "infer", "train", "extract"
@@ -78,6 +88,11 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 class ContractError(ValueError):
     """Metadata that breaks the contract (wrong type, out of range, unknown format)."""
+
+
+def first(value) -> float:
+    """The one number of a rank-0 (tftl-2 `loss`) or rank-1 [1] (tftl-3) output, as a float."""
+    return float(np.asarray(value).reshape(-1)[0])
 
 
 def group_of(name: str) -> str:

@@ -72,11 +72,19 @@ def open_regular(path, *, limit=None):
         raise
 
 
+def read_rest(f, limit) -> bytes:
+    """The rest of the open regular file `f`, at most limit + 1 bytes (one more than allowed,
+    so that a file that grew is seen), sized by fstat: `BufferedReader.read(n)` allocates n
+    bytes up front, which a 32-bit process cannot do for a 4 GiB cap (armhf: OverflowError)."""
+    size = os.fstat(f.fileno()).st_size - f.tell()
+    return f.read(max(0, min(limit, size)) + 1)
+
+
 def read_regular(path, *, limit=None) -> bytes:
     """All bytes of the regular file `path` (see open_regular); FileProblem otherwise."""
     with open_regular(path, limit=limit) as f:
         try:
-            data = f.read() if limit is None else f.read(limit + 1)
+            data = f.read() if limit is None else read_rest(f, limit)
         except OSError as e:
             raise FileProblem(path, f"cannot be read ({e.strerror or e})") from None
     if limit is not None and len(data) > limit:

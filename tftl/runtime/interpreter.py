@@ -10,6 +10,7 @@ import ctypes.util
 import gc
 import importlib
 import os
+import platform
 import sys
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
@@ -44,6 +45,17 @@ def _interpreter_class():
 def runtime_name() -> str:
     """The runtime load_interpreter uses: "ai_edge_litert" or "tflite_runtime"."""
     return _interpreter_class()[0]
+
+
+def scalar_inputs_crash() -> bool:
+    """Whether feeding a 0-d input would crash this process's runtime.
+
+    ai-edge-litert's aarch64 builds (every wheel from 1.4 to 2.3) segfault in
+    `InterpreterWrapper::ResizeInputTensor` for a 0-d shape, and the Python SignatureRunner
+    resizes every input on every call. tflite-runtime 2.14 and every x86-64 build are safe.
+    tftl-3 files have no 0-d input; a tftl-2 file's `learning_rate` is one.
+    """
+    return platform.machine().lower() in ("aarch64", "arm64") and runtime_name() == "ai_edge_litert"
 
 
 def load_interpreter(model_content: bytes, threads=None, *, xnnpack=True):

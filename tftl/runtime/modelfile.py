@@ -266,7 +266,7 @@ def _read_bytes(path: str) -> bytes:
             if head[4:8] != TFLITE_IDENTIFIER:
                 raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) "
                                      f"— {EXPORT_HINT}")
-            return head + f.read(MAX_MODEL_BYTES)
+            return head + files.read_rest(f, MAX_MODEL_BYTES)
     except files.FileProblem as e:
         fix = "check the path" if e.reason != "does not exist" else EXPORT_HINT
         raise ModelFileError(f"model file {path} {e.reason} — {fix}") from None
@@ -330,6 +330,14 @@ def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
                     raise ModelFileError(
                         f"model file {path}: the {sig} signature's {name} tensor is {list(shape)}, but "
                         f"tftl.json's {want[2]} make {list(want[0])} — {contract.EXPORT_HINT}")
+    if contract.FORMATS.index(meta.format) >= contract.FORMATS.index(contract.SCALAR_FREE):
+        for sig, entry in sigs.items():
+            for side in ("inputs", "outputs"):
+                scalar = next((name for name, (shape, _) in entry[side].items() if not shape), None)
+                if scalar is not None:
+                    raise ModelFileError(
+                        f"model file {path}: the {sig} signature's {scalar} tensor is a scalar, which format "
+                        f"{meta.format} forbids (aarch64 LiteRT crashes on it) — {contract.EXPORT_HINT}")
     restore = sigs.get(contract.RESTORE)
     if restore is not None and meta.state_names and set(restore["inputs"]) != set(meta.state_names):
         raise ModelFileError(f"model file {path}: tftl.json 'state_names' differ from the restore "

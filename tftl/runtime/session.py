@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import platform
 import zipfile
 
 import numpy as np
@@ -79,6 +80,7 @@ class Session:
                 f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
             ) from e
         self._runners = {}
+        self._rate_shapes = {}
         embedded, raw = (None, None)
         if mf.path and os.path.isfile(mf.path):
             embedded, raw = modelfile.read_state(mf)  # checked before allocation, finite
@@ -103,12 +105,34 @@ class Session:
                 f"(it has: {have}), so it cannot be used for {purpose} — export a trainable model with "
                 "python -m converters.export"
             )
+        if rt.scalar_inputs_crash():
+            self._refuse_scalar_inputs(names)
+
+    def _refuse_scalar_inputs(self, names) -> None:
+        """SessionError, before any work, for a signature among `names` with a 0-d input: this
+        runtime would crash on it (interpreter.scalar_inputs_crash; tftl-1/-2 files have them)."""
+        sigs = self.model_file.signatures or {}
+        for name in names:
+            scalar = next((k for k, (shape, _) in sigs.get(name, {}).get("inputs", {}).items() if not shape), None)
+            if scalar is not None:
+                raise SessionError(
+                    f"{self.path} is a {self.meta.format} file whose {name} signature takes a scalar "
+                    f"{scalar}, which crashes ai-edge-litert on this {platform.machine()} machine — "
+                    f"{contract.EXPORT_HINT} (format {contract.FORMAT}), or pip install tflite-runtime "
+                    "and set TFTL_RUNTIME=tflite_runtime")
 
     def runner(self, name: str):
         if name not in self._runners:
             self.require(name, purpose=f"the {name} step")
             self._runners[name] = self.interpreter.get_signature_runner(name)
         return self._runners[name]
+
+    def _rate(self, name, learning_rate):
+        """The learning rate shaped as signature `name` declares it: f32[1], or f32[] in tftl-2."""
+        if name not in self._rate_shapes:
+            shape = self.runner(name).get_input_details()[contract.LEARNING_RATE]["shape"]
+            self._rate_shapes[name] = tuple(int(d) for d in shape)
+        return np.full(self._rate_shapes[name], learning_rate, np.float32)
 
     @contextlib.contextmanager
     def transient(self, *names):
@@ -170,8 +194,8 @@ class Session:
         if len(images) != self.batch:
             raise ValueError(f"train_step needs exactly {self.batch} images (the model's batch), got {len(images)}")
         out = self.runner("train")(images=images, labels=np.asarray(labels, np.int32),
-                                   learning_rate=np.float32(learning_rate))
-        return float(out["loss"])
+                                   learning_rate=self._rate("train", learning_rate))
+        return contract.first(out["loss"])
 
     def train_features_step(self, features, labels, learning_rate, sample_weight=None,
                             with_probabilities=False):
@@ -190,13 +214,14 @@ class Session:
             features=_pad(features, self.batch),
             labels=_pad(np.asarray(labels, np.int32), self.batch),
             sample_weight=weights,
-            learning_rate=np.float32(learning_rate),
+            learning_rate=self._rate("train_features", learning_rate),
         )
+        loss = contract.first(out["loss"])
         if not with_probabilities:
-            return float(out["loss"])
+            return loss
         if "probabilities" in out:
-            return float(out["loss"]), np.array(out["probabilities"][:n])
-        return float(out["loss"]), self.predict_features(features)  # files exported before train_features returned probabilities
+            return loss, np.array(out["probabilities"][:n])
+        return loss, self.predict_features(features)  # files exported before train_features returned probabilities
 
     # --- state -------------------------------------------------------------------------
 

@@ -4,7 +4,10 @@
 // written here is what `tftl-train --output` writes and tftl-eval / tftl-predict read it.
 import { unzipSync, zipSync, strFromU8, strToU8 } from 'fflate';
 
-export const FORMAT = 'tftl-2';
+export const FORMAT = 'tftl-3';
+// tftl-2 differs only in its scalar learning_rate and loss, which the browser feeds by the
+// shape the model declares (worker.js), so it is read too.
+export const FORMATS = ['tftl-2', FORMAT];
 export const METADATA_NAME = 'tftl.json';
 export const LABELS_NAME = 'labels.txt';
 export const STATE_NAME = 'state.npz';
@@ -65,9 +68,9 @@ function checkMeta(meta, labels, name) {
   const bad = (what) => new ModelFileError(`${name}: ${what} — ${EXPORT_HINT}`);
   if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) throw bad('tftl.json is not a JSON object');
   if (meta.format === 'tftl-1') {
-    throw new ModelFileError(`${name} is a tftl-1 file, which the browser cannot train (save() has no input, scalar opt_step) — ${EXPORT_HINT} to get tftl-2`);
+    throw new ModelFileError(`${name} is a tftl-1 file, which the browser cannot train (save() has no input, scalar opt_step) — ${EXPORT_HINT} to get ${FORMAT}`);
   }
-  if (meta.format !== FORMAT) throw bad(`model-file format ${JSON.stringify(meta.format)}; the browser reads ${FORMAT}`);
+  if (!FORMATS.includes(meta.format)) throw bad(`model-file format ${JSON.stringify(meta.format)}; the browser reads ${FORMATS.join(', ')}`);
   const int = (key, lo, hi) => {
     const v = meta[key];
     if (!Number.isInteger(v) || v < lo || v > hi) throw bad(`tftl.json field '${key}' must be an integer in ${lo}..${hi}, got ${JSON.stringify(v)}`);

@@ -12,13 +12,17 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * The typed tftl.json of contract tftl-2 (tftl/runtime/contract.py), validated before anything is
+ * The typed tftl.json of contract tftl-3 (tftl/runtime/contract.py), validated before anything is
  * allocated from it. A tftl-1 file is refused with a one-line "export it again" message: its
  * {@code save} has no input, which Android's runSignature refuses, and its scalar opt_step breaks
- * CompiledModel.
+ * CompiledModel. A tftl-2 file (scalar learning_rate and loss) is read: runSignature resizes an
+ * input only when its shape differs and never a ByteBuffer input, so the aarch64 scalar-resize
+ * crash of LiteRT's Python wrapper does not reach this reader.
  */
 public final class ModelMetadata {
-  public static final String FORMAT = "tftl-2";
+  public static final String FORMAT = "tftl-3";
+  /** The formats this reader accepts: tftl-2 and tftl-3 differ only in the rank of learning_rate and loss. */
+  public static final List<String> FORMATS = Collections.unmodifiableList(java.util.Arrays.asList("tftl-2", FORMAT));
   public static final String EXPORT_HINT = "export it again with python -m converters.export";
   static final int MAX_IMAGE_SIZE = 2048;
   static final int MAX_BATCH = 1024;
@@ -44,8 +48,8 @@ public final class ModelMetadata {
     this.raw = raw;
     JsonElement fmt = raw.get("format");
     String format = fmt != null && fmt.isJsonPrimitive() ? fmt.getAsString() : String.valueOf(fmt);
-    if (!FORMAT.equals(format)) {
-      throw new TftlException(where + " has model-file format " + format + "; this app reads " + FORMAT + " — "
+    if (!FORMATS.contains(format)) {
+      throw new TftlException(where + " has model-file format " + format + "; this app reads " + String.join(", ", FORMATS) + " — "
           + EXPORT_HINT + " (tftl 0.1 or later)");
     }
     model = string(raw, "model", where);

@@ -15,7 +15,7 @@ import org.junit.jupiter.api.Test;
 import org.tftl.core.ModelFile;
 import org.tftl.core.SignatureInterpreter;
 
-/** The JNA backend over libLiteRt.so behaves like Android's Interpreter on the tftl-2 contract. */
+/** The JNA backend over libLiteRt.so behaves like Android's Interpreter on the tftl-3 contract. */
 class HostBackendTest {
   @BeforeAll
   static void need() {

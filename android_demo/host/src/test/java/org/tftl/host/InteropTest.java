@@ -29,6 +29,26 @@ class InteropTest {
     }
   }
 
+  /**
+   * A file of the previous format, tftl-2 (scalar learning_rate), still trains here with Python's
+   * losses: runSignature never resizes a buffer input, so the scalar-resize crash of LiteRT's
+   * aarch64 Python wrapper (issue 18) does not apply to Java.
+   */
+  @Test
+  void tftl2FileTrainsWithPythonsLosses() throws Exception {
+    float[] features = Work.npy("v2_features.npy").floats();
+    int[] labels = Work.ints("v2_labels.npy");
+    float[] want = Work.npy("v2_losses.npy").floats();
+    try (TftlModel m = Work.open("v2.tflite")) {
+      assertEquals("tftl-2", m.file.meta.raw.get("format").getAsString());
+      for (int i = 0; i < want.length; i++) {
+        float loss = m.trainFeaturesStep(features, labels, (float) 1e-3).loss;
+        assertEquals(want[i], loss, 1e-6f * Math.abs(want[i]), "step " + i);
+      }
+      assertTrue(want[2] < want[0]);
+    }
+  }
+
   @Test
   void tftlTrainFineTunedFileOpensWithItsWeights() throws Exception {
     float[] want = Work.npy("py_ft_probs.npy").floats();
