@@ -8,8 +8,9 @@ user-mode emulation through binfmt_misc): a fresh venv per runtime, `pip install
 ".[runtime]"` from a copy of this checkout (or tflite-runtime 2.14 with numpy<2, the
 documented fallback), then `tftl-train` (1 epoch, --threads 1, seed 0), `tftl-eval` and
 `tftl-predict` on 16 flowers5 photos per class. The same `tftl-train` runs on this host; its
-epoch-1 loss is the reference. `--legacy` names a tftl-2 file (scalar learning_rate), which
-ai-edge-litert on aarch64 must refuse with one line (exit 2), not a segfault.
+epoch-1 loss is the reference. `--legacy` names a tftl-2 file (scalar learning_rate), whose
+training ai-edge-litert on aarch64 must refuse with one line (exit 2), not a segfault, while
+it still evaluates; tflite-runtime must train it.
 
 armhf (32-bit Raspberry Pi OS): no ai-edge-litert wheel exists; tflite-runtime 2.14 ships
 manylinux_2_34_armv7l wheels and numpy has none, so that venv uses Debian's python3-numpy
@@ -156,20 +157,32 @@ def device_run(root, bin_dir, runtime, reference):
             "loss_diff": abs(loss - reference), "train_seconds": round(seconds, 1), "accuracy": accuracy}
 
 
-def legacy_refused(root, bin_dir):
-    """A tftl-2 file's training on ai-edge-litert/aarch64: one line, exit 2, no segfault."""
-    r = root.run([f"{bin_dir}/tftl-train", "/work/legacy.tflite", "/work/train", *TRAIN_ARGS,
-                  "--output", "/work/legacy-out.tflite"], env={"TFTL_RUNTIME": "ai_edge_litert"})
-    lines = r.stderr.strip().splitlines()
-    check(r.returncode == 2 and len(lines) == 1 and "export it again" in lines[0],
-          f"a tftl-2 file on aarch64 ai-edge-litert: exit {r.returncode}, stderr {r.stderr[-1500:]!r}")
-    return lines[0]
+def legacy_checks(root, bin_dir, runtime, reference):
+    """A tftl-2 file (scalar learning_rate). With ai-edge-litert on aarch64 its training is one
+    line and exit 2, not a segfault, and it still evaluates (no scalar input there); with
+    tflite-runtime, which resizes a 0-d input safely, it trains like the tftl-3 file."""
+    env = {"TFTL_RUNTIME": RUNTIME_MODULE[runtime]}
+    out = f"/work/legacy-out-{runtime}.tflite"
+    train = root.run([f"{bin_dir}/tftl-train", "/work/legacy.tflite", "/work/train", *TRAIN_ARGS, "--overwrite",
+                      "--output", out, "--history", f"/work/legacy-history-{runtime}.json"], env=env)
+    if runtime == "tflite-runtime":
+        check(train.returncode == 0, f"a tftl-2 file with tflite-runtime on {root.arch}: exit {train.returncode}, "
+              f"{train.stderr[-2000:]}")
+        loss = first_loss(root.path / "work" / f"legacy-history-{runtime}.json")
+        check(abs(loss - reference) <= LOSS_TOLERANCE, f"tftl-2 file, tflite-runtime: loss {loss} vs {reference}")
+        return {"legacy_epoch1_loss": loss}
+    lines = train.stderr.strip().splitlines()
+    check(train.returncode == 2 and len(lines) == 1 and "export it again" in lines[0],
+          f"a tftl-2 file on aarch64 ai-edge-litert: exit {train.returncode}, stderr {train.stderr[-1500:]!r}")
+    ev = root.run([f"{bin_dir}/tftl-eval", "/work/legacy.tflite", "/work/train", "--json", "--threads", "1"], env=env)
+    check(ev.returncode == 0, f"a tftl-2 file's tftl-eval on aarch64 ai-edge-litert failed: {ev.stderr[-2000:]}")
+    return {"legacy_refusal": lines[0], "legacy_eval_accuracy": json.loads(ev.stdout)["accuracy"]}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="tftl-3 .tflite with the flowers5 labels")
-    ap.add_argument("--legacy", help="a tftl-2 .tflite (scalar learning_rate) that must be refused on aarch64")
+    ap.add_argument("--legacy", help="a tftl-2 .tflite (scalar learning_rate), the same model as --model")
     ap.add_argument("--arch", default="arm64", choices=("arm64", "armhf"))
     ap.add_argument("--root", help="root folder to build or reuse (default: a fresh temporary one)")
     ap.add_argument("--runtimes", help="comma-separated (default: every runtime the architecture has a wheel for)")
@@ -195,9 +208,9 @@ def main(argv=None):
                 run = device_run(root, bin_dir, runtime, reference)
                 run["install_seconds"] = round(seconds, 1)
                 report["runs"].append(run)
-                if a.legacy and runtime == "ai-edge-litert" and a.arch == "arm64":
+                if a.legacy:
                     shutil.copy(a.legacy, work / "legacy.tflite")
-                    report["legacy_refusal"] = legacy_refused(root, bin_dir)
+                    run.update(legacy_checks(root, bin_dir, runtime, reference))
     except CheckFailed as e:
         report["failed"] = str(e)
     finally:
