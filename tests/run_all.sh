@@ -32,8 +32,8 @@ if [ "$(id -u)" = 0 ] && [ -z "${TFTL_ARM64_ROOT:-}${TFTL_ARMHF_ROOT:-}" ]; then
     kill "$builder" 2>/dev/null || true
     pkill -f -- "$pi_roots" 2>/dev/null || true   # debootstrap and its emulated children
     wait "$builder" 2>/dev/null || true
-    findmnt -rn -o TARGET | grep -F "$pi_roots/" | sort -r | while read -r m; do umount -l "$m" || true; done
-    rm -rf --one-file-system "$pi_roots"
+    findmnt -rn -o TARGET | { grep -F "$pi_roots/" || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
+    rm -rf --one-file-system "$pi_roots" || true
   }
   trap cleanup EXIT
 fi

@@ -7,6 +7,7 @@
 # scripts) runs, not only the first. The Debian mirror is the host's own (its apt sources),
 # or $TFTL_DEBIAN_MIRROR. Idempotent: a root that finished its second stage is reused.
 set -euo pipefail
+trap 'echo "root.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 root=${1:?usage: root.sh ROOT_DIR [arm64|armhf]}
 arch=${2:-arm64}
 case "$arch" in
@@ -41,7 +42,7 @@ mkdir -p "$(dirname "$root")"
 exec 9>"$root.lock"   # one builder at a time: a prebuild (tests/run_all.sh) and the test share it
 flock 9
 unmount_all() {  # whatever a killed build or run left mounted inside the root
-  findmnt -rn -o TARGET | grep -F "$root/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  findmnt -rn -o TARGET | { grep -F "$root/" || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
 }
 if [ ! -e "$root/.tftl-root-done" ]; then
   unmount_all

@@ -57,8 +57,9 @@ class Root:
         self.path, self.arch = pathlib.Path(path), arch
 
     def __enter__(self):
-        subprocess.run(["bash", str(HERE / "root.sh"), str(self.path), self.arch], check=True,
-                       stdout=subprocess.DEVNULL)
+        built = subprocess.run(["bash", str(HERE / "root.sh"), str(self.path), self.arch],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        check(built.returncode == 0, f"building the {self.arch} root failed: {built.stderr[-3000:]}")
         proc = self.path / "proc"
         if not os.path.ismount(proc):
             subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
