@@ -175,7 +175,7 @@ async function predict({ images, count }) {
   return result;
 }
 
-/** Every state tensor, by name (the token input is ignored by the graph: tftl-2). */
+/** Every state tensor, by name (the token input is ignored by the graph: since tftl-2). */
 function save() {
   return run('save', { token: { data: new Float32Array([0]), shape: inputShapes('save').token } });
 }

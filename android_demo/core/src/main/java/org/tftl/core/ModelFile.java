@@ -81,7 +81,7 @@ public final class ModelFile {
    * Parses and verifies a model file.
    *
    * @param where names the file in messages ("model file x.tflite")
-   * @throws TftlException with a one-line fix for a file that is not a tftl-2 model or is damaged
+   * @throws TftlException with a one-line fix for a file that is not a tftl-2/tftl-3 model or is damaged
    */
   public static ModelFile parse(byte[] data, String where) {
     String damaged = where + " is truncated or corrupted — export it again";
