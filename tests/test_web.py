@@ -23,6 +23,7 @@ import subprocess
 import numpy as np
 import pytest
 
+import label_vectors
 from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL
 from tftl.runtime import contract, modelfile
 from tftl.runtime.cli import eval_main, predict_main
@@ -165,6 +166,20 @@ def test_page_reader_refuses_tftl1_and_damaged_files_in_one_line(model, tmp_path
         assert not answer["ok"] and answer["type"] == "ModelFileError", answer
         assert words in answer["error"] and "converters.export" in answer["error"], answer
         assert "\n" not in answer["error"]
+
+
+def test_page_reads_labels_txt_as_python_does(tmp_path):
+    """The page splits labels.txt and applies the label rule exactly as contract.parse_labels does."""
+    cases = label_vectors.cases()
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps(cases), encoding="utf-8")
+    out = subprocess.run(["node", "test/labels.mjs", str(path)], cwd=WEB, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for case, answer in zip(cases, json.loads(out.stdout), strict=True):
+        if case["labels"] is None:
+            assert answer.get("type") == "ModelFileError" and len(answer["error"].splitlines()) == 1, (case, answer)
+        else:
+            assert answer.get("labels") == case["labels"], (case, answer)
 
 
 def test_train_features_losses_match_python_on_the_same_bytes(run, model):

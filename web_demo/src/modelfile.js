@@ -22,6 +22,53 @@ const ZIP_DATE = new Date(1980, 0, 1, 0, 0, 0);
 
 export class ModelFileError extends Error {}
 
+// contract.LABEL_RULE (tftl/runtime/contract.py), as Python applies it: lengths in code points,
+// "outer spaces" as Python's str.isspace, and the refused categories Cc, Cs, Zl, Zp.
+export const MAX_LABEL_CHARS = 256;
+const PY_SPACE = /^[\t\n\v\f\r\x1c-\x1f\x85\p{Zs}\u2028\u2029]$/u;
+const REFUSED = /^[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\uFEFF/\\]$/u;
+
+function pyStrip(text) {
+  const chars = [...text];
+  let start = 0;
+  let end = chars.length;
+  while (start < end && PY_SPACE.test(chars[start])) start++;
+  while (end > start && PY_SPACE.test(chars[end - 1])) end--;
+  return chars.slice(start, end).join('');
+}
+
+/** What breaks the label rule in `label` (contract.label_problem), or '' for a valid label. */
+export function labelProblem(label) {
+  if (!pyStrip(label)) return 'is empty';
+  const chars = [...label];
+  if (chars.length > MAX_LABEL_CHARS) return `has ${chars.length} characters`;
+  if (label !== pyStrip(label)) return 'has outer spaces';
+  if (label === '.' || label === '..') return 'is a path component';
+  const bad = chars.find((c) => REFUSED.test(c));
+  return bad === undefined ? '' : `holds U+${bad.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/**
+ * The labels of a labels.txt text as contract.parse_labels reads them: a leading BOM dropped, split
+ * at "\n" only (a stray "\r", U+2028 or \x1c is a bad label, not a line break), one trailing "\r"
+ * per line dropped, blank lines dropped; every label checked, and unique. Throws ModelFileError.
+ */
+export function parseLabels(text, where = LABELS_NAME) {
+  const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  const labels = body.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l)).filter((l) => pyStrip(l));
+  if (!labels.length) throw new ModelFileError(`${where}: no labels — a model needs at least one class`);
+  for (const label of labels) {
+    const problem = labelProblem(label);
+    if (problem) {
+      const shown = JSON.stringify(label).replace(/[\u0085\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+      throw new ModelFileError(`${where}: label ${shown} ${problem}; a label must be 1-${MAX_LABEL_CHARS} `
+        + "characters of printable text on one line, with no '/', backslash or outer spaces — rename it");
+    }
+  }
+  if (new Set(labels).size !== labels.length) throw new ModelFileError(`${where}: a label appears twice — each label must be unique`);
+  return labels;
+}
+
 /** Where the appended ZIP starts: what Python's zipfile computes from the end record. */
 function zipStart(bytes, name) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -111,8 +158,7 @@ export async function readModel(bytes, name) {
   } catch (e) {
     throw new ModelFileError(`${name} has a damaged tftl.json (${e.message}) — ${EXPORT_HINT}`);
   }
-  const labels = strFromU8(files[LABELS_NAME]).split(/\r\n|\r|\n/);
-  if (labels.length && labels[labels.length - 1] === '') labels.pop();
+  const labels = parseLabels(strFromU8(files[LABELS_NAME]), `${name}: ${LABELS_NAME}`);
   checkMeta(meta, labels, name);
   const flatbuffer = bytes.subarray(0, flatEnd);
   if ((await sha256Hex(flatbuffer)) !== meta.content_hash) {

@@ -2,7 +2,7 @@
 // with linear warm-up, min(50, total // 10) warm-up steps by default, batches of the
 // model's batch size with the last partial batch padded (weight 0) by the worker.
 
-/** trainer.cosine_lr: linear warm-up then cosine decay to 0. */
+/** tftl.runtime.schedule.cosine_lr: linear warm-up then cosine decay to 0. */
 export function cosineLr(baseLr, step, totalSteps, warmupSteps = 0) {
   if (warmupSteps && step < warmupSteps) return (baseLr * (step + 1)) / warmupSteps;
   const t = (step - warmupSteps) / Math.max(1, totalSteps - warmupSteps);

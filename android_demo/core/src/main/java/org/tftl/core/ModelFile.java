@@ -112,7 +112,12 @@ public final class ModelFile {
       if (hash == null || !hash.isJsonPrimitive() || !hash.getAsString().equals(Files2.sha256Hex(data, fbLength))) {
         throw new TftlException(damaged);
       }
-      List<String> labels = splitLines(labelsText);
+      List<String> labels;
+      try {
+        labels = parseLabels(labelsText);
+      } catch (TftlException e) {
+        throw new TftlException(where + ": " + LABELS + ": " + e.getMessage(), e);
+      }
       JsonElement n = raw.get("num_labels");
       if (n == null || !n.isJsonPrimitive() || n.getAsDouble() != labels.size()) {
         throw new TftlException(damaged);
@@ -126,23 +131,89 @@ public final class ModelFile {
     }
   }
 
-  /** Python's str.splitlines for \n, \r\n and \r line ends. */
-  static List<String> splitLines(String text) {
-    List<String> out = new ArrayList<>(Arrays.asList(text.split("\r\n|\r|\n", -1)));
-    if (!out.isEmpty() && out.get(out.size() - 1).isEmpty()) {
-      out.remove(out.size() - 1);
+  /** contract.MAX_LABEL_CHARS: a label's length in Unicode code points. */
+  public static final int MAX_LABEL_CHARS = 256;
+
+  /**
+   * The labels of a labels.txt text as contract.parse_labels reads them: a leading BOM dropped,
+   * split at "\n" only (a stray "\r", U+2028 or \x1c inside a line is a bad label, not a line
+   * break), one trailing "\r" per line dropped, blank lines dropped, then {@link #checkLabels}.
+   */
+  public static List<String> parseLabels(String text) {
+    if (text.startsWith("\uFEFF")) {
+      text = text.substring(1);
     }
-    return out;
+    List<String> out = new ArrayList<>();
+    for (String line : text.split("\n", -1)) {
+      if (line.endsWith("\r")) {
+        line = line.substring(0, line.length() - 1);
+      }
+      if (!strip(line).isEmpty()) {
+        out.add(line);
+      }
+    }
+    return checkLabels(out);
   }
 
-  /** Labels as modelfile._check_labels wants them: non-empty, one line, no outer spaces, unique. */
+  /** Python's str.isspace for one code point (Zs, the C0 separators, \x85 and the line breaks). */
+  static boolean isSpace(int cp) {
+    return Character.isWhitespace(cp) || Character.getType(cp) == Character.SPACE_SEPARATOR || cp == 0x85;
+  }
+
+  /** Python's str.strip(): the label without leading and trailing isSpace code points. */
+  static String strip(String s) {
+    int start = 0;
+    int end = s.length();
+    while (start < end && isSpace(s.codePointAt(start))) {
+      start += Character.charCount(s.codePointAt(start));
+    }
+    while (end > start && isSpace(s.codePointBefore(end))) {
+      end -= Character.charCount(s.codePointBefore(end));
+    }
+    return s.substring(start, end);
+  }
+
+  /** What breaks contract.LABEL_RULE in {@code label} (contract.label_problem), or null. */
+  static String labelProblem(String label) {
+    if (strip(label).isEmpty()) {
+      return "is empty";
+    }
+    int chars = label.codePointCount(0, label.length());
+    if (chars > MAX_LABEL_CHARS) {
+      return "has " + chars + " characters";
+    }
+    if (!label.equals(strip(label))) {
+      return "has outer spaces";
+    }
+    if (label.equals(".") || label.equals("..")) {
+      return "is a path component";
+    }
+    for (int i = 0; i < label.length(); i += Character.charCount(label.codePointAt(i))) {
+      int cp = label.codePointAt(i);
+      int type = Character.getType(cp);
+      if (cp == 0xFEFF || cp == '/' || cp == '\\' || cp == 0x85 || type == Character.CONTROL
+          || type == Character.SURROGATE || type == Character.LINE_SEPARATOR || type == Character.PARAGRAPH_SEPARATOR) {
+        return String.format("holds U+%04X", cp);
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Labels as contract.check_labels wants them (LABEL_RULE: 1-256 characters of printable text on one
+   * line, no control or line-separator characters, no '/' or backslash, no BOM, no outer spaces, not
+   * '.' or '..'), unique; checked before any work.
+   */
   public static List<String> checkLabels(List<String> labels) {
     if (labels.isEmpty()) {
       throw new TftlException("a tftl model needs at least one label — name the classes");
     }
     for (String l : labels) {
-      if (l.trim().isEmpty() || l.contains("\n") || l.contains("\r") || !l.equals(l.trim())) {
-        throw new TftlException("class name '" + l + "' must be non-empty, one line, without outer spaces — rename it");
+      String problem = labelProblem(l);
+      if (problem != null) {
+        String shown = new Gson().toJson(l).replace("\u0085", "\\u0085");  // Gson leaves NEL, a line break
+        throw new TftlException("class name " + shown + " " + problem + "; a label must be 1-" + MAX_LABEL_CHARS
+            + " characters of printable text on one line, with no '/', backslash or outer spaces — rename it");
       }
     }
     if (new HashSet<>(labels).size() != labels.size()) {

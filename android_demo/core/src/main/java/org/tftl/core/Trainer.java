@@ -73,7 +73,7 @@ public final class Trainer {
     }
   }
 
-  /** Linear warm-up then cosine decay to 0: trainer.cosine_lr, in the same double arithmetic. */
+  /** Linear warm-up then cosine decay to 0: tftl.runtime.schedule.cosine_lr, in the same double arithmetic. */
   public static double cosineLr(double baseLr, int step, int totalSteps, int warmupSteps) {
     if (warmupSteps > 0 && step < warmupSteps) {
       return baseLr * (step + 1) / warmupSteps;

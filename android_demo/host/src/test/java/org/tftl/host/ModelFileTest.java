@@ -7,7 +7,13 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonParser;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.util.ArrayList;
+import java.util.List;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.tftl.core.ModelFile;
@@ -36,6 +42,29 @@ class ModelFileTest {
     assertNotNull(ft.stateNpz);
     assertTrue(ft.meta.trainedState);
     assertTrue(ft.modelHash().startsWith(ft.meta.contentHash + "+"));
+  }
+
+  /**
+   * labels.txt splits and the label rule applies exactly as in Python (contract.parse_labels): the
+   * same labels or a one-line refusal for every text of tests/label_vectors.py.
+   */
+  @Test
+  void labelsTxtReadsAsPythonDoes() throws Exception {
+    String json = new String(Files.readAllBytes(Work.file("label_vectors.json").toPath()), StandardCharsets.UTF_8);
+    JsonArray cases = JsonParser.parseString(json).getAsJsonArray();
+    assertTrue(cases.size() >= 20);
+    for (JsonElement c : cases) {
+      String text = c.getAsJsonObject().get("text").getAsString();
+      JsonElement want = c.getAsJsonObject().get("labels");
+      if (want.isJsonNull()) {
+        TftlException e = assertThrows(TftlException.class, () -> ModelFile.parseLabels(text), text);
+        assertEquals(1, e.getMessage().split("\\R", -1).length, e.getMessage());
+      } else {
+        List<String> expected = new ArrayList<>();
+        want.getAsJsonArray().forEach(l -> expected.add(l.getAsString()));
+        assertEquals(expected, ModelFile.parseLabels(text), text);
+      }
+    }
   }
 
   @Test
