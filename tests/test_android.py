@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-import label_vectors
 from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
@@ -138,8 +137,8 @@ def work(tmp_path_factory, request):
     with open(os.path.join(work, "reference.json"), "w") as f:
         json.dump(ref, f)
 
-    with open(os.path.join(work, "label_vectors.json"), "w", encoding="utf-8") as f:
-        json.dump(label_vectors.cases(), f)  # labels.txt texts with Python's verdicts (ModelFileTest)
+    shutil.copyfile(os.path.join(REPO, "contract", "vectors", "labels.json"),  # ModelFileTest's label cases
+                    os.path.join(work, "label_vectors.json"))
     # A tftl-2 file (scalar learning_rate and the previous format), which the app still trains:
     # Java never resizes a buffer input, so the aarch64 scalar-resize crash cannot reach it.
     legacy = Session(str(request.getfixturevalue("exported")(**PI_MODEL, legacy=True)), threads=1)

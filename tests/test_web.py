@@ -23,7 +23,6 @@ import subprocess
 import numpy as np
 import pytest
 
-import label_vectors
 from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL
 from tftl.runtime import contract, modelfile
 from tftl.runtime.cli import eval_main, predict_main
@@ -32,6 +31,7 @@ from tftl.runtime.session import Session
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WEB = REPO / "web_demo"
+LABEL_VECTORS = REPO / "contract" / "vectors" / "labels.json"
 SHARED = pathlib.Path(os.environ.get("TFTL_SHARED") or REPO.parent / "shared")
 FLOWERS = SHARED / "data" / "flowers5"
 CHROMIUM = "/usr/bin/chromium"
@@ -168,12 +168,11 @@ def test_page_reader_refuses_tftl1_and_damaged_files_in_one_line(model, tmp_path
         assert "\n" not in answer["error"]
 
 
-def test_page_reads_labels_txt_as_python_does(tmp_path):
-    """The page splits labels.txt and applies the label rule exactly as contract.parse_labels does."""
-    cases = label_vectors.cases()
-    path = tmp_path / "cases.json"
-    path.write_text(json.dumps(cases), encoding="utf-8")
-    out = subprocess.run(["node", "test/labels.mjs", str(path)], cwd=WEB, capture_output=True, text=True)
+def test_page_reads_labels_txt_as_the_contract_says():
+    """The page splits labels.txt and applies the label rule as contract/vectors/labels.json says
+    (Python's verdicts: tests/test_spec.py)."""
+    cases = json.loads(LABEL_VECTORS.read_text(encoding="utf-8"))["cases"]
+    out = subprocess.run(["node", "test/labels.mjs", str(LABEL_VECTORS)], cwd=WEB, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     for case, answer in zip(cases, json.loads(out.stdout), strict=True):
         if case["labels"] is None:
