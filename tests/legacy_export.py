@@ -3,8 +3,8 @@
     python tests/legacy_export.py <python -m converters.export arguments>
 
 The crash that format tftl-3 removes needs a real 0-d input in a real graph, so this runs
-the current exporter with the tftl-2 learning-rate spec (f32[]) and format "tftl-2". The step reshapes its learning rate to a scalar either way, so the two files train
-identically; the one difference left is `loss`, f32[1] here where tftl-2 had f32[], which
+the current exporter with the tftl-2 learning-rate spec (f32[]) and format "tftl-2". The
+step reshapes its learning rate to a scalar either way, so the two files train identically; the one difference left is `loss`, f32[1] here where tftl-2 had f32[], which
 every reader takes through `contract.first`. Used by tests/test_contract.py and the arm64
 smoke run (tests/arm64/smoke.py), to check that old files are read where that is safe and
 refused with one line where it is not.

@@ -313,6 +313,11 @@ def _archive_members(path: str, data: bytes):
     return meta, labels_text, flatbuffer
 
 
+def scalar_tensor(tensors: dict):
+    """The name of the first 0-d tensor in {name: (shape, type)} (one side of signature_tensors), or None."""
+    return next((name for name, (shape, _) in tensors.items() if not shape), None)
+
+
 def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
     """Refuse metadata that disagrees with the shapes the graph's signatures declare."""
     b, r, k = meta.batch, meta.image_size, meta.num_labels
@@ -333,7 +338,7 @@ def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
     if contract.FORMATS.index(meta.format) >= contract.FORMATS.index(contract.SCALAR_FREE):
         for sig, entry in sigs.items():
             for side in ("inputs", "outputs"):
-                scalar = next((name for name, (shape, _) in entry[side].items() if not shape), None)
+                scalar = scalar_tensor(entry[side])
                 if scalar is not None:
                     raise ModelFileError(
                         f"model file {path}: the {sig} signature's {scalar} tensor is a scalar, which format "

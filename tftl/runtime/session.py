@@ -113,7 +113,7 @@ class Session:
         runtime would crash on it (interpreter.scalar_inputs_crash; tftl-1/-2 files have them)."""
         sigs = self.model_file.signatures or {}
         for name in names:
-            scalar = next((k for k, (shape, _) in sigs.get(name, {}).get("inputs", {}).items() if not shape), None)
+            scalar = modelfile.scalar_tensor(sigs.get(name, {}).get("inputs", {}))
             if scalar is not None:
                 raise SessionError(
                     f"{self.path} is a {self.meta.format} file whose {name} signature takes a scalar "
