@@ -27,6 +27,7 @@ setup(
         "tftl-train=tftl.runtime.cli:train_main",
         "tftl-eval=tftl.runtime.cli:eval_main",
         "tftl-predict=tftl.runtime.cli:predict_main",
+        "tftl-check=tftl.runtime.check:main",
         "tftl-export=converters.export:main",
         "tftl-profile=tftl.profile:main",
         "tftl-fleet=tftl.fleet.cli:main",

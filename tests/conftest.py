@@ -138,6 +138,24 @@ def mbv2_flowers(exported):
     return exported("mbv2", weights="mbv2", blocks=2, image_size=96, batch=8, labels=FLOWER_CLASSES)
 
 
+@pytest.fixture(scope="session")
+def file_vectors(exported, tmp_path_factory):
+    """The model-file conformance vectors (contract/vectors/files.json) built from the Pi model:
+    a folder of <case>.tflite files and manifest.json (tftl.runtime.vectors), made once per run
+    for pytest, node and JUnit alike."""
+    from tftl.runtime import modelfile, vectors
+    from tftl.runtime.session import Session, save_model
+
+    root = tmp_path_factory.mktemp("vectors")
+    fresh = str(exported(**PI_MODEL))
+    trained = str(root / "trained_base.tflite")
+    mf = modelfile.read_model(fresh)
+    save_model(trained, mf, mf.labels, Session(fresh, threads=1).state())
+    out = root / "files"
+    vectors.build(fresh, trained, str(out))
+    return str(out)
+
+
 @pytest.fixture(autouse=True)
 def _release_tf_memory(request):
     """Keras models built in-process pile up: drop Keras' global state after every test of

@@ -645,19 +645,28 @@ def test_silent_metadata_disagreeing_with_the_graph_is_refused(tmp_path, fb, key
     assert "signature" in read_model_error(tmp_path, model_bytes(fb, meta=dict(META, **{key: value})))
 
 
-@pytest.mark.parametrize("kind", ["big_endian", "fortran", "float64", "int32", "scalar_opt_step"])
-def test_silent_state_layouts_are_read_exactly(tmp_path, fb, kind):
+def test_silent_state_tftl1_scalar_opt_step_is_read_as_shape_1(tmp_path, fb):
     kernel = np.arange(9, dtype=np.float32).reshape(3, 3)
-    member = {"big_endian": kernel.astype(">f4"), "fortran": np.asfortranarray(kernel),
-              "float64": kernel.astype(np.float64), "int32": kernel.astype(np.int32),
-              "scalar_opt_step": kernel}[kind]
-    extra = {"opt_step": npy_bytes(np.float32(4))} if kind == "scalar_opt_step" else {}
-    content = state_npz(dense__kernel=npy_bytes(member), **extra)
+    content = state_npz(dense__kernel=npy_bytes(kernel), opt_step=npy_bytes(np.float32(4)))
     path = write(tmp_path / "m.tflite", model_bytes(fb, extra={"state.npz": content}))
     state, raw = modelfile.read_state(path)
     assert raw == content and state["dense__kernel"].dtype == np.float32
     np.testing.assert_array_equal(state["dense__kernel"], kernel)
     np.testing.assert_array_equal(state["opt_step"], [4.0])
+
+
+@pytest.mark.parametrize("kind", ["big_endian", "fortran", "float64", "int32"])
+def test_state_layouts_other_than_little_endian_float32_are_refused(tmp_path, fb, kind):
+    """contract/rules.json state_npy: <f4 in C order only, as the Java and browser readers require."""
+    kernel = np.arange(9, dtype=np.float32).reshape(3, 3)
+    member = {"big_endian": kernel.astype(">f4"), "fortran": np.asfortranarray(kernel),
+              "float64": kernel.astype(np.float64), "int32": kernel.astype(np.int32)}[kind]
+    content = state_npz(dense__kernel=npy_bytes(member), opt_step=npy_bytes(np.ones(1, np.float32)))
+    path = write(tmp_path / "m.tflite", model_bytes(fb, extra={"state.npz": content}))
+    with pytest.raises(modelfile.ModelFileError, match="not <f4 in C order") as info:
+        modelfile.read_state(path)
+    assert info.value.kind == "state"
+    one_line(info.value)
 
 
 def test_silent_checkpoint_with_nan_state_is_refused_when_shapes_are_known(tmp_path):

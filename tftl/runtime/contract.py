@@ -68,7 +68,7 @@ MAX_FEATURE_ELEMENTS = 1 << 26
 MAX_STATE_TENSORS = 100_000
 
 MAX_LABEL_CHARS = 256
-MAX_STATE_ELEMENTS = 1 << 30   # 4 GiB of float32 state: far above any mobile network
+MAX_STATE_ELEMENTS = 1 << 28   # 1 GiB of float32 state: far above any mobile network (Java arrays end at 2 GiB)
 
 EXPORT_HINT = "export it again with python -m converters.export"
 
@@ -86,8 +86,19 @@ _REFUSED_CATEGORIES = frozenset(("Cc", "Cs", "Zl", "Zp"))
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+# The classes of refusal every reader reports for a model file (contract/rules.json
+# "refusal_classes"; contract/vectors/files.json gives one per vector).
+NOT_TFLITE, NOT_TFTL, DAMAGED = "not_tflite", "not_tftl", "damaged"
+FORMAT_REFUSED, METADATA_REFUSED, LABELS_REFUSED, STATE_REFUSED = "format", "metadata", "labels", "state"
+REFUSAL_CLASSES = (NOT_TFLITE, NOT_TFTL, DAMAGED, FORMAT_REFUSED, METADATA_REFUSED, LABELS_REFUSED, STATE_REFUSED)
+
+
 class ContractError(ValueError):
-    """Metadata that breaks the contract (wrong type, out of range, unknown format)."""
+    """Metadata, labels or state that break the contract; `kind` is one of REFUSAL_CLASSES."""
+
+    def __init__(self, message, kind=METADATA_REFUSED):
+        super().__init__(message)
+        self.kind = kind
 
 
 def first(value) -> float:
@@ -200,7 +211,7 @@ class ModelMetadata:
         fmt = meta.get("format")
         if fmt not in FORMATS:
             raise ContractError(f"{where} has model-file format {fmt!r}; this tftl reads "
-                                f"{', '.join(FORMATS)} — {EXPORT_HINT} with this version")
+                                f"{', '.join(FORMATS)} — {EXPORT_HINT} with this version", FORMAT_REFUSED)
         image_size = _int(meta, "image_size", 8, MAX_IMAGE_SIZE, where)
         names = _names(meta, "state_names", where)
         groups = meta.get("state_groups")
@@ -270,17 +281,17 @@ def check_labels(labels, *, where="labels") -> list:
     """
     labels = list(labels)
     if not labels:
-        raise ContractError(f"{where}: no labels — a model needs at least one class")
+        raise ContractError(f"{where}: no labels — a model needs at least one class", LABELS_REFUSED)
     if len(labels) > MAX_LABELS:
-        raise ContractError(f"{where}: {len(labels)} labels, at most {MAX_LABELS}")
+        raise ContractError(f"{where}: {len(labels)} labels, at most {MAX_LABELS}", LABELS_REFUSED)
     for label in labels:
         problem = label_problem(label)
         if problem:
-            raise ContractError(f"{where}: label {label!r} {problem}; {LABEL_RULE} — rename it")
+            raise ContractError(f"{where}: label {label!r} {problem}; {LABEL_RULE} — rename it", LABELS_REFUSED)
     seen = set()
     for label in labels:
         if label in seen:
-            raise ContractError(f"{where}: label {label!r} appears twice — each label must be unique")
+            raise ContractError(f"{where}: label {label!r} appears twice — each label must be unique", LABELS_REFUSED)
         seen.add(label)
     return labels
 
@@ -313,19 +324,19 @@ def check_state(state: dict, shapes: dict, *, where="state", partial=False) -> d
     if (missing and not partial) or extra:
         raise ContractError(f"{where} does not fit the model: missing {missing[:3]}"
                             f"{'...' if len(missing) > 3 else ''}, unknown {extra[:3]}"
-                            f"{'...' if len(extra) > 3 else ''} — it belongs to another model")
+                            f"{'...' if len(extra) > 3 else ''} — it belongs to another model", STATE_REFUSED)
     out = {}
     for name, value in state.items():
         value = np.asarray(value)
         want = tuple(shapes[name])
         if value.shape != want and not (value.shape == () and want == (1,)):
             raise ContractError(f"{where}: {name} has shape {value.shape}, the model has {want} "
-                                "— it belongs to another model")
+                                "— it belongs to another model", STATE_REFUSED)
         if value.dtype.kind not in "biuf":
-            raise ContractError(f"{where}: {name} has dtype {value.dtype}, not a number type")
+            raise ContractError(f"{where}: {name} has dtype {value.dtype}, not a number type", STATE_REFUSED)
         value = value.astype(np.float32, copy=False)
         if not np.isfinite(value).all():
             raise ContractError(f"{where} holds NaN or infinite values in {name} — "
-                                "use an earlier checkpoint or train again")
+                                "use an earlier checkpoint or train again", STATE_REFUSED)
         out[name] = value.reshape(want)
     return out

@@ -16,6 +16,7 @@ import os
 import struct
 import zipfile
 
+
 from tftl.runtime import contract, files, safezip
 from tftl.runtime.checkpoint import atomic_write
 
@@ -24,8 +25,9 @@ LABELS_NAME = "labels.txt"
 TFLITE_IDENTIFIER = b"TFL3"
 EXPORT_HINT = "export it with python -m converters.export"
 STATE_NAME = "state.npz"
+STATE_DTYPE = "<f4"  # every state.npz member: little-endian float32 in C order (the writers' only form)
 # Caps on what a model file may make a reader allocate (flatbuffers end at 2 GiB).
-MAX_MODEL_BYTES = 4 << 30
+MAX_MODEL_BYTES = 1 << 30   # one cap for every reader (contract/rules.json); Java arrays end at 2 GiB
 MAX_METADATA_BYTES = 16 << 20
 MAX_LABELS_BYTES = 16 << 20
 MAX_STATE_BYTES = contract.MAX_STATE_ELEMENTS * 4
@@ -36,7 +38,15 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 class ModelFileError(ValueError):
-    """A model file that is missing, damaged, or not a tftl model."""
+    """A model file that is missing, damaged, or not a tftl model.
+
+    `kind` is the refusal class of contract/rules.json (contract.REFUSAL_CLASSES), which the
+    Java and JavaScript readers report alike for the same file (contract/vectors/files.json).
+    """
+
+    def __init__(self, message, kind=contract.DAMAGED):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +275,7 @@ def _read_bytes(path: str) -> bytes:
                 raise ModelFileError(f"model file {path} is truncated or corrupted — export it again")
             if head[4:8] != TFLITE_IDENTIFIER:
                 raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) "
-                                     f"— {EXPORT_HINT}")
+                                     f"— {EXPORT_HINT}", contract.NOT_TFLITE)
             return head + files.read_rest(f, MAX_MODEL_BYTES)
     except files.FileProblem as e:
         fix = "check the path" if e.reason != "does not exist" else EXPORT_HINT
@@ -284,13 +294,13 @@ def _archive_members(path: str, data: bytes):
         # A cut-off tftl file holds the start of its archive or a cut flatbuffer; an intact
         # plain .tflite holds neither.
         intact_plain = not _archive_started(data) and _flatbuffer_complete(data)
-        raise ModelFileError(not_tftl if intact_plain else damaged) from None
+        raise (ModelFileError(not_tftl, contract.NOT_TFTL) if intact_plain else ModelFileError(damaged)) from None
     except safezip.ArchiveError as e:
         raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
     with archive:
         names = set(archive.namelist())
         if METADATA_NAME not in names:
-            raise ModelFileError(not_tftl)
+            raise ModelFileError(not_tftl, contract.NOT_TFTL)
         if LABELS_NAME not in names:
             raise ModelFileError(damaged)
         try:
@@ -304,13 +314,12 @@ def _archive_members(path: str, data: bytes):
     flatbuffer = data[:start]
     try:
         meta = json.loads(meta_bytes.decode("utf-8"))
-        labels_text = labels_bytes.decode("utf-8")
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ModelFileError(f"model file {path} is truncated or corrupted (unreadable tftl.json or "
-                             f"labels.txt: {type(e).__name__}) — export it again") from None
+        raise ModelFileError(f"model file {path} is truncated or corrupted (unreadable tftl.json: "
+                             f"{type(e).__name__}) — export it again") from None
     if not isinstance(meta, dict) or meta.get("content_hash") != content_hash(flatbuffer):
         raise ModelFileError(damaged)
-    return meta, labels_text, flatbuffer
+    return meta, labels_bytes, flatbuffer
 
 
 def scalar_tensor(tensors: dict):
@@ -334,7 +343,7 @@ def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
                 if want is not None and (shape, ttype) != want[:2]:
                     raise ModelFileError(
                         f"model file {path}: the {sig} signature's {name} tensor is {list(shape)}, but "
-                        f"tftl.json's {want[2]} make {list(want[0])} — {contract.EXPORT_HINT}")
+                        f"tftl.json's {want[2]} make {list(want[0])} — {contract.EXPORT_HINT}", contract.METADATA_REFUSED)
     if contract.FORMATS.index(meta.format) >= contract.FORMATS.index(contract.SCALAR_FREE):
         for sig, entry in sigs.items():
             for side in ("inputs", "outputs"):
@@ -342,11 +351,11 @@ def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
                 if scalar is not None:
                     raise ModelFileError(
                         f"model file {path}: the {sig} signature's {scalar} tensor is a scalar, which format "
-                        f"{meta.format} forbids (aarch64 LiteRT crashes on it) — {contract.EXPORT_HINT}")
+                        f"{meta.format} forbids (aarch64 LiteRT crashes on it) — {contract.EXPORT_HINT}", contract.METADATA_REFUSED)
     restore = sigs.get(contract.RESTORE)
     if restore is not None and meta.state_names and set(restore["inputs"]) != set(meta.state_names):
         raise ModelFileError(f"model file {path}: tftl.json 'state_names' differ from the restore "
-                             f"signature's inputs — {contract.EXPORT_HINT}")
+                             f"signature's inputs — {contract.EXPORT_HINT}", contract.METADATA_REFUSED)
 
 
 def read_model(path) -> ModelFile:
@@ -361,17 +370,22 @@ def read_model(path) -> ModelFile:
     path = os.fspath(path)
     data = _read_bytes(path)
     damaged = f"model file {path} is truncated or corrupted — export it again"
-    meta, labels_text, flatbuffer = _archive_members(path, data)
+    meta, labels_bytes, flatbuffer = _archive_members(path, data)
     del data
     where = f"model file {path}"
     try:
         typed = contract.ModelMetadata.from_dict(meta, where=where)
+        try:
+            labels_text = labels_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise contract.ContractError(f"{where}: labels.txt is not UTF-8 text — {contract.EXPORT_HINT}",
+                                         contract.LABELS_REFUSED) from None
         labels = contract.parse_labels(labels_text, where=f"{where}: labels.txt")
     except contract.ContractError as e:
-        raise ModelFileError(str(e)) from None
+        raise ModelFileError(str(e), e.kind) from None
     if len(labels) != typed.num_labels:
         raise ModelFileError(f"{where} has {len(labels)} labels in labels.txt but tftl.json declares "
-                             f"num_labels {typed.num_labels} — {contract.EXPORT_HINT}")
+                             f"num_labels {typed.num_labels} — {contract.EXPORT_HINT}", contract.LABELS_REFUSED)
     try:
         sigs = signature_tensors(flatbuffer)
     except ValueError:
@@ -407,11 +421,11 @@ def read_state(model):
     shapes = model.state_shapes()
     where = f"{STATE_NAME} of model file {path}"
     try:
-        state = safezip.read_npz(raw, limit=MAX_STATE_BYTES, declared=shapes)
+        state = safezip.read_npz(raw, limit=MAX_STATE_BYTES, declared=shapes, only=STATE_DTYPE)
         if shapes is not None:
             state = contract.check_state(state, shapes, where=where)
     except safezip.ArchiveError as e:
-        raise ModelFileError(f"{where} is damaged ({e}) — train it again") from None
+        raise ModelFileError(f"{where} is damaged ({e}) — train it again", contract.STATE_REFUSED) from None
     except contract.ContractError as e:
-        raise ModelFileError(str(e)) from None
+        raise ModelFileError(str(e), e.kind) from None
     return state, raw

@@ -78,6 +78,12 @@ def open_archive(source) -> zipfile.ZipFile:
         raise NotZip(f"not a readable ZIP archive ({type(e).__name__}: {e})") from None
     try:
         infos = archive.infolist()
+        # zipfile stops reading the central directory at its declared size, so an entry whose
+        # name length runs past it hides the entries after it; the end record's count must agree
+        # (as the Java and JavaScript readers require).
+        declared = _declared_members(archive.fp)
+        if declared is not None and declared != len(infos):
+            raise ArchiveError(f"the central directory holds {len(infos)} members, its end record says {declared}")
         if len(infos) > MAX_MEMBERS:
             raise ArchiveError(f"{len(infos)} archive members (at most {MAX_MEMBERS})")
         names = [i.filename for i in infos]
@@ -93,6 +99,15 @@ def open_archive(source) -> zipfile.ZipFile:
         archive.close()
         raise
     return archive
+
+
+def _declared_members(fp):
+    """The member count the end-of-central-directory record declares (None when unreadable)."""
+    try:
+        endrec = zipfile._EndRecData(fp)  # the record zipfile itself decodes
+    except ERRORS:
+        return None
+    return None if not endrec else endrec[zipfile._ECD_ENTRIES_TOTAL]
 
 
 def check_member(info: zipfile.ZipInfo, limit: int) -> None:
@@ -139,7 +154,7 @@ def _npy_header(f):
     return shape, fortran, dtype
 
 
-def read_npy(f, size: int, name: str) -> np.ndarray:
+def read_npy(f, size: int, name: str, only=None) -> np.ndarray:
     """One .npy array from binary stream `f` of `size` bytes; allocates only what it declares.
 
     Raises:
@@ -155,6 +170,9 @@ def read_npy(f, size: int, name: str) -> np.ndarray:
         raise ArchiveError(f"array {name!r} has a damaged .npy header ({e})") from None
     if header is None:
         raise ArchiveError(f"array {name!r}: stream is not seekable")
+    if only is not None and (dtype.str != only or fortran):
+        raise ArchiveError(f"array {name!r} holds {dtype.str}{' in Fortran order' if fortran else ''}, "
+                           f"not {only} in C order")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != size - header:
         raise ArchiveError(f"array {name!r} declares shape {shape} {dtype} ({_mib(nbytes)}) "
@@ -170,13 +188,14 @@ def read_npy(f, size: int, name: str) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def read_npz(source, *, limit: int, declared=None, caps=None) -> dict:
+def read_npz(source, *, limit: int, declared=None, caps=None, only=None) -> dict:
     """{name: array} of an .npz (bytes, path or binary file), every member checked first.
 
     limit: cap on the total declared uncompressed size. declared: optional {name: shape};
     when given, the member names must be exactly these names and every header's shape
     (unless declared None) must match (compared before any array is allocated; a declared (1,) accepts ()).
     caps: optional {name: byte limit} for single members (e.g. a metadata array).
+    only: a dtype string ("<f4") every member must hold, in C order, or None for any numeric one.
 
     Raises:
         ArchiveError: anything refused, with the member named.
@@ -204,7 +223,7 @@ def read_npz(source, *, limit: int, declared=None, caps=None) -> dict:
             with f:
                 if declared is not None and declared[name] is not None:
                     _check_shape(f, name, declared[name])
-                arrays[name] = read_npy(f, info.file_size, name)
+                arrays[name] = read_npy(f, info.file_size, name, only)
     return arrays
 
 

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from tftl.runtime import contract, modelfile
+from tftl.runtime import contract, modelfile, safezip
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contract")
 
@@ -56,13 +56,74 @@ METADATA_CHANGES = [
     {"state_names": [1, 2]}, {"trunk_end": 5}, {"trunk_end": None}, {"model": ""},
     {"content_hash": "0" * 63}, {"content_hash": "A" * 64}, {"trained_state": "yes"}, {"bn_momentum": 1.0},
     {"bn_momentum": "0.99"}, {"bn_momentum": True}, {"bn_momentum": 0}, {"signatures": "infer"},
-    {"state_groups": {"trainable": ["a__kernel"]}}, {"preprocessing": {"input": 3}},
+    {"state_groups": {"trainable": ["a__kernel"]}}, {"preprocessing": {"input": 3}}, {"scheme": 3},
+    {"blocks": -1}, {"blocks": 1001}, {"num_labels": None}, {"trained_state": None}, {"state_names": None},
 ]
 # What JSON Schema cannot express; these cases are refused by the readers' own code.
 BEYOND_SCHEMA = [
     ({"feature_shape": [1 << 20, 1 << 20, 3]}, f"feature_shape's product is at most {contract.MAX_FEATURE_ELEMENTS}"),
     ({"state_groups": {"trainable": [], "bn_statistics": [], "optimizer": []}},
      "state_groups must partition state_names"),
+]
+
+
+# Model-file vectors (vectors/files.json): each case is an edit of a small real export, "fresh"
+# (as exported) or "trained" (with state.npz), and the refusal class every reader must report,
+# or "accepted". tftl/runtime/vectors.py builds the files from the edits at test time.
+FIVE = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+_L = lambda *labels: {"labels_text": "\n".join(labels) + "\n"}  # noqa: E731
+FILE_CASES = [
+    ("fresh", "fresh", {}, "accepted"),
+    ("trained", "trained", {}, "accepted"),
+    ("format_tftl1", "fresh", {"meta": {"format": "tftl-1"}}, "accepted",
+     {"java": "format", "javascript": "format"}),
+    ("graph_batch", "fresh", {"meta": {"batch": 4}}, "metadata"),
+    ("graph_image_size", "fresh", {"meta": {"image_size": 64}}, "metadata"),
+    ("graph_feature_shape", "fresh", {"meta": {"feature_shape": [1, 1, 1]}}, "metadata"),
+    ("graph_state_names", "fresh", {"rename_state": True}, "metadata"),
+    ("num_labels_6", "fresh", {"meta": {"num_labels": 6}}, "labels"),
+    ("meta_not_object", "fresh", {"member_text": {"tftl.json": "[1, 2]"}}, "damaged"),
+    ("meta_not_json", "fresh", {"member_text": {"tftl.json": "{\"format\": "}}, "damaged"),
+    ("meta_not_utf8", "fresh", {"member_hex": {"tftl.json": "7bff7d"}}, "damaged"),
+    ("labels_crlf", "fresh", {"labels_text": "\r\n".join(FIVE) + "\r\n"}, "accepted"),
+    ("labels_bom_blank_lines", "fresh", {"labels_text": "\ufeff" + "\n\n \n".join(FIVE)}, "accepted"),
+    ("labels_duplicate", "fresh", _L("daisy", "daisy", "roses", "sunflowers", "tulips"), "labels"),
+    ("labels_control", "fresh", _L("da\x01isy", *FIVE[1:]), "labels"),
+    ("labels_stray_cr", "fresh", _L("daisy\rx", *FIVE[1:]), "labels"),
+    ("labels_line_separator", "fresh", _L("daisy\u2028x", *FIVE[1:]), "labels"),
+    ("labels_slash", "fresh", _L("a/b", *FIVE[1:]), "labels"),
+    ("labels_outer_space", "fresh", _L("daisy\u00a0", *FIVE[1:]), "labels"),
+    ("labels_257", "fresh", _L("x" * 257, *FIVE[1:]), "labels"),
+    ("labels_256_astral", "fresh", _L("\U0001F33C" * 256, *FIVE[1:]), "accepted"),
+    ("labels_dot", "fresh", _L("..", *FIVE[1:]), "labels"),
+    ("labels_four", "fresh", _L(*FIVE[:4]), "labels"),
+    ("labels_empty", "fresh", {"labels_text": "\n \n"}, "labels"),
+    ("labels_not_utf8", "fresh", {"member_hex": {"labels.txt": "6461ff73790a"}}, "labels"),
+    ("empty_file", "fresh", {"whole_hex": ""}, "damaged"),
+    ("not_tflite", "fresh", {"whole_hex": "68656c6c6f20776f726c640a"}, "not_tflite"),
+    ("flatbuffer_only", "fresh", {"flatbuffer_only": True}, "not_tftl"),
+    ("truncated_100", "fresh", {"truncate": 100}, "damaged"),
+    ("truncated_half", "trained", {"truncate": 0.5}, "damaged"),
+    ("flatbuffer_byte_flipped", "fresh", {"flip": 1000}, "damaged"),
+    ("no_labels_member", "fresh", {"drop": ["labels.txt"]}, "damaged"),
+    ("no_metadata_member", "fresh", {"drop": ["tftl.json"]}, "not_tftl"),
+    ("duplicate_member", "fresh", {"duplicate": "labels.txt"}, "damaged"),
+    ("labels_crc_mismatch", "fresh", {"crc": ["labels.txt"]}, "damaged"),
+    ("unsupported_method", "fresh", {"method": {"labels.txt": 12}}, "damaged"),
+    ("labels_over_cap", "fresh", {"bomb": {"labels.txt": 32 << 20}}, "damaged"),
+    ("labels_ratio_bomb", "fresh", {"bomb": {"labels.txt": 8 << 20}}, "damaged"),
+    ("state_declares_over_cap", "trained", {"declare": {"state.npz": (1 << 31) - 1}}, "damaged"),
+    ("state_nan", "trained", {"state": {"nan": True}}, "state"),
+    ("state_float64", "trained", {"state": {"dtype": "<f8"}}, "state"),
+    ("state_big_endian", "trained", {"state": {"dtype": ">f4"}}, "state"),
+    ("state_fortran_order", "trained", {"state": {"fortran": True}}, "state"),
+    ("state_wrong_shape", "trained", {"state": {"flatten": True}}, "state"),
+    ("state_missing_member", "trained", {"state": {"drop": True}}, "state"),
+    ("state_extra_member", "trained", {"state": {"extra": "stray__kernel"}}, "state"),
+    ("state_header_lies", "trained", {"state": {"header_shape": [1 << 40]}}, "state"),
+    ("state_npy_truncated", "trained", {"state": {"cut": 4}}, "state"),
+    ("state_not_npy", "trained", {"state": {"rename_member": "notes.txt"}}, "state"),
+    ("state_not_zip", "trained", {"member_hex": {"state.npz": "6e6f742061207a6970"}}, "state"),
 ]
 
 
@@ -116,6 +177,11 @@ def rules() -> dict:
                            f"{modelfile.STATE_NAME}", "identifier": modelfile.TFLITE_IDENTIFIER.decode()},
         "caps_bytes": {"model": modelfile.MAX_MODEL_BYTES, "metadata": modelfile.MAX_METADATA_BYTES,
                        "labels": modelfile.MAX_LABELS_BYTES, "state": modelfile.MAX_STATE_BYTES},
+        "zip": {"methods": [0, 8], "max_members": safezip.MAX_MEMBERS, "max_ratio": safezip.MAX_RATIO,
+                "ratio_free_bytes": safezip.RATIO_FREE, "unique_names": True, "encrypted": "refused"},
+        "state_npy": {"descr": "<f4", "fortran_order": False, "versions": ["1.0", "2.0"],
+                      "shape": "the restore signature's input shape ((1,) also accepts ())"},
+        "refusal_classes": list(contract.REFUSAL_CLASSES),
         "labels_txt": {"encoding": "utf-8", "bom": "one leading U+FEFF is dropped",
                        "split": "at \\n only; one trailing \\r per line is dropped; lines that are empty "
                                 "after stripping `label.space` are dropped", "unique": True},
@@ -157,12 +223,58 @@ def metadata_vectors() -> dict:
     return {"good": GOOD_METADATA, "cases": cases}
 
 
+def _refusal(change) -> str:
+    """The class Python gives tftl.json `GOOD_METADATA + change` in a file whose hash is right."""
+    if "content_hash" in change:
+        return contract.DAMAGED  # the hash is compared with the flatbuffer before any field
+    try:
+        contract.ModelMetadata.from_dict({**GOOD_METADATA, **change})
+    except contract.ContractError as e:
+        return e.kind
+    return "accepted"
+
+
+def file_vectors() -> dict:
+    """{"classes", "order", "cases": [{"name", "base", "edit", "verdict", "hosts"?}]}: every tftl.json
+    vector of metadata.json applied to a real export, then FILE_CASES."""
+    cases = []
+    for i, (change, _) in enumerate([(c, None) for c in METADATA_CHANGES] + BEYOND_SCHEMA):
+        cases.append({"name": f"metadata_{i:02d}", "base": "fresh", "edit": {"meta": change},
+                      "verdict": _refusal(change)})
+    for name, base, edit, verdict, *hosts in FILE_CASES:
+        cases.append({"name": name, "base": base, "edit": edit, "verdict": verdict,
+                      **({"hosts": hosts[0]} if hosts else {})})
+    return {"classes": list(contract.REFUSAL_CLASSES), "order": REFUSAL_ORDER, "cases": cases}
+
+
+# The order a reader checks in; the first failing step decides the refusal class.
+REFUSAL_ORDER = [
+    "not_tflite: fewer than 8 bytes is damaged; bytes 4-8 are not TFL3",
+    "not_tftl / damaged: no ZIP end record (not_tftl when the flatbuffer is intact and no archive "
+    "started), no tftl.json member (not_tftl); any other archive problem is damaged: labels.txt "
+    "missing, duplicate member names, encryption, a method other than stored (0) or deflated (8), a "
+    "member over its cap or inflating more than max_ratio x above ratio_free bytes, a bad CRC or size",
+    "damaged: tftl.json is not UTF-8 JSON holding an object, or its content_hash is not the sha256 of "
+    "the bytes before the ZIP's first member",
+    "format: tftl.json format is not one the reader runs",
+    "metadata: a field breaks tftl.schema.json or beyond_schema",
+    "labels: labels.txt is not UTF-8, breaks the labels_txt / label rule, or its count is not num_labels",
+    "metadata: batch, image_size, num_labels, feature_shape disagree with the graph's signature "
+    "tensors (images, probabilities, features), a tftl-3 signature tensor is 0-d, or state_names "
+    "differ from the restore signature's inputs",
+    "damaged: state.npz over its cap; state: state.npz is not a ZIP of .npy members, a member is "
+    "not <f4 C-order, its name or shape differs from the restore signature's inputs, or it holds "
+    "NaN or infinity",
+]
+
+
 def files() -> dict:
     """{relative path: text} of the whole contract/ folder."""
     dump = lambda obj: json.dumps(obj, indent=1, ensure_ascii=True) + "\n"  # noqa: E731
     return {"tftl.schema.json": dump(schema()), "rules.json": dump(rules()),
             os.path.join("vectors", "labels.json"): dump(label_vectors()),
-            os.path.join("vectors", "metadata.json"): dump(metadata_vectors())}
+            os.path.join("vectors", "metadata.json"): dump(metadata_vectors()),
+            os.path.join("vectors", "files.json"): dump(file_vectors())}
 
 
 def main(argv=None) -> int:

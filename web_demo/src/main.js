@@ -1,6 +1,6 @@
 // The page: open a model, add photos per class, train in the worker, predict, keep the
 // result (IndexedDB) and download it as a tftl-train style .tflite.
-import { readModel, writeModel, ModelFileError } from './modelfile.js';
+import { readModel, writeModel, missingSignatures, ModelFileError } from './modelfile.js';
 import { loadImage } from './preprocess.js';
 import { saveSession, loadSession, clearSession, MAX_STORED_FEATURE_BYTES } from './store.js';
 
@@ -96,6 +96,10 @@ async function openModel(file) {
   showError('');
   const bytes = new Uint8Array(await file.arrayBuffer());
   const model = await readModel(bytes, file.name);
+  const missing = missingSignatures(model);
+  if (missing.length) {
+    throw new ModelFileError(`${file.name} has no ${missing.join(', ')} signature(s), so it cannot train here — export it with python -m converters.export`);
+  }
   await startModel({ ...model, name: file.name });
   if (model.state) await call('restore', { state: model.state });
   app.features = [];

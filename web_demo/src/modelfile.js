@@ -2,7 +2,9 @@
 // labels.txt, and for a fine-tuned model state.npz). Mirrors tftl/runtime/modelfile.py
 // (read_model, write_model) and session.py (state_npz_bytes, save_model), so a file
 // written here is what `tftl-train --output` writes and tftl-eval / tftl-predict read it.
-import { unzipSync, zipSync, strFromU8, strToU8 } from 'fflate';
+import { zipSync, strToU8 } from 'fflate';
+import { ArchiveError, NotZip, openArchive, readMember } from './archive.js';
+import { FlatbufferError, signatureTensors } from './tflite.js';
 
 export const FORMAT = 'tftl-3';
 // tftl-2 differs only in its scalar learning_rate and loss, which the browser feeds by the
@@ -17,10 +19,24 @@ export const NEEDED_SIGNATURES = ['extract', 'train_features', 'infer_features',
 const MAX_LABELS = 100000;
 const MAX_IMAGE_SIZE = 2048;
 const MAX_BATCH = 1024;
+const MAX_FEATURE_ELEMENTS = 2 ** 26;
+const MAX_STATE_TENSORS = 100000;
+const GROUPS = ['trainable', 'bn_statistics', 'optimizer'];
+// contract/rules.json caps_bytes: one set of caps for every reader.
+export const MAX_MODEL_BYTES = 2 ** 30;
+export const MAX_METADATA_BYTES = 16 * 2 ** 20;
+export const MAX_LABELS_BYTES = 16 * 2 ** 20;
+export const MAX_STATE_BYTES = 2 ** 30;
 // Same timestamp as the Python writer (zipfile.ZipInfo date_time 1980-01-01 00:00:00).
 const ZIP_DATE = new Date(1980, 0, 1, 0, 0, 0);
 
-export class ModelFileError extends Error {}
+/** A refused model file: one line naming the file and the fix; `kind` is a contract/rules.json refusal class. */
+export class ModelFileError extends Error {
+  constructor(message, kind = 'damaged') {
+    super(message);
+    this.kind = kind;
+  }
+}
 
 // contract.LABEL_RULE (tftl/runtime/contract.py), as Python applies it: lengths in code points,
 // "outer spaces" as Python's str.isspace, and the refused categories Cc, Cs, Zl, Zp.
@@ -56,46 +72,50 @@ export function labelProblem(label) {
 export function parseLabels(text, where = LABELS_NAME) {
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
   const labels = body.split('\n').map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l)).filter((l) => pyStrip(l));
-  if (!labels.length) throw new ModelFileError(`${where}: no labels — a model needs at least one class`);
+  if (!labels.length) throw new ModelFileError(`${where}: no labels — a model needs at least one class`, 'labels');
   for (const label of labels) {
     const problem = labelProblem(label);
     if (problem) {
       const shown = JSON.stringify(label).replace(/[\u0085\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
       throw new ModelFileError(`${where}: label ${shown} ${problem}; a label must be 1-${MAX_LABEL_CHARS} `
-        + "characters of printable text on one line, with no '/', backslash or outer spaces — rename it");
+        + "characters of printable text on one line, with no '/', backslash or outer spaces — rename it", 'labels');
     }
   }
-  if (new Set(labels).size !== labels.length) throw new ModelFileError(`${where}: a label appears twice — each label must be unique`);
+  if (new Set(labels).size !== labels.length) throw new ModelFileError(`${where}: a label appears twice — each label must be unique`, 'labels');
   return labels;
 }
 
-/** Where the appended ZIP starts: what Python's zipfile computes from the end record. */
-function zipStart(bytes, name) {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const lowest = Math.max(0, bytes.length - 22 - 65535);
-  for (let eocd = bytes.length - 22; eocd >= lowest; eocd--) {
-    if (view.getUint32(eocd, true) !== 0x06054b50) continue;
-    const entries = view.getUint16(eocd + 10, true);
-    const cdSize = view.getUint32(eocd + 12, true);
-    const cdOffset = view.getUint32(eocd + 16, true);
-    const cdPos = eocd - cdSize;
-    const shift = cdPos - cdOffset;
-    if (cdPos < 0 || shift < 0) break;
-    let first = Infinity;
-    for (let i = 0, p = cdPos; i < entries; i++) {
-      if (p + 46 > eocd || view.getUint32(p, true) !== 0x02014b50) {
-        throw new ModelFileError(`${name} is truncated or corrupted — ${EXPORT_HINT}`);
-      }
-      first = Math.min(first, view.getUint32(p + 42, true));
-      p += 46 + view.getUint16(p + 28, true) + view.getUint16(p + 30, true) + view.getUint16(p + 32, true);
-    }
-    return { shift, flatEnd: shift + (entries ? first : 0) };
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+export async function sha256Hex(bytes) {
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The appended archive, its tftl.json and labels.txt bytes, and where the flatbuffer ends. */
+function archiveOf(bytes, name) {
+  const damaged = (why) => new ModelFileError(`${name} is truncated or corrupted${why ? ` (${why})` : ''} — ${EXPORT_HINT}`);
+  let archive;
+  try {
+    archive = openArchive(bytes);
+  } catch (e) {
+    if (!(e instanceof NotZip)) throw damaged(e.message);
+    // A cut-off tftl file still holds its archive's start (as modelfile.py tells); a plain .tflite does not.
+    let intact = false;
+    try {
+      intact = Object.keys(signatureTensors(bytes)).length >= 0 && !containsBytes(bytes, strToU8('PK\x03\x04'));
+    } catch (_) { /* a damaged flatbuffer */ }
+    if (intact) throw new ModelFileError(`${name} is not a tftl model (no tftl metadata ZIP after the flatbuffer) — ${EXPORT_HINT}`, 'not_tftl');
+    throw damaged('its ZIP has no end');
   }
-  // No end record: a cut-off tftl file still holds its archive's start (as modelfile.py tells).
-  if (containsBytes(bytes, strToU8(`PK\x03\x04`)) && containsBytes(bytes, strToU8(METADATA_NAME))) {
-    throw new ModelFileError(`${name} is truncated or corrupted (its ZIP has no end) — ${EXPORT_HINT}`);
+  if (!archive.entries.has(METADATA_NAME)) throw new ModelFileError(`${name} is not a tftl model (no tftl.json) — ${EXPORT_HINT}`, 'not_tftl');
+  if (!archive.entries.has(LABELS_NAME)) throw damaged('no labels.txt');
+  try {
+    return { archive, metaBytes: readMember(archive, METADATA_NAME, MAX_METADATA_BYTES), labelsBytes: readMember(archive, LABELS_NAME, MAX_LABELS_BYTES) };
+  } catch (e) {
+    if (e instanceof ArchiveError) throw damaged(e.message);
+    throw e;
   }
-  throw new ModelFileError(`${name} is not a tftl model (no tftl metadata ZIP after the flatbuffer) — ${EXPORT_HINT}`);
 }
 
 function containsBytes(haystack, needle) {
@@ -106,66 +126,132 @@ function containsBytes(haystack, needle) {
   return false;
 }
 
-export async function sha256Hex(bytes) {
-  const digest = await crypto.subtle.digest('SHA-256', bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-function checkMeta(meta, labels, name) {
-  const bad = (what) => new ModelFileError(`${name}: ${what} — ${EXPORT_HINT}`);
-  if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) throw bad('tftl.json is not a JSON object');
+/** contract.ModelMetadata.from_dict: every field of tftl.json (contract/tftl.schema.json), in its order. */
+function checkMeta(meta, name) {
+  const bad = (what) => new ModelFileError(`${name}: tftl.json ${what} — ${EXPORT_HINT}`, 'metadata');
   if (meta.format === 'tftl-1') {
-    throw new ModelFileError(`${name} is a tftl-1 file, which the browser cannot train (save() has no input, scalar opt_step) — ${EXPORT_HINT} to get ${FORMAT}`);
+    throw new ModelFileError(`${name} is a tftl-1 file, which the browser cannot train (save() has no input, scalar opt_step) — ${EXPORT_HINT} to get ${FORMAT}`, 'format');
   }
-  if (!FORMATS.includes(meta.format)) throw bad(`model-file format ${JSON.stringify(meta.format)}; the browser reads ${FORMATS.join(', ')}`);
-  const int = (key, lo, hi) => {
-    const v = meta[key];
-    if (!Number.isInteger(v) || v < lo || v > hi) throw bad(`tftl.json field '${key}' must be an integer in ${lo}..${hi}, got ${JSON.stringify(v)}`);
+  if (!FORMATS.includes(meta.format)) throw new ModelFileError(`${name} has model-file format ${JSON.stringify(meta.format)}; the browser reads ${FORMATS.join(', ')} — ${EXPORT_HINT}`, 'format');
+  const isInt = (v) => Number.isInteger(v) && typeof v === 'number';
+  const int = (key, lo, hi, dflt) => {
+    const v = key in meta ? meta[key] : dflt;
+    if (!isInt(v) || v < lo || v > hi) throw bad(`field '${key}' must be an integer in ${lo}..${hi}, got ${JSON.stringify(v)}`);
   };
+  const str = (key) => {
+    if (typeof meta[key] !== 'string' || !meta[key]) throw bad(`field '${key}' must be a non-empty string`);
+  };
+  const names = (v) => Array.isArray(v) && v.length <= MAX_STATE_TENSORS && v.every((n) => typeof n === 'string' && n);
   int('image_size', 8, MAX_IMAGE_SIZE);
+  const stateNames = meta.state_names === undefined ? [] : meta.state_names;
+  if (!names(stateNames)) throw bad("field 'state_names' must be a list of names");
+  const groups = meta.state_groups;
+  if (groups !== undefined && groups !== null) {
+    const all = GROUPS.flatMap((g) => (Array.isArray(groups[g]) ? groups[g] : []));
+    const keys = typeof groups === 'object' && !Array.isArray(groups) ? Object.keys(groups).sort() : [];
+    if (keys.join() !== [...GROUPS].sort().join() || JSON.stringify([...all].sort()) !== JSON.stringify([...stateNames].sort())) {
+      throw bad(`'state_groups' must split 'state_names' into ${GROUPS.join(', ')}`);
+    }
+  }
+  if (meta.trunk_end !== undefined && meta.trunk_end !== null && typeof meta.trunk_end !== 'string') throw bad("field 'trunk_end' must be a layer name or null");
+  if (meta.trained_state !== undefined && typeof meta.trained_state !== 'boolean') throw bad("field 'trained_state' must be true or false");
+  str('content_hash');
+  if (!/^[0-9a-f]{64}$/.test(meta.content_hash)) throw bad("field 'content_hash' must be 64 lowercase hex digits (sha256)");
+  const pre = meta.preprocessing;
+  if (pre !== undefined && pre !== null && (typeof pre !== 'object' || Array.isArray(pre) || !Object.values(pre).every((v) => typeof v === 'string'))) {
+    throw bad("field 'preprocessing' must map names to text");
+  }
+  const m = 'bn_momentum' in meta ? meta.bn_momentum : 0.99;
+  if (typeof m !== 'number' || !(m >= 0 && m < 1)) throw bad(`field 'bn_momentum' must be a number in [0, 1), got ${JSON.stringify(m)}`);
+  if (meta.signatures !== undefined && meta.signatures !== null && !(Array.isArray(meta.signatures) && meta.signatures.every((v) => typeof v === 'string'))) {
+    throw bad("field 'signatures' must be a list of names");
+  }
+  str('model');
+  str('scheme');
+  int('blocks', 0, 1000, 0);
   int('batch', 1, MAX_BATCH);
   int('num_labels', 1, MAX_LABELS);
-  if (meta.num_labels !== labels.length) throw new ModelFileError(`${name} is truncated or corrupted (labels.txt has ${labels.length} labels, tftl.json says ${meta.num_labels}) — ${EXPORT_HINT}`);
-  if (!Array.isArray(meta.state_names) || !meta.state_names.length) throw bad("tftl.json has no 'state_names'");
-  const sigs = meta.signatures || [];
-  const missing = NEEDED_SIGNATURES.filter((s) => !sigs.includes(s));
-  if (missing.length) throw bad(`it has no ${missing.join(', ')} signature(s), so it cannot train here`);
+  const fs = meta.feature_shape;
+  if (fs !== undefined && fs !== null) {
+    const ok = Array.isArray(fs) && fs.length >= 1 && fs.length <= 4 && fs.every((d) => isInt(d) && d >= 1 && d <= 2 ** 20);
+    if (!ok || fs.reduce((a, b) => a * b, 1) > MAX_FEATURE_ELEMENTS) throw bad(`field 'feature_shape' must be 1-4 positive integers (at most ${MAX_FEATURE_ELEMENTS} elements)`);
+  }
+}
+
+const sameShape = (a, b) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** modelfile._check_graph: tftl.json against the shapes the graph's signatures declare. */
+function checkGraph(meta, sigs, name) {
+  const b = meta.batch;
+  const r = meta.image_size;
+  const fs = meta.feature_shape || [r, r, 3];
+  const want = { images: [[b, r, r, 3], 'batch and image_size'], probabilities: [[b, meta.num_labels], 'batch and num_labels'], features: [[b, ...fs], 'batch and feature_shape'] };
+  const bad = (what) => new ModelFileError(`${name}: ${what} — ${EXPORT_HINT}`, 'metadata');
+  const scalarFree = FORMATS.indexOf(meta.format) >= FORMATS.indexOf('tftl-3');
+  for (const [sig, entry] of Object.entries(sigs)) {
+    for (const side of ['inputs', 'outputs']) {
+      for (const [tensor, { shape, type }] of Object.entries(entry[side])) {
+        const w = want[tensor];
+        if (w && (!sameShape(shape, w[0]) || type !== 0)) throw bad(`the ${sig} signature's ${tensor} tensor is [${shape}], but tftl.json's ${w[1]} make [${w[0]}]`);
+        if (scalarFree && !shape.length) throw bad(`the ${sig} signature's ${tensor} tensor is a scalar, which format ${meta.format} forbids`);
+      }
+    }
+  }
+  const restore = sigs.restore;
+  const stateNames = meta.state_names || [];
+  if (restore && stateNames.length && JSON.stringify(Object.keys(restore.inputs).sort()) !== JSON.stringify([...stateNames].sort())) {
+    throw bad("tftl.json 'state_names' differ from the restore signature's inputs");
+  }
 }
 
 /**
- * Parse and verify a tftl model file.
+ * Parse and verify a tftl model file in the order of contract/rules.json "refusal_order".
  * @param {Uint8Array} bytes the whole file
  * @param {string} name the file name, for messages
- * @returns {Promise<{flatbuffer: Uint8Array, meta: object, labels: string[], state: object|null, bytes: Uint8Array}>}
- * @throws {ModelFileError} one line naming the file and the fix
+ * @returns {Promise<{flatbuffer: Uint8Array, meta: object, labels: string[], state: object|null, signatures: object, bytes: Uint8Array}>}
+ * @throws {ModelFileError} one line naming the file and the fix, with its refusal class in `kind`
  */
 export async function readModel(bytes, name) {
-  if (bytes.length < 8 || strFromU8(bytes.subarray(4, 8)) !== 'TFL3') {
-    throw new ModelFileError(`${name} is not a TFLite model (no TFL3 identifier) — ${EXPORT_HINT}`);
+  if (bytes.length > MAX_MODEL_BYTES) throw new ModelFileError(`${name} is ${bytes.length} bytes, over the ${MAX_MODEL_BYTES} a model file may have — ${EXPORT_HINT}`);
+  if (bytes.length < 8) throw new ModelFileError(`${name} is truncated or corrupted — ${EXPORT_HINT}`);
+  if (String.fromCharCode(...bytes.subarray(4, 8)) !== 'TFL3') {
+    throw new ModelFileError(`${name} is not a TFLite model (no TFL3 identifier) — ${EXPORT_HINT}`, 'not_tflite');
   }
-  const { shift, flatEnd } = zipStart(bytes, name);
-  let files;
-  try {
-    files = unzipSync(bytes.subarray(shift));
-  } catch (e) {
-    throw new ModelFileError(`${name} is truncated or corrupted (${e.message}) — ${EXPORT_HINT}`);
-  }
-  if (!files[METADATA_NAME]) throw new ModelFileError(`${name} is not a tftl model (no tftl.json) — ${EXPORT_HINT}`);
-  if (!files[LABELS_NAME]) throw new ModelFileError(`${name} is truncated or corrupted (no labels.txt) — ${EXPORT_HINT}`);
+  const { archive, metaBytes, labelsBytes } = archiveOf(bytes, name);
   let meta;
   try {
-    meta = JSON.parse(strFromU8(files[METADATA_NAME]));
+    meta = JSON.parse(UTF8.decode(metaBytes));
   } catch (e) {
     throw new ModelFileError(`${name} has a damaged tftl.json (${e.message}) — ${EXPORT_HINT}`);
   }
-  const labels = parseLabels(strFromU8(files[LABELS_NAME]), `${name}: ${LABELS_NAME}`);
-  checkMeta(meta, labels, name);
-  const flatbuffer = bytes.subarray(0, flatEnd);
-  if ((await sha256Hex(flatbuffer)) !== meta.content_hash) {
+  const flatbuffer = bytes.subarray(0, archive.start);
+  if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || (await sha256Hex(flatbuffer)) !== meta.content_hash) {
     throw new ModelFileError(`${name} is truncated or corrupted (content_hash does not match the flatbuffer) — ${EXPORT_HINT}`);
   }
-  const state = files[STATE_NAME] ? readNpz(files[STATE_NAME], name) : null;
-  return { flatbuffer, meta, labels, state, bytes };
+  checkMeta(meta, name);
+  let labelsText;
+  try {
+    labelsText = UTF8.decode(labelsBytes);
+  } catch (e) {
+    throw new ModelFileError(`${name}: labels.txt is not UTF-8 text — ${EXPORT_HINT}`, 'labels');
+  }
+  const labels = parseLabels(labelsText, `${name}: ${LABELS_NAME}`);
+  if (meta.num_labels !== labels.length) throw new ModelFileError(`${name} has ${labels.length} labels in labels.txt but tftl.json declares num_labels ${meta.num_labels} — ${EXPORT_HINT}`, 'labels');
+  let signatures;
+  try {
+    signatures = signatureTensors(flatbuffer);
+  } catch (e) {
+    if (e instanceof FlatbufferError) throw new ModelFileError(`${name} is truncated or corrupted (${e.message}) — ${EXPORT_HINT}`);
+    throw e;
+  }
+  checkGraph(meta, signatures, name);
+  const state = archive.entries.has(STATE_NAME) ? readState(archive, signatures, name) : null;
+  return { flatbuffer, meta, labels, state, signatures, bytes };
+}
+
+/** The signatures a host needs that the graph lacks (the page needs NEEDED_SIGNATURES). */
+export function missingSignatures(model, needed = NEEDED_SIGNATURES) {
+  return needed.filter((s) => !model.signatures[s]);
 }
 
 // ---- .npy / .npz (numpy's format 1.0, float32 little-endian only) ----------------------
@@ -195,30 +281,67 @@ export function npyBytes(shape, data) {
 }
 
 function parseNpy(bytes, where) {
-  const bad = () => new ModelFileError(`${where} is damaged (not a float32 .npy) — train it again`);
-  if (bytes.length < 10 || NPY_MAGIC.some((b, i) => bytes[i] !== b) || bytes[6] !== 1) throw bad();
-  const hlen = new DataView(bytes.buffer, bytes.byteOffset).getUint16(8, true);
-  const header = strFromU8(bytes.subarray(10, 10 + hlen));
-  const m = /'descr':\s*'<f4'.*'fortran_order':\s*False.*'shape':\s*\(([\d,\s]*)\)/.exec(header);
-  if (!m) throw bad();
-  const shape = m[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  const n = shape.reduce((a, b) => a * b, 1);
-  if (10 + hlen + 4 * n !== bytes.length) throw bad();
-  const data = new Float32Array(n);
-  new Uint8Array(data.buffer).set(bytes.subarray(10 + hlen));
-  return { shape, data };
+  const bad = (why) => new ModelFileError(`${where} ${why} — train it again`, 'state');
+  if (bytes.length < 10 || NPY_MAGIC.some((b, i) => bytes[i] !== b) || (bytes[6] !== 1 && bytes[6] !== 2)) throw bad('is not a .npy array');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const long = bytes[6] === 2;
+  const hlen = long ? view.getUint32(8, true) : view.getUint16(8, true);
+  const from = (long ? 12 : 10) + hlen;
+  if (from > bytes.length) throw bad('has a damaged .npy header');
+  const header = String.fromCharCode(...bytes.subarray(long ? 12 : 10, from));
+  const descr = /'descr':\s*'([^']*)'/.exec(header);
+  const fortran = /'fortran_order':\s*(True|False)/.exec(header);
+  const shapeText = /'shape':\s*\(([\d,\s]*)\)/.exec(header);
+  if (!descr || !fortran || !shapeText) throw bad('has a damaged .npy header');
+  if (descr[1] !== '<f4' || fortran[1] !== 'False') throw bad(`holds ${descr[1]}${fortran[1] === 'True' ? ' in Fortran order' : ''}, but state.npz holds little-endian float32 (<f4) only`);
+  const shape = shapeText[1].split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  return { shape, from };
 }
 
-function readNpz(bytes, name) {
-  let files;
+/** state.npz, every member checked against the restore signature's inputs before it is read. */
+function readState(archive, signatures, name) {
+  const where = `state.npz of ${name}`;
+  let npz;
+  let inner;
   try {
-    files = unzipSync(bytes);
+    npz = readMember(archive, STATE_NAME, MAX_STATE_BYTES);
   } catch (e) {
     throw new ModelFileError(`${name} has a damaged state.npz (${e.message}) — train it again`);
   }
+  try {
+    inner = openArchive(npz);
+  } catch (e) {
+    throw new ModelFileError(`${where} is damaged (${e.message}) — train it again`, 'state');
+  }
+  const declared = signatures.restore ? signatures.restore.inputs : null;
+  const names = [...inner.entries.keys()];
+  const bad = names.find((n) => !n.endsWith('.npy') || n === '.npy');
+  if (bad !== undefined) throw new ModelFileError(`${where}: member '${bad}' is not a .npy array — train it again`, 'state');
+  const total = names.reduce((sum, n) => sum + inner.entries.get(n).usize, 0);
+  if (total > MAX_STATE_BYTES) throw new ModelFileError(`${where}: arrays declare ${total} bytes (at most ${MAX_STATE_BYTES}) — train it again`, 'state');
+  const tensors = names.map((n) => n.slice(0, -4));
+  if (declared && JSON.stringify([...tensors].sort()) !== JSON.stringify(Object.keys(declared).sort())) {
+    throw new ModelFileError(`${where} does not fit the model (other tensor names) — it belongs to another model`, 'state');
+  }
   const state = {};
-  for (const [member, data] of Object.entries(files)) {
-    state[member.replace(/\.npy$/, '')] = parseNpy(data, `${name}:${STATE_NAME}/${member}`);
+  for (const tensor of tensors) {
+    let bytes;
+    try {
+      bytes = readMember(inner, `${tensor}.npy`, MAX_STATE_BYTES);
+    } catch (e) {
+      throw new ModelFileError(`${where} is damaged (${e.message}) — train it again`, 'state');
+    }
+    const { shape, from } = parseNpy(bytes, `${where}: ${tensor}`);
+    const want = declared ? declared[tensor].shape : shape;
+    if (!sameShape(shape, want) && !(shape.length === 0 && sameShape(want, [1]))) {
+      throw new ModelFileError(`${where}: ${tensor} has shape (${shape}), the model has (${want}) — it belongs to another model`, 'state');
+    }
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (bytes.length - from !== 4 * n) throw new ModelFileError(`${where}: ${tensor} is damaged (its data is not ${4 * n} bytes) — train it again`, 'state');
+    const data = new Float32Array(n);
+    new Uint8Array(data.buffer).set(bytes.subarray(from));
+    if (!data.every(Number.isFinite)) throw new ModelFileError(`${where} holds NaN or infinite values in ${tensor} — train it again`, 'state');
+    state[tensor] = { shape: want, data };
   }
   return state;
 }

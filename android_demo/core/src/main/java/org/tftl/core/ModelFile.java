@@ -9,6 +9,8 @@ import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -29,8 +31,10 @@ public final class ModelFile {
   public static final String METADATA = "tftl.json";
   public static final String LABELS = "labels.txt";
   public static final String STATE = "state.npz";
+  /** contract/rules.json caps_bytes: the same caps as every other reader. */
   public static final long MAX_FILE_BYTES = 1L << 30;
-  private static final long MAX_MEMBER_BYTES = 1L << 30;
+  public static final long MAX_STATE_BYTES = 1L << 30;
+  public static final long MAX_TEXT_BYTES = 16L << 20;
 
   public final byte[] data;
   /** The flatbuffer is data[0, flatbufferLength): what the interpreter loads. */
@@ -78,10 +82,11 @@ public final class ModelFile {
   }
 
   /**
-   * Parses and verifies a model file.
+   * Parses and verifies a model file, in the order of contract/rules.json "refusal_order": the
+   * archive, tftl.json's hash and fields, labels.txt, the graph's signatures, then state.npz.
    *
    * @param where names the file in messages ("model file x.tflite")
-   * @throws TftlException with a one-line fix for a file that is not a tftl-2/tftl-3 model or is damaged
+   * @throws TftlException with a one-line fix and its refusal class ({@link TftlException#kind})
    */
   public static ModelFile parse(byte[] data, String where) {
     String damaged = where + " is truncated or corrupted — export it again";
@@ -89,45 +94,144 @@ public final class ModelFile {
       throw new TftlException(damaged);
     }
     if (!new String(data, 4, 4, StandardCharsets.ISO_8859_1).equals("TFL3")) {
-      throw new TftlException(where + " is not a TFLite model (no TFL3 identifier) — " + ModelMetadata.EXPORT_HINT);
+      throw new TftlException(where + " is not a TFLite model (no TFL3 identifier) — " + ModelMetadata.EXPORT_HINT, "not_tflite");
+    }
+    Zip.Archive archive = archive(data, where);
+    if (!archive.entries.containsKey(LABELS)) {
+      throw new TftlException(damaged);
+    }
+    byte[] metaBytes = member(archive, METADATA, MAX_TEXT_BYTES, where, "damaged");
+    byte[] labelBytes = member(archive, LABELS, MAX_TEXT_BYTES, where, "damaged");
+    int fbLength = (int) archive.start;
+    JsonObject raw;
+    try {
+      JsonElement json = JsonParser.parseString(utf8(metaBytes));
+      raw = json.isJsonObject() ? json.getAsJsonObject() : null;
+    } catch (RuntimeException | CharacterCodingException e) {
+      throw new TftlException(damaged + " (unreadable tftl.json)", e);
+    }
+    JsonElement hash = raw == null ? null : raw.get("content_hash");
+    if (hash == null || !hash.isJsonPrimitive() || !hash.getAsString().equals(Files2.sha256Hex(data, fbLength))) {
+      throw new TftlException(damaged);
+    }
+    ModelMetadata meta = ModelMetadata.parse(raw, where);
+    List<String> labels = labels(labelBytes, where);
+    if (labels.size() != meta.numLabels) {
+      throw new TftlException(where + " has " + labels.size() + " labels in labels.txt but tftl.json declares num_labels "
+          + meta.numLabels + " — " + ModelMetadata.EXPORT_HINT, "labels");
+    }
+    Map<String, Tflite.Signature> sigs;
+    try {
+      sigs = Tflite.signatures(data, fbLength);
+    } catch (IllegalArgumentException e) {
+      throw new TftlException(damaged + " (" + e.getMessage() + ")", e);
+    }
+    checkGraph(meta, sigs, where);
+    byte[] state = archive.entries.containsKey(STATE) ? member(archive, STATE, MAX_STATE_BYTES, where, "damaged") : null;
+    if (state != null) {
+      ModelState.check(state, sigs.get("restore"), "state.npz of " + where);
+    }
+    return new ModelFile(data, fbLength, meta, Collections.unmodifiableList(new ArrayList<>(labels)), state, where);
+  }
+
+  private static Zip.Archive archive(byte[] data, String where) {
+    Zip.Archive archive;
+    try {
+      archive = Zip.open(data);
+    } catch (IOException | RuntimeException e) {
+      throw new TftlException(where + " has a damaged archive (" + e.getMessage() + ") — export it again", e);
+    }
+    if (archive == null) {
+      boolean intact = !contains(data, "PK\u0003\u0004".getBytes(StandardCharsets.ISO_8859_1));
+      try {
+        Tflite.signatures(data, data.length);
+      } catch (IllegalArgumentException e) {
+        intact = false;
+      }
+      if (intact) {
+        throw new TftlException(where + " is not a tftl model (no tftl metadata) — " + ModelMetadata.EXPORT_HINT, "not_tftl");
+      }
+      throw new TftlException(where + " is truncated or corrupted (its ZIP has no end) — export it again");
+    }
+    if (!archive.entries.containsKey(METADATA)) {
+      throw new TftlException(where + " is not a tftl model (no tftl metadata) — " + ModelMetadata.EXPORT_HINT, "not_tftl");
+    }
+    return archive;
+  }
+
+  private static byte[] member(Zip.Archive archive, String name, long cap, String where, String kind) {
+    try {
+      return archive.read(name, cap);
+    } catch (IOException | RuntimeException e) {
+      throw new TftlException(where + " has a damaged " + name + " (" + e.getMessage() + ") — export it again", kind, e);
+    }
+  }
+
+  private static List<String> labels(byte[] bytes, String where) {
+    String text;
+    try {
+      text = utf8(bytes);
+    } catch (CharacterCodingException e) {
+      throw new TftlException(where + ": labels.txt is not UTF-8 text — " + ModelMetadata.EXPORT_HINT, "labels");
     }
     try {
-      Zip.Archive archive = Zip.open(data);
-      if (archive == null || !archive.entries.containsKey(METADATA)) {
-        throw new TftlException(where + " is not a tftl model (no tftl metadata) or is truncated — "
-            + ModelMetadata.EXPORT_HINT);
-      }
-      if (!archive.entries.containsKey(LABELS)) {
-        throw new TftlException(damaged);
-      }
-      JsonElement json = JsonParser.parseString(new String(archive.read(METADATA, 16 << 20), StandardCharsets.UTF_8));
-      String labelsText = new String(archive.read(LABELS, 16 << 20), StandardCharsets.UTF_8);
-      byte[] state = archive.read(STATE, MAX_MEMBER_BYTES);
-      int fbLength = (int) archive.start;
-      if (!json.isJsonObject()) {
-        throw new TftlException(damaged);
-      }
-      JsonObject raw = json.getAsJsonObject();
-      JsonElement hash = raw.get("content_hash");
-      if (hash == null || !hash.isJsonPrimitive() || !hash.getAsString().equals(Files2.sha256Hex(data, fbLength))) {
-        throw new TftlException(damaged);
-      }
-      List<String> labels;
-      try {
-        labels = parseLabels(labelsText);
-      } catch (TftlException e) {
-        throw new TftlException(where + ": " + LABELS + ": " + e.getMessage(), e);
-      }
-      JsonElement n = raw.get("num_labels");
-      if (n == null || !n.isJsonPrimitive() || n.getAsDouble() != labels.size()) {
-        throw new TftlException(damaged);
-      }
-      ModelMetadata meta = ModelMetadata.parse(raw, where);
-      return new ModelFile(data, fbLength, meta, Collections.unmodifiableList(new ArrayList<>(labels)), state, where);
+      return parseLabels(text);
     } catch (TftlException e) {
-      throw e;
-    } catch (IOException | RuntimeException e) {  // JSON of the wrong types, damaged members
-      throw new TftlException(damaged + " (" + e.getMessage() + ")", e);
+      throw new TftlException(where + ": " + LABELS + ": " + e.getMessage(), "labels", e);
+    }
+  }
+
+  /** Strict UTF-8 (a malformed byte is an error, not U+FFFD), as Python's bytes.decode. */
+  static String utf8(byte[] bytes) throws CharacterCodingException {
+    return StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+        .onUnmappableCharacter(CodingErrorAction.REPORT).decode(java.nio.ByteBuffer.wrap(bytes)).toString();
+  }
+
+  private static boolean contains(byte[] data, byte[] needle) {
+    outer:
+    for (int i = 0; i + needle.length <= data.length; i++) {
+      for (int j = 0; j < needle.length; j++) {
+        if (data[i + j] != needle[j]) {
+          continue outer;
+        }
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /** modelfile._check_graph: tftl.json against the shapes the graph's signatures declare. */
+  static void checkGraph(ModelMetadata meta, Map<String, Tflite.Signature> sigs, String where) {
+    int b = meta.batch;
+    int r = meta.imageSize;
+    int[] feats = new int[meta.featureShape.length + 1];
+    feats[0] = b;
+    System.arraycopy(meta.featureShape, 0, feats, 1, meta.featureShape.length);
+    Map<String, int[]> want = new LinkedHashMap<>();
+    want.put("images", new int[] {b, r, r, 3});
+    want.put("probabilities", new int[] {b, meta.numLabels});
+    want.put("features", feats);
+    boolean scalarFree = !meta.raw.get("format").getAsString().equals("tftl-2");
+    for (Map.Entry<String, Tflite.Signature> sig : sigs.entrySet()) {
+      for (Map<String, Tflite.Tensor> side : Arrays.asList(sig.getValue().inputs, sig.getValue().outputs)) {
+        for (Map.Entry<String, Tflite.Tensor> t : side.entrySet()) {
+          int[] w = want.get(t.getKey());
+          if (w != null && (!Arrays.equals(w, t.getValue().shape) || t.getValue().type != 0)) {
+            throw new TftlException(where + ": the " + sig.getKey() + " signature's " + t.getKey() + " tensor is "
+                + Arrays.toString(t.getValue().shape) + ", but tftl.json makes " + Arrays.toString(w) + " — "
+                + ModelMetadata.EXPORT_HINT, "metadata");
+          }
+          if (scalarFree && t.getValue().shape.length == 0) {
+            throw new TftlException(where + ": the " + sig.getKey() + " signature's " + t.getKey()
+                + " tensor is a scalar, which tftl-3 forbids — " + ModelMetadata.EXPORT_HINT, "metadata");
+          }
+        }
+      }
+    }
+    Tflite.Signature restore = sigs.get("restore");
+    if (restore != null && !meta.stateNames.isEmpty() && !restore.inputs.keySet().equals(new HashSet<>(meta.stateNames))) {
+      throw new TftlException(where + ": tftl.json 'state_names' differ from the restore signature's inputs — "
+          + ModelMetadata.EXPORT_HINT, "metadata");
     }
   }
 

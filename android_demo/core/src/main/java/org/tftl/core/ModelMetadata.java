@@ -43,34 +43,89 @@ public final class ModelMetadata {
   public final Map<String, List<String>> stateGroups;
   public final String contentHash;
   public final boolean trainedState;
+  public final int blocks;
+  /** Running-statistics momentum of the trained BatchNorms (contract.DEFAULT_BN_MOMENTUM when absent). */
+  public final double bnMomentum;
+  static final double DEFAULT_BN_MOMENTUM = 0.99;
 
   private ModelMetadata(JsonObject raw, String where) {
     this.raw = raw;
     JsonElement fmt = raw.get("format");
-    String format = fmt != null && fmt.isJsonPrimitive() ? fmt.getAsString() : String.valueOf(fmt);
+    String format = fmt != null && fmt.isJsonPrimitive() && fmt.getAsJsonPrimitive().isString() ? fmt.getAsString() : String.valueOf(fmt);
+    if (format.equals("tftl-1")) {
+      throw new TftlException(where + " is a tftl-1 file, which this app cannot train (save() has no input) — "
+          + EXPORT_HINT + " to get " + FORMAT, "format");
+    }
     if (!FORMATS.contains(format)) {
       throw new TftlException(where + " has model-file format " + format + "; this app reads " + String.join(", ", FORMATS) + " — "
-          + EXPORT_HINT + " (tftl 0.1 or later)");
+          + EXPORT_HINT + " (tftl 0.1 or later)", "format");
     }
-    model = string(raw, "model", where);
-    scheme = string(raw, "scheme", where);
-    imageSize = integer(raw, "image_size", 8, MAX_IMAGE_SIZE, where);
-    batch = integer(raw, "batch", 1, MAX_BATCH, where);
-    numLabels = integer(raw, "num_labels", 1, MAX_LABELS, where);
-    featureShape = featureShape(raw, imageSize, where);
+    imageSize = integer(raw, "image_size", 8, MAX_IMAGE_SIZE, where, null);
+    stateNames = names(raw.get("state_names"), where, "state_names");
+    JsonElement groups = raw.get("state_groups");
+    stateGroups = groups == null || groups.isJsonNull() ? groupNames(stateNames) : groups(groups, stateNames, where);
     JsonElement te = raw.get("trunk_end");
     if (te != null && !te.isJsonNull() && !(te.isJsonPrimitive() && te.getAsJsonPrimitive().isString())) {
       throw bad(where, "field 'trunk_end' must be a layer name or null");
     }
     trunkEnd = te == null || te.isJsonNull() ? null : te.getAsString();
-    stateNames = names(raw.get("state_names"), where, "state_names");
-    stateGroups = groups(raw.get("state_groups"), stateNames, where);
-    contentHash = string(raw, "content_hash", where);
     JsonElement ts = raw.get("trained_state");
     if (ts != null && !(ts.isJsonPrimitive() && ts.getAsJsonPrimitive().isBoolean())) {
       throw bad(where, "field 'trained_state' must be true or false");
     }
     trainedState = ts != null && ts.getAsBoolean();
+    contentHash = string(raw, "content_hash", where);
+    if (!contentHash.matches("[0-9a-f]{64}")) {
+      throw bad(where, "field 'content_hash' must be 64 lowercase hex digits (sha256)");
+    }
+    checkOptional(raw, where);
+    JsonElement m = raw.get("bn_momentum");
+    if (m != null && !(m.isJsonPrimitive() && m.getAsJsonPrimitive().isNumber()
+        && m.getAsDouble() >= 0 && m.getAsDouble() < 1)) {
+      throw bad(where, "field 'bn_momentum' must be a number in [0, 1), got " + m);
+    }
+    bnMomentum = m == null ? DEFAULT_BN_MOMENTUM : m.getAsDouble();
+    model = string(raw, "model", where);
+    scheme = string(raw, "scheme", where);
+    blocks = integer(raw, "blocks", 0, 1000, where, 0);
+    batch = integer(raw, "batch", 1, MAX_BATCH, where, null);
+    numLabels = integer(raw, "num_labels", 1, MAX_LABELS, where, null);
+    featureShape = featureShape(raw, imageSize, where);
+  }
+
+  /** The optional fields only checked for their types: preprocessing ({name: text}) and signatures ([name]). */
+  private static void checkOptional(JsonObject raw, String where) {
+    JsonElement pre = raw.get("preprocessing");
+    if (pre != null && !pre.isJsonNull()) {
+      boolean ok = pre.isJsonObject() && pre.getAsJsonObject().entrySet().stream()
+          .allMatch(e -> e.getValue().isJsonPrimitive() && e.getValue().getAsJsonPrimitive().isString());
+      if (!ok) {
+        throw bad(where, "field 'preprocessing' must map names to text");
+      }
+    }
+    JsonElement sigs = raw.get("signatures");
+    if (sigs != null && !sigs.isJsonNull()) {
+      boolean ok = sigs.isJsonArray() && sigs.getAsJsonArray().asList().stream()
+          .allMatch(v -> v.isJsonPrimitive() && v.getAsJsonPrimitive().isString());
+      if (!ok) {
+        throw bad(where, "field 'signatures' must be a list of names");
+      }
+    }
+  }
+
+  /** contract.group_of: the state group of a tensor name, by the naming rule (files without state_groups). */
+  public static String groupOf(String name) {
+    if (name.equals("opt_step") || name.startsWith("opt_m__") || name.startsWith("opt_v__")) {
+      return "optimizer";
+    }
+    return name.endsWith("__moving_mean") || name.endsWith("__moving_variance") ? "bn_statistics" : "trainable";
+  }
+
+  private static Map<String, List<String>> groupNames(List<String> names) {
+    Map<String, List<String>> out = new LinkedHashMap<>();
+    GROUPS.forEach(g -> out.put(g, new ArrayList<>()));
+    names.forEach(n -> out.get(groupOf(n)).add(n));
+    return Collections.unmodifiableMap(out);
   }
 
   /** Validates tftl.json; {@code where} names the file in messages. */
@@ -91,7 +146,7 @@ public final class ModelMetadata {
   }
 
   private static TftlException bad(String where, String what) {
-    return new TftlException(where + ": tftl.json " + what + " — " + EXPORT_HINT);
+    return new TftlException(where + ": tftl.json " + what + " — " + EXPORT_HINT, "metadata");
   }
 
   private static String string(JsonObject o, String key, String where) {
@@ -102,16 +157,25 @@ public final class ModelMetadata {
     return e.getAsString();
   }
 
-  private static int integer(JsonObject o, String key, int lo, int hi, String where) {
+  private static int integer(JsonObject o, String key, int lo, int hi, String where, Integer dflt) {
     JsonElement e = o.get(key);
-    if (e == null || !e.isJsonPrimitive() || !e.getAsJsonPrimitive().isNumber()) {
-      throw bad(where, "field '" + key + "' must be an integer in " + lo + ".." + hi + ", got " + e);
+    String msg = "field '" + key + "' must be an integer in " + lo + ".." + hi + ", got " + e;
+    if (e == null && dflt != null) {
+      return dflt;
+    }
+    if (e == null || !isInteger(e)) {
+      throw bad(where, msg);
     }
     double v = e.getAsDouble();
-    if (v != Math.rint(v) || v < lo || v > hi) {
-      throw bad(where, "field '" + key + "' must be an integer in " + lo + ".." + hi + ", got " + e);
+    if (v < lo || v > hi) {
+      throw bad(where, msg);
     }
     return (int) v;
+  }
+
+  /** A JSON integer as Python's json reads one: a number written without a fraction or exponent. */
+  private static boolean isInteger(JsonElement e) {
+    return e.isJsonPrimitive() && e.getAsJsonPrimitive().isNumber() && e.getAsString().matches("-?\\d{1,12}");
   }
 
   private static int[] featureShape(JsonObject o, int imageSize, String where) {
@@ -129,11 +193,11 @@ public final class ModelMetadata {
     long n = 1;
     for (int i = 0; i < shape.length; i++) {
       JsonElement d = a.get(i);
-      if (!d.isJsonPrimitive() || !d.getAsJsonPrimitive().isNumber()) {
+      if (!isInteger(d)) {
         throw bad(where, msg);
       }
       double v = d.getAsDouble();
-      if (v != Math.rint(v) || v < 1 || v > (1 << 20)) {
+      if (v < 1 || v > (1 << 20)) {
         throw bad(where, msg);
       }
       shape[i] = (int) v;

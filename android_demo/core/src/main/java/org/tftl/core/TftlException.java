@@ -1,12 +1,26 @@
 package org.tftl.core;
 
-/** Bad input (a model file, checkpoint, image or setting): a one-line message naming the file and the fix. */
+/**
+ * Bad input (a model file, checkpoint, image or setting): a one-line message naming the file and the fix.
+ * {@link #kind} is the refusal class of contract/rules.json ("damaged", "labels", ...) for a model file.
+ */
 public class TftlException extends RuntimeException {
+  public final String kind;
+
   public TftlException(String message) {
-    super(message);
+    this(message, "damaged", null);
   }
 
   public TftlException(String message, Throwable cause) {
+    this(message, "damaged", cause);
+  }
+
+  public TftlException(String message, String kind) {
+    this(message, kind, null);
+  }
+
+  public TftlException(String message, String kind, Throwable cause) {
     super(message, cause);
+    this.kind = kind;
   }
 }

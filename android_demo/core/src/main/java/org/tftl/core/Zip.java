@@ -22,6 +22,10 @@ public final class Zip {
   private static final int LOCAL = 0x04034b50;
   private static final int CENTRAL = 0x02014b50;
   private static final int END = 0x06054b50;
+  /** contract/rules.json "zip": the same archive rules as tftl/runtime/safezip.py. */
+  public static final int MAX_MEMBERS = 100_016;
+  public static final long MAX_RATIO = 100;
+  public static final long RATIO_FREE = 1 << 20;
   private static final int DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1;  // 1980-01-01 00:00:00
 
   private Zip() {}
@@ -33,13 +37,15 @@ public final class Zip {
     final long compressedSize;
     final long size;
     final int method;
+    final long crc;
 
-    Entry(String name, long localHeader, long compressedSize, long size, int method) {
+    Entry(String name, long localHeader, long compressedSize, long size, int method, long crc) {
       this.name = name;
       this.localHeader = localHeader;
       this.compressedSize = compressedSize;
       this.size = size;
       this.method = method;
+      this.crc = crc;
     }
   }
 
@@ -64,6 +70,23 @@ public final class Zip {
       if (e.size > limit || e.size > Integer.MAX_VALUE - 16) {
         throw new java.io.IOException("member " + name + " is " + e.size + " bytes, over the " + limit + " allowed");
       }
+      if (e.size > RATIO_FREE && e.size > MAX_RATIO * Math.max(e.compressedSize, 1)) {
+        throw new java.io.IOException("member " + name + " inflates " + e.size / Math.max(e.compressedSize, 1)
+            + "x (at most " + MAX_RATIO + "x)");
+      }
+      return checked(e, inflate(e, name));
+    }
+
+    private byte[] checked(Entry e, byte[] out) throws java.io.IOException {
+      CRC32 crc = new CRC32();
+      crc.update(out, 0, out.length);
+      if (crc.getValue() != e.crc) {
+        throw new java.io.IOException("member " + e.name + " is damaged (bad CRC-32)");
+      }
+      return out;
+    }
+
+    private byte[] inflate(Entry e, String name) throws java.io.IOException {
       ByteBuffer b = le(data);
       long h = e.localHeader;
       if (h < 0 || h + 30 > data.length || b.getInt((int) h) != LOCAL) {
@@ -130,6 +153,9 @@ public final class Zip {
       return null;
     }
     int count = b.getShort(end + 10) & 0xffff;
+    if (count > MAX_MEMBERS) {
+      throw new java.io.IOException(count + " archive members (at most " + MAX_MEMBERS + ")");
+    }
     long cdSize = b.getInt(end + 12) & 0xffffffffL;
     long cdOffset = b.getInt(end + 16) & 0xffffffffL;
     // Bytes before the archive (the flatbuffer) shift every offset it records, as zipfile allows.
@@ -144,7 +170,9 @@ public final class Zip {
       if (p + 46 > end || b.getInt(p) != CENTRAL) {
         throw new java.io.IOException("bad central directory entry " + k);
       }
+      int flags = b.getShort(p + 8) & 0xffff;
       int method = b.getShort(p + 10) & 0xffff;
+      long crc = b.getInt(p + 16) & 0xffffffffL;
       long csize = b.getInt(p + 20) & 0xffffffffL;
       long size = b.getInt(p + 24) & 0xffffffffL;
       int nameLen = b.getShort(p + 28) & 0xffff;
@@ -176,7 +204,14 @@ public final class Zip {
         }
         x += 4 + len;
       }
-      entries.put(name, new Entry(name, local + shift, csize, size, method));
+      if (entries.containsKey(name)) {
+        throw new java.io.IOException("duplicate archive member names");
+      }
+      if ((flags & 1) != 0 || (method != 0 && method != 8)) {
+        throw new java.io.IOException("member " + name + ((flags & 1) != 0 ? " is encrypted"
+            : " uses compression method " + method + " (only stored or deflated)"));
+      }
+      entries.put(name, new Entry(name, local + shift, csize, size, method, crc));
       start = Math.min(start, local + shift);
       p += 46 + nameLen + extraLen + commentLen;
     }

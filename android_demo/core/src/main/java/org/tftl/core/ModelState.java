@@ -1,0 +1,70 @@
+package org.tftl.core;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+
+/**
+ * A fine-tuned file's state.npz, checked as tftl/runtime/modelfile.py read_state checks it: a ZIP of
+ * .npy members whose names are exactly the restore signature's inputs, each little-endian float32 in
+ * C order with the shape the graph declares ((1,) also accepts ()), and every value finite. Names and
+ * headers are compared before any array is read. Every refusal has the class "state".
+ */
+public final class ModelState {
+  private ModelState() {}
+
+  /** Refuses {@code npz} unless it fits {@code restore} (null: no restore signature; names unchecked). */
+  public static void check(byte[] npz, Tflite.Signature restore, String where) {
+    Zip.Archive archive;
+    try {
+      archive = Zip.open(npz);
+    } catch (IOException | RuntimeException e) {
+      throw refused(where + " is damaged (" + e.getMessage() + ") — train it again", e);
+    }
+    if (archive == null) {
+      throw refused(where + " is damaged (not a ZIP archive) — train it again", null);
+    }
+    List<String> names = new ArrayList<>();
+    long total = 0;
+    for (Zip.Entry e : archive.entries.values()) {
+      if (!e.name.endsWith(".npy") || e.name.equals(".npy")) {
+        throw refused(where + ": member '" + e.name + "' is not a .npy array — train it again", null);
+      }
+      names.add(e.name.substring(0, e.name.length() - 4));
+      total += e.size;
+    }
+    if (total > ModelFile.MAX_STATE_BYTES) {
+      throw refused(where + ": arrays declare " + total + " bytes (at most " + ModelFile.MAX_STATE_BYTES + ")", null);
+    }
+    if (restore != null && !new HashSet<>(names).equals(restore.inputs.keySet())) {
+      throw refused(where + " does not fit the model (other tensor names) — it belongs to another model", null);
+    }
+    for (String name : names) {
+      Npy.Array a;
+      try {
+        a = Npy.read(archive.read(name + ".npy", ModelFile.MAX_STATE_BYTES));
+      } catch (IOException | RuntimeException e) {
+        throw refused(where + ": " + name + " is damaged (" + e.getMessage() + ") — train it again", e);
+      }
+      if (!a.descr.equals("<f4")) {
+        throw refused(where + ": " + name + " holds " + a.descr + ", but state.npz holds little-endian float32 (<f4) only", null);
+      }
+      int[] want = restore == null ? a.shape : restore.inputs.get(name).shape;
+      if (!Arrays.equals(a.shape, want) && !(a.shape.length == 0 && Arrays.equals(want, new int[] {1}))) {
+        throw refused(where + ": " + name + " has shape " + Arrays.toString(a.shape) + ", the model has "
+            + Arrays.toString(want) + " — it belongs to another model", null);
+      }
+      for (float v : a.floats()) {
+        if (!Float.isFinite(v)) {
+          throw refused(where + " holds NaN or infinite values in " + name + " — train it again", null);
+        }
+      }
+    }
+  }
+
+  private static TftlException refused(String message, Throwable cause) {
+    return new TftlException(message, "state", cause);
+  }
+}

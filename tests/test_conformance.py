@@ -1,0 +1,154 @@
+"""contract/vectors/files.json: the same model files, the same verdicts, from every reader.
+
+The vectors are edits of a small real export (tftl.runtime.vectors, built once per run by the
+`file_vectors` fixture): good files, tftl-1 and unknown formats, every tftl.json vector of
+vectors/metadata.json, metadata that disagrees with the graph, labels.txt rule breaks, CRLF and
+duplicate labels, ZIP bombs, truncations, bad CRCs, and state.npz members of the wrong dtype or
+shape, missing, extra or NaN. Python (`tftl-check`) and the browser's reader under Node
+(`web_demo/tools/check.mjs`) are run here; the Java core runs the same folder in JUnit
+(android_demo ConformanceTest, through tests/test_android.py).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from tftl.runtime import check, contract, spec
+
+
+def _manifest(folder):
+    with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _expected(case, host):
+    return case.get("hosts", {}).get(host, case["verdict"])
+
+
+def _node():
+    if not shutil.which("node"):
+        if os.environ.get("CI"):
+            pytest.fail("node is missing (tests/run_all.sh installs it through web_demo/install_test_deps.sh)")
+        pytest.skip("node is not installed")
+
+
+def _agree(manifest, answers, host):
+    wrong = [(c["file"], _expected(c, host), a["verdict"], a["message"])
+             for c, a in zip(manifest, answers, strict=True) if a["verdict"] != _expected(c, host)]
+    assert not wrong, wrong
+    for a in answers:
+        assert "\n" not in a["message"] and "\r" not in a["message"], a
+
+
+def test_the_vectors_cover_every_class_and_every_schema_field():
+    cases = spec.file_vectors()["cases"]
+    assert {c["verdict"] for c in cases} == {"accepted", *contract.REFUSAL_CLASSES}
+    assert len(cases) >= 70 and sum(c["verdict"] == "accepted" for c in cases) >= 6
+    schema = spec.schema()
+    refused_fields = {k for c in cases if c["verdict"] != "accepted" for k in c["edit"].get("meta", {})}
+    assert set(schema["properties"]) <= refused_fields, set(schema["properties"]) - refused_fields
+
+
+def test_python_reader_gives_every_verdict(file_vectors):
+    manifest = _manifest(file_vectors)
+    answers = check._vectors(file_vectors)
+    _agree(manifest, answers, "python")
+
+
+def test_browser_reader_gives_every_verdict(file_vectors):
+    _node()
+    out = subprocess.run(["node", os.path.join(REPO, "web_demo", "tools", "check.mjs"), "--vectors", file_vectors],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _agree(_manifest(file_vectors), json.loads(out.stdout), "javascript")
+
+
+@pytest.mark.parametrize("case", ["trained", "state_nan", "labels_crlf", "not_tflite"])
+def test_check_commands_print_one_line_and_exit_by_verdict(file_vectors, case):
+    _node()
+    path = os.path.join(file_vectors, f"{case}.tflite")
+    want = next(c for c in _manifest(file_vectors) if c["file"] == f"{case}.tflite")["verdict"]
+    for cmd in ([sys.executable, "-m", "tftl.runtime.check", path],
+                ["node", os.path.join(REPO, "web_demo", "tools", "check.mjs"), path]):
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        lines = out.stdout.splitlines()
+        assert len(lines) == 1, (cmd, out.stdout, out.stderr[-2000:])
+        if want == "accepted":
+            assert (out.returncode, lines[0]) == (0, "ok"), (cmd, out.stdout)
+        else:
+            assert out.returncode == 2 and lines[0].startswith("refused: "), (cmd, out.stdout)
+
+
+def test_tftl_check_console_script_is_installed():
+    exe = shutil.which("tftl-check")
+    assert exe, "pip install -e . installs tftl-check"
+    out = subprocess.run([exe, os.path.join(REPO, "README.md")], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout.startswith("refused: ") and "not a TFLite model" in out.stdout
+
+
+def _java_check():
+    """android_demo/tools/check, or a skip (a failure on CI) without a JDK and Maven."""
+    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{' and '.join(missing)} not found: CI must install a JDK 17+ and Maven")
+        pytest.skip(f"{' and '.join(missing)} not found")
+    return [os.path.join(REPO, "android_demo", "tools", "check")]
+
+
+def _mutants(base: bytes, folder: str, count: int, seed: int = 0) -> list:
+    """Seeded mutations of the archive part of a real file: byte flips anywhere after the
+    flatbuffer (members, central directory, end record), cuts and insertions."""
+    rng = np.random.default_rng(seed)
+    start = base.index(b"PK\x03\x04")
+    manifest = []
+    for i in range(count):
+        data = bytearray(base)
+        how = ("flip", "tail_flip", "cut", "insert")[i % 4]
+        if how in ("flip", "tail_flip"):
+            lo = start if how == "flip" else len(data) - 300
+            for pos in rng.integers(lo, len(data), size=int(rng.integers(1, 4))):
+                data[pos] ^= 1 << int(rng.integers(0, 8))
+        elif how == "cut":
+            data = data[:int(rng.integers(start, len(data)))]
+        else:
+            pos = int(rng.integers(start, len(data)))
+            data[pos:pos] = rng.integers(0, 256, size=int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        name = f"mutant_{i:03d}_{how}.tflite"
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(bytes(data))
+        manifest.append({"file": name})
+    with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f)
+    return manifest
+
+
+def test_three_readers_agree_on_mutated_files(file_vectors, tmp_path):
+    """Random damage to a real file's archive: Python, the browser and Java give the same class
+    for every mutant, each a class of the contract (no crash, no other exception)."""
+    _node()
+    java = _java_check()
+    with open(os.path.join(file_vectors, "fresh.tflite"), "rb") as f:
+        manifest = _mutants(f.read(), str(tmp_path), int(os.environ.get("TFTL_FUZZ_EXAMPLES", "60")))
+    answers = {"python": check._vectors(str(tmp_path))}
+    for host, cmd in (("javascript", ["node", os.path.join(REPO, "web_demo", "tools", "check.mjs")]),
+                      ("java", java)):
+        out = subprocess.run(cmd + ["--vectors", str(tmp_path)], capture_output=True, text=True)
+        assert out.returncode == 0, (host, out.stderr[-3000:])
+        answers[host] = json.loads(out.stdout)
+    classes = {"accepted", *contract.REFUSAL_CLASSES}
+    wrong = []
+    for k, case in enumerate(manifest):
+        got = {host: a[k]["verdict"] for host, a in answers.items()}
+        assert set(got.values()) <= classes, (case, got)
+        if len(set(got.values())) != 1:
+            wrong.append((case["file"], got, {h: a[k]["message"][:160] for h, a in answers.items()}))
+    assert not wrong, wrong
+    for case in manifest:
+        os.remove(os.path.join(tmp_path, case["file"]))
