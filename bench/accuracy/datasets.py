@@ -46,12 +46,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.environ.get("TFTL_DATASETS", "/work/cache/datasets")
 MIRRORS = os.environ.get("TFTL_MIRRORS", "/work/.mirror")
 SOURCES_MD = os.path.join(HERE, "SOURCES.md")
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 REGIMES = (10, 20, 40)
 SEEDS = (0, 1, 2)
 SPLIT_SEED = 19  # the test/pool draw (issue 19); the train-nK-sS draws use S
 MIN_SIDE = 100
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+try:  # the formats tftl's reader accepts (a GIF named .jpg decodes in Pillow but not in tftl)
+    from tftl.runtime.data import IMAGE_FORMATS
+except ImportError:  # pragma: no cover - the builder also runs without tftl on the path
+    IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -221,17 +225,21 @@ class BlobReader:
 
 
 def check_image(data):
-    """None if `data` is an image Pillow decodes fully with both sides >= MIN_SIDE, else why not."""
+    """None if `data` is an image Pillow decodes fully, in a format tftl reads (IMAGE_FORMATS),
+    with both sides >= MIN_SIDE; else why not."""
     if data.startswith(b"version https://git-lfs"):
         return "git-lfs pointer"
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
             im.load()
             w, h = im.size
     except Exception as e:  # noqa: BLE001 - any undecodable bytes are skipped and recorded
         return f"undecodable: {type(e).__name__}"
+    if fmt not in IMAGE_FORMATS:
+        return f"format not read by tftl: {fmt}"
     if min(w, h) < MIN_SIDE:
         return f"too small: {w}x{h}"
     return None
@@ -372,7 +380,7 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
         name=ds.name, domain=ds.domain, repo=ds.repo, commit=ds.commit, clone_url=ds.clone_url(),
         read_from=how, licence=ds.licence, source=ds.source, notes=ds.notes,
         classes={label: list(folders) for label, folders in sorted(ds.classes.items())},
-        split=(f"per class: usable photos (decoded by Pillow, both sides >= {MIN_SIDE} px) after removing exact "
+        split=(f"per class: usable photos (decoded by Pillow, JPEG/PNG/BMP/WebP, both sides >= {MIN_SIDE} px) after removing exact "
                f"duplicates (sha256) across the whole dataset, sorted by sha256 and shuffled with "
                f"random.Random('{SPLIT_SEED}:<class>'); the first {ds.test} are test/, the next at most {ds.pool} "
                f"pool/. train-nK-sS/<class>/ holds symlinks to the first K of the class's pool files (sorted, "
@@ -431,7 +439,7 @@ def sources_markdown(infos, root):
                   f"- Licence: {info['licence']}.",
                   f"- Notes: {info['notes']}." if info["notes"] else "- Notes: none.",
                   f"- Split: {info['split']}.",
-                  f"- Skipped (blob missing, LFS pointer, undecodable or under {MIN_SIDE} px): {len(info['skipped'])}"
+                  f"- Skipped (blob missing, LFS pointer, undecodable, a format tftl does not read, or under {MIN_SIDE} px): {len(info['skipped'])}"
                   + (" (" + "; ".join(f"{k} {v}" for k, v in sorted(_reasons(info['skipped']).items())) + ")"
                      if info["skipped"] else "") + "; exact "
                   f"duplicates removed: {len(info['duplicates_removed'])}"
