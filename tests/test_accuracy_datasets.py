@@ -226,3 +226,19 @@ def test_missing_commit_is_refused(mirror, tmp_path):
     mirrors, _, _ = mirror
     with pytest.raises(SystemExit, match="not in"):
         datasets.build(_ds("0" * 40), str(tmp_path), mirrors=mirrors, log=lambda *a: None)
+
+
+def test_gram_probe_matches_linear_probe():
+    """bench/accuracy/probe.py's fit on the Gram matrix gives bench/linear_probe.py's weights."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import linear_probe
+    import probe
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 64))
+    y = np.arange(30) % 3
+    for l2 in (1e-4, 1e-1):
+        w1, b1 = linear_probe.fit_softmax(x, y, 3, l2, steps=200)
+        w2, b2 = probe.fit_softmax_gram(x, y, 3, l2, steps=200)
+        np.testing.assert_allclose(w2, w1, atol=1e-10)
+        np.testing.assert_allclose(b2, b1, atol=1e-10)

@@ -92,6 +92,7 @@ WOOF = {"shih_tzu": "n02086240", "rhodesian_ridgeback": "n02087394", "beagle": "
         "dingo": "n02115641"}
 INTEL = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 WEATHER = ("cloudy", "rain", "shine", "sunrise")
+TRASH = ("cardboard", "glass", "metal", "paper", "plastic", "trash")
 
 REGISTRY = (
     Dataset(
@@ -133,6 +134,14 @@ REGISTRY = (
         notes="pinned to the commit that added the photos as plain files (the next commit moved them to Git LFS). "
               "All classes share one folder: the class is the file-name prefix (cloudy12.jpg -> cloudy). Only 4 "
               "classes"),
+    Dataset(
+        name="trashnet6", domain="household objects by material (waste sorting)",
+        repo="congduytran12/Trash-Classification-", commit="00212f2c18dcdb9045c74481eaae5baaf72537df",
+        classes={c: (f"dataset-resized/{c}",) for c in TRASH}, test=50, pool=100,
+        licence="MIT (TrashNet, G. Thung and M. Yang, github.com/garythung/trashnet, whose repository is MIT "
+                "licensed); this copy's repository has no licence file",
+        source="TrashNet dataset-resized: 2527 photos of single objects on a white background, 512x384",
+        notes="trash has only 137 photos (pool 87); the others 403-594"),
 )
 BY_NAME = {d.name: d for d in REGISTRY}
 
@@ -380,7 +389,8 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
         name=ds.name, domain=ds.domain, repo=ds.repo, commit=ds.commit, clone_url=ds.clone_url(),
         read_from=how, licence=ds.licence, source=ds.source, notes=ds.notes,
         classes={label: list(folders) for label, folders in sorted(ds.classes.items())},
-        split=(f"per class: usable photos (decoded by Pillow, JPEG/PNG/BMP/WebP, both sides >= {MIN_SIDE} px) after removing exact "
+        split=(f"per class: usable photos (decoded by Pillow, JPEG/PNG/BMP/WebP, both sides >= {MIN_SIDE} px) "
+               f"after removing exact "
                f"duplicates (sha256) across the whole dataset, sorted by sha256 and shuffled with "
                f"random.Random('{SPLIT_SEED}:<class>'); the first {ds.test} are test/, the next at most {ds.pool} "
                f"pool/. train-nK-sS/<class>/ holds symlinks to the first K of the class's pool files (sorted, "
@@ -439,7 +449,8 @@ def sources_markdown(infos, root):
                   f"- Licence: {info['licence']}.",
                   f"- Notes: {info['notes']}." if info["notes"] else "- Notes: none.",
                   f"- Split: {info['split']}.",
-                  f"- Skipped (blob missing, LFS pointer, undecodable, a format tftl does not read, or under {MIN_SIDE} px): {len(info['skipped'])}"
+                  f"- Skipped (blob missing, LFS pointer, undecodable, a format tftl does not read, or under "
+                  f"{MIN_SIDE} px): {len(info['skipped'])}"
                   + (" (" + "; ".join(f"{k} {v}" for k, v in sorted(_reasons(info['skipped']).items())) + ")"
                      if info["skipped"] else "") + "; exact "
                   f"duplicates removed: {len(info['duplicates_removed'])}"
@@ -447,7 +458,8 @@ def sources_markdown(infos, root):
                      if info["duplicates_removed"] else "") + ".",
                   f"- Training regimes (photos in all): " + ", ".join(f"{k} {v}" for k, v in info["regimes"].items())
                   + ".", "",
-                  "| class | source folders | usable in repo | after dedupe | test | pool |", "|---|---|---|---|---|---|"]
+                  "| class | source folders | usable in repo | after dedupe | test | pool |",
+                  "|---|---|---|---|---|---|"]
         for label, c in info["counts"].items():
             lines.append(f"| {label} | {', '.join(info['classes'][label])} | {c['found']} | {c['after_dedupe']} | "
                          f"{c['test']} | {c['pool']} |")
