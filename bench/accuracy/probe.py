@@ -140,7 +140,7 @@ def table(summary, classes):
         test = next(iter(cells.values()))["test_images"]
         row = [f"{cells[k]['mean']:.3f} ± {cells[k]['std']:.3f} ({cells[k]['min']:.3f}–{cells[k]['max']:.3f})"
                if k in cells else "—" for k in (10, 20, 40)]
-        lines.append(f"| {ds} | {classes[ds]} | {test} | " + " | ".join(row) + " |")
+        lines.append(f"| {ds} | {classes.get(ds, '?')} | {test} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -159,7 +159,6 @@ def main(argv=None):
     if os.path.exists(a.out):  # rows of datasets not probed now are kept
         with open(a.out) as f:
             out = json.load(f)
-    classes = {}
     for name in names:
         path = os.path.join(a.root, name, "SOURCE.json")
         if not os.path.exists(path):
@@ -172,10 +171,15 @@ def main(argv=None):
         for r in rows:
             r["commit"] = info["commit"]
         out["rows"] = [r for r in out["rows"] if r["dataset"] != name] + rows
+        _write(a, out)  # after every dataset: a stopped run keeps what it finished
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
-    for r in out["rows"]:
-        classes.setdefault(r["dataset"], None)
-    for name in classes:
+    print("\n".join(out["table"]))
+    return 0
+
+
+def _write(a, out):
+    classes = {}
+    for name in sorted({r["dataset"] for r in out["rows"]}):
         src = os.path.join(a.root, name, "SOURCE.json")
         if os.path.exists(src):
             with open(src) as f:
@@ -183,16 +187,12 @@ def main(argv=None):
     out.update(weights=os.path.basename(linear_probe.WEIGHTS),
                features="keras MobileNetV2 include_top=False pooling=avg, eval crop 224 (bench/linear_probe.py)",
                probe="bench/linear_probe.py: softmax regression, standardised features, L2 by 3-fold CV on the "
-                     "training part only", l2_grid=list(linear_probe.L2_GRID),
-               solver=a.solver,
-               command="python bench/accuracy/probe.py" + (" --only " + " ".join(a.only) if a.only else ""),
-               summary=summarise(out["rows"]))
+                     "training part only", l2_grid=list(linear_probe.L2_GRID), solver=a.solver,
+               command="python bench/accuracy/probe.py", summary=summarise(out["rows"]))
     out["table"] = table(out["summary"], classes).splitlines()
     with open(a.out + ".tmp", "w") as f:
         json.dump(out, f, indent=1)
     os.replace(a.out + ".tmp", a.out)
-    print("\n".join(out["table"]))
-    return 0
 
 
 if __name__ == "__main__":
