@@ -121,19 +121,29 @@ def probe_dataset(root, info, log=print):
     return rows
 
 
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
 def summarise(rows):
+    """Per (dataset, K): mean, min, max and sample std over the seeds, the half-width of the 95%
+    t-interval of the mean over seeds (seed spread only: the test part is the same photos for
+    every seed) and the binomial standard error of one accuracy on that test part."""
     out = []
     for ds in sorted({r["dataset"] for r in rows}):
         for k in sorted({r["per_class"] for r in rows if r["dataset"] == ds}):
             accs = [r["test_accuracy"] for r in rows if r["dataset"] == ds and r["per_class"] == k]
             first = next(r for r in rows if r["dataset"] == ds)
-            out.append(dict(dataset=ds, per_class=k, seeds=len(accs), mean=statistics.mean(accs),
-                            min=min(accs), max=max(accs), std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                            test_images=first["test_images"]))
+            mean = statistics.mean(accs)
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            n_test = first["test_images"]
+            out.append(dict(dataset=ds, per_class=k, seeds=len(accs), mean=mean, min=min(accs), max=max(accs),
+                            std=std, ci95_seeds=T975.get(len(accs) - 1, 1.96) * std / len(accs) ** 0.5,
+                            binomial_se=(mean * (1 - mean) / n_test) ** 0.5, test_images=n_test))
     return out
 
 
 def table(summary, classes):
+    """Markdown: per dataset and K, mean ± sample std over the seeds (min–max)."""
     lines = ["| dataset | classes | test photos | n10 | n20 | n40 |", "|---|---|---|---|---|---|"]
     for ds in sorted({s["dataset"] for s in summary}):
         cells = {s["per_class"]: s for s in summary if s["dataset"] == ds}
@@ -149,6 +159,7 @@ def main(argv=None):
     p.add_argument("--root", default=datasets.DEFAULT_ROOT)
     p.add_argument("--only", nargs="+", choices=sorted(datasets.BY_NAME))
     p.add_argument("--out", default=os.path.join(HERE, "probe.json"))
+    p.add_argument("--table", action="store_true", help="only recompute the summary and table of --out's rows")
     p.add_argument("--solver", choices=sorted(SOLVERS), default="gram",
                    help="gram (default): bench/linear_probe.py's fit computed on the n x n Gram matrix, the same "
                         "result d/n times faster; primal: bench/linear_probe.py's fit_softmax itself")
@@ -159,6 +170,8 @@ def main(argv=None):
     if os.path.exists(a.out):  # rows of datasets not probed now are kept
         with open(a.out) as f:
             out = json.load(f)
+    if a.table:
+        names = []
     for name in names:
         path = os.path.join(a.root, name, "SOURCE.json")
         if not os.path.exists(path):
@@ -173,6 +186,7 @@ def main(argv=None):
         out["rows"] = [r for r in out["rows"] if r["dataset"] != name] + rows
         _write(a, out)  # after every dataset: a stopped run keeps what it finished
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
+    _write(a, out)
     print("\n".join(out["table"]))
     return 0
 
@@ -193,6 +207,28 @@ def _write(a, out):
     with open(a.out + ".tmp", "w") as f:
         json.dump(out, f, indent=1)
     os.replace(a.out + ".tmp", a.out)
+    if os.path.abspath(a.out) == os.path.join(HERE, "probe.json"):
+        write_readme_table(out)
+
+
+README = os.path.join(HERE, "README.md")
+
+
+def write_readme_table(out, path=README):
+    """Put probe.json's table between the README's probe-table markers."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        text = f.read()
+    start, end = "<!-- probe table -->", "<!-- /probe table -->"
+    if start not in text or end not in text:
+        return
+    body = ("Test accuracy of the linear probe, mean ± sample std over seeds 0, 1, 2 (min–max); "
+            f"`{out['command']}`, {out['weights']}:\n\n" + "\n".join(out["table"]))
+    text = text[:text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
