@@ -62,6 +62,18 @@ def mirror(tmp_path_factory):
     (work / "photos" / "dog" / "x_text.png").write_bytes(b"not an image")
     (work / "photos" / "dog" / "notes.txt").write_text("not listed")
     special["shared"] = shared
+    # near duplicates (other bytes, the same picture): a pair within dog stays on one side of
+    # the split; a pair across cat and owl is an ambiguous label and goes
+    from PIL import Image
+
+    base_dog = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    base_x = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    near = [("y_near_a.jpg", base_dog, "dog"), ("y_near_b.jpg", np.clip(base_dog * 0.9 + 8, 0, 255), "dog"),
+            ("y_cross.jpg", base_x, "cat"), ("y_cross.jpg", np.clip(base_x * 0.9 + 8, 0, 255), "owl")]
+    for name, arr, folder in near:
+        buf = io.BytesIO()
+        Image.fromarray(arr.astype(np.uint8)).save(buf, "JPEG", quality=90)
+        (work / "photos" / folder / name).write_bytes(buf.getvalue())
     _git(work, "init", "-q")
     _git(work, "add", "-A")
     _git(work, "commit", "-qm", "photos")
@@ -121,7 +133,8 @@ def test_source_json_fields(built):
     assert sorted(disk["regimes"]) == [f"train-n{k}-s{s}" for k in (10, 20, 40) for s in (0, 1, 2)]
     for c in ("cat", "dog", "owl"):
         assert disk["counts"][c]["test"] == 8
-        assert disk["counts"][c]["pool"] == PER_CLASS - 8  # the shared and repeated copies are gone
+        # the shared, repeated and cross-class near copies are gone; dog has 2 near copies more
+        assert disk["counts"][c]["pool"] == PER_CLASS - 8 + (2 if c == "dog" else 0)
     assert not [p for p in os.listdir(root) if p.startswith(".")], "a temp folder was left behind"
 
 
@@ -136,6 +149,12 @@ def test_skips_and_duplicates(built):
                               for p in (r["path"] for r in v)}, "read past the pinned commit"
     removed = {(os.path.basename(r["path"]), r["reason"]) for r in info["duplicates_removed"]}
     assert ("x_shared.jpg", "same bytes in classes cat, dog") in removed
+    assert ("y_cross.jpg", "near duplicate across classes cat, owl") in removed
+    groups = info["near_duplicates"]["groups"]
+    assert ["photos/dog/y_near_a.jpg", "photos/dog/y_near_b.jpg"] in groups
+    side = {r["path"]: part for part, by in info["files"].items() for rows in by.values() for r in rows}
+    assert side.get("photos/dog/y_near_a.jpg", "unused") == side.get("photos/dog/y_near_b.jpg", "unused")
+    assert info["near_duplicates"]["max_test_pool_correlation"] < datasets.NEAR_CORR
     assert any(r.startswith("duplicate within class") for _, r in removed)
     shared = hashlib.sha256(special["shared"]).hexdigest()
     every = [r["sha256"] for part in info["files"].values() for rows in part.values() for r in rows]
@@ -207,6 +226,13 @@ def test_deterministic_idempotent_and_atomic(built, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["pets3"]
     assert datasets.split_class([{"sha256": f"{i:02d}", "label": "x"} for i in range(20)], "x", 5, 10) == \
         datasets.split_class([{"sha256": f"{i:02d}", "label": "x"} for i in reversed(range(20))], "x", 5, 10)
+    items = [{"sha256": f"{i:02d}", "label": "x"} for i in range(20)]
+    groups = [[f"{i:02d}" for i in range(0, 20, 4)], ["01", "02"]]  # 5 and 2 near copies
+    for seed in range(10):
+        test, pool = datasets.split_class(items, "x", 6, 20, seed=seed, groups=groups)
+        assert len(test) == 6 and len(test) + len(pool) == 20
+        for g in groups:
+            assert {h in {t["sha256"] for t in test} for h in g} in ({True}, {False})
 
 
 def test_sources_markdown_and_registry(built):

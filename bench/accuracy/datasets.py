@@ -42,15 +42,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.environ.get("TFTL_DATASETS", "/work/cache/datasets")
 MIRRORS = os.environ.get("TFTL_MIRRORS", "/work/.mirror")
 SOURCES_MD = os.path.join(HERE, "SOURCES.md")
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 REGIMES = (10, 20, 40)
 SEEDS = (0, 1, 2)
 SPLIT_SEED = 19  # the test/pool draw (issue 19); the train-nK-sS draws use S
 MIN_SIDE = 100
+NEAR_SIDE = 32  # near duplicates: 32x32 grayscale thumbnails ...
+NEAR_CORR = 0.95  # ... whose pixel correlation is at least this
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 try:  # the formats tftl's reader accepts (a GIF named .jpg decodes in Pillow but not in tftl)
     from tftl.runtime.data import IMAGE_FORMATS
@@ -258,6 +262,42 @@ def check_image(data):
     return None
 
 
+def thumbnail(data, side=NEAR_SIDE):
+    """The image as a zero-mean, unit-norm float32 vector of its side x side grayscale
+    thumbnail: the dot product of two is their pixel correlation (a flat image is all zeros
+    and correlates with nothing)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        a = np.asarray(im.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
+    a = a - a.mean()
+    norm = float(np.linalg.norm(a))
+    return a / norm if norm > 1e-6 else np.zeros_like(a)
+
+
+def near_groups(thumbs, threshold=NEAR_CORR, chunk=1024):
+    """Groups (lists of indices, sorted, size >= 2) of the rows of `thumbs` linked by a pixel
+    correlation >= threshold, transitively (union-find)."""
+    x = np.asarray(thumbs, dtype=np.float32)
+    parent = list(range(len(x)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(x), chunk):
+        ii, jj = np.nonzero(x[start:start + chunk] @ x.T >= threshold)
+        for i, j in zip((ii + start).tolist(), jj.tolist()):
+            if i < j:
+                parent[find(j)] = find(i)
+    groups = {}
+    for i in range(len(x)):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(g for g in groups.values() if len(g) > 1)
+
+
 # --- the split -----------------------------------------------------------------------------------
 
 def dedupe(items):
@@ -280,13 +320,23 @@ def dedupe(items):
     return kept, removed
 
 
-def split_class(items, label, n_test, n_pool, seed=SPLIT_SEED):
+def split_class(items, label, n_test, n_pool, seed=SPLIT_SEED, groups=()):
     """(test, pool) of one class's items: a seeded permutation of the items sorted by sha256
     (independent of paths and listing order); the first n_test are the test part, the next
-    n_pool (at most) the pool."""
+    n_pool (at most) the pool. `groups` (lists of sha256) are near duplicates: a group goes
+    whole to the test part or whole to the rest (the test part takes the next items that fit)."""
     order = sorted(items, key=lambda i: i["sha256"])
     random.Random(f"{seed}:{label}").shuffle(order)
-    return order[:n_test], order[n_test:n_test + n_pool]
+    by_sha = {i["sha256"]: i for i in order}
+    group_of = {h: [by_sha[m] for m in sorted(g) if m in by_sha] for g in groups for h in g}
+    test, rest, done = [], [], set()
+    for it in order:
+        if it["sha256"] in done:
+            continue
+        unit = group_of.get(it["sha256"], [it])
+        done.update(u["sha256"] for u in unit)
+        (test if len(test) + len(unit) <= n_test else rest).extend(unit)
+    return test, rest[:n_pool]
 
 
 def draw_train(pool_files, k, seed, label):
@@ -369,18 +419,35 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
                     if why:
                         skipped.append(dict(path=path, reason=why))
                         continue
-                    items.append(dict(label=label, path=path, data=data, sha256=hashlib.sha256(data).hexdigest()))
+                    items.append(dict(label=label, path=path, data=data, sha256=hashlib.sha256(data).hexdigest(),
+                                      thumb=thumbnail(data)))
     finally:
         reader.close()
     found = {label: sum(1 for i in items if i["label"] == label) for label in ds.classes}
     kept, removed = dedupe(items)
+    # near duplicates (re-encodes, small crops, bursts): a group spanning classes is an
+    # ambiguous label and goes; a group within one class stays on one side of the split
+    near, gone = [], set()
+    for g in near_groups([i["thumb"] for i in kept]):
+        members = [kept[i] for i in g]
+        labels = sorted({m["label"] for m in members})
+        if len(labels) > 1:
+            removed += [dict(path=m["path"], sha256=m["sha256"], reason="near duplicate across classes "
+                             + ", ".join(labels)) for m in members]
+            gone.update(m["sha256"] for m in members)  # unique among `kept` (exact copies are gone)
+        else:
+            near.append(members)
+    kept = [i for i in kept if i["sha256"] not in gone]
+    near_by_label = {}
+    for members in near:
+        near_by_label.setdefault(members[0]["label"], []).append([m["sha256"] for m in members])
     per_class, unused = {}, {}
     for label in ds.classes:
         mine = [i for i in kept if i["label"] == label]
         if len(mine) < ds.test + max(REGIMES[0], 1):
             raise SystemExit(f"{ds.name}: class {label} has {len(mine)} usable photos, fewer than test "
                              f"{ds.test} + {REGIMES[0]}")
-        per_class[label] = split_class(mine, label, ds.test, ds.pool)
+        per_class[label] = split_class(mine, label, ds.test, ds.pool, groups=near_by_label.get(label, ()))
         unused[label] = len(mine) - len(per_class[label][0]) - len(per_class[label][1])
     os.makedirs(root, exist_ok=True)
     tmp = os.path.join(root, f".{ds.name}.tmp-{os.getpid()}")
@@ -389,22 +456,30 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
     test_hashes = {r["sha256"] for rows in files["test"].values() for r in rows}
     pool_hashes = {r["sha256"] for rows in files["pool"].values() for r in rows}
     assert not test_hashes & pool_hashes, "a test image's bytes are in the training pool"
+    tt = np.stack([i["thumb"] for t, _ in per_class.values() for i in t])
+    pt = np.stack([i["thumb"] for _, p in per_class.values() for i in p])
+    worst = float((tt @ pt.T).max())
+    assert worst < NEAR_CORR, "a test image has a near duplicate in the training pool"
     info = dict(
         name=ds.name, domain=ds.domain, repo=ds.repo, commit=ds.commit, clone_url=ds.clone_url(),
         read_from=how, licence=ds.licence, source=ds.source, notes=ds.notes,
         classes={label: list(folders) for label, folders in sorted(ds.classes.items())},
-        split=(f"per class: usable photos (decoded by Pillow, JPEG/PNG/BMP/WebP, both sides >= {MIN_SIDE} px) "
-               f"after removing exact "
-               f"duplicates (sha256) across the whole dataset, sorted by sha256 and shuffled with "
-               f"random.Random('{SPLIT_SEED}:<class>'); the first {ds.test} are test/, the next at most {ds.pool} "
-               f"pool/. train-nK-sS/<class>/ holds symlinks to the first K of the class's pool files (sorted, "
-               f"shuffled with random.Random('train:S:<class>')): nested in K for one seed"),
+        split=(f"per class: the usable photos (decoded by Pillow, JPEG/PNG/BMP/WebP, both sides >= {MIN_SIDE} px), "
+               f"less exact duplicates (sha256) and near duplicates across classes, sorted by sha256 and shuffled "
+               f"with random.Random('{SPLIT_SEED}:<class>'); in that order the first {ds.test} that fit are test/ "
+               f"(a group of near duplicates goes whole to one side), the next at most {ds.pool} pool/. "
+               f"train-nK-sS/<class>/ holds symlinks to the first K of the class's pool files (sorted, shuffled "
+               f"with random.Random('train:S:<class>')): nested in K for one seed"),
         counts={label: dict(found=found[label], after_dedupe=len(per_class[label][0]) + len(per_class[label][1])
                             + unused[label], test=len(files["test"][label]), pool=len(files["pool"][label]),
                             unused=unused[label])
                 for label in sorted(ds.classes)},
         regimes={name: sum(len(v) for v in by_class.values()) for name, by_class in sorted(train.items())},
         skipped=skipped, duplicates_removed=removed,
+        near_duplicates=dict(rule=f"{NEAR_SIDE}x{NEAR_SIDE} grayscale pixel correlation >= {NEAR_CORR}, transitive; "
+                             "a group within one class is kept on one side of the split, a group across classes "
+                             "is removed", max_test_pool_correlation=round(worst, 4),
+                             groups=[[m["path"] for m in members] for members in near]),
         files=files, train=train,
         spec=ds.spec(), built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         seconds=round(time.time() - t0, 1))
@@ -460,6 +535,9 @@ def sources_markdown(infos, root):
                   f"duplicates removed: {len(info['duplicates_removed'])}"
                   + (" (" + "; ".join(sorted({r['reason'] for r in info['duplicates_removed']})) + ")"
                      if info["duplicates_removed"] else "") + ".",
+                  f"- Near duplicates ({info['near_duplicates']['rule']}): {len(info['near_duplicates']['groups'])} "
+                  f"groups kept within a class; highest test-to-pool pixel correlation "
+                  f"{info['near_duplicates']['max_test_pool_correlation']}.",
                   f"- Training regimes (photos in all): " + ", ".join(f"{k} {v}" for k, v in info["regimes"].items())
                   + ".", "",
                   "| class | source folders | usable in repo | after dedupe | test | pool |",
