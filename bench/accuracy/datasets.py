@@ -48,13 +48,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ROOT = os.environ.get("TFTL_DATASETS", "/work/cache/datasets")
 MIRRORS = os.environ.get("TFTL_MIRRORS", "/work/.mirror")
 SOURCES_MD = os.path.join(HERE, "SOURCES.md")
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 REGIMES = (10, 20, 40)
 SEEDS = (0, 1, 2)
 SPLIT_SEED = 19  # the test/pool draw (issue 19); the train-nK-sS draws use S
 MIN_SIDE = 100
-NEAR_SIDE = 32  # near duplicates: 32x32 grayscale thumbnails ...
-NEAR_CORR = 0.95  # ... whose pixel correlation is at least this
+NEAR_SIDE = 64  # near duplicates: the detail (grayscale minus its Gaussian blur) of 64x64 thumbnails ...
+NEAR_BLUR = 2.0
+NEAR_CORR = 0.8  # ... correlating at least this much
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 try:  # the formats tftl's reader accepts (a GIF named .jpg decodes in Pillow but not in tftl)
     from tftl.runtime.data import IMAGE_FORMATS
@@ -85,7 +86,7 @@ class Dataset:
     def spec(self):
         d = dataclasses.asdict(self)
         d.update(builder_version=BUILDER_VERSION, regimes=list(REGIMES), seeds=list(SEEDS), split_seed=SPLIT_SEED,
-                 min_side=MIN_SIDE)
+                 min_side=MIN_SIDE, near=[NEAR_SIDE, NEAR_BLUR, NEAR_CORR])
         return d
 
 
@@ -262,24 +263,36 @@ def check_image(data):
     return None
 
 
-def thumbnail(data, side=NEAR_SIDE):
-    """The image as a zero-mean, unit-norm float32 vector of its side x side grayscale
-    thumbnail: the dot product of two is their pixel correlation (a flat image is all zeros
-    and correlates with nothing)."""
-    from PIL import Image
+def thumbnail(data, side=NEAR_SIDE, blur=NEAR_BLUR):
+    """The detail of the image: its side x side grayscale thumbnail minus a Gaussian blur of it
+    (radius `blur`), as a zero-mean, unit-norm float32 vector; the dot product of two is their
+    correlation. Re-encodes, resizes and small crops of one photo correlate near 1; different
+    photos with the same layout (sky above, land below; an object on a white sheet) do not,
+    which plain pixel correlation of a thumbnail cannot tell apart. A flat image is all zeros."""
+    from PIL import Image, ImageFilter
 
     with Image.open(io.BytesIO(data)) as im:
-        a = np.asarray(im.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
-    a = a - a.mean()
+        g = im.convert("L").resize((side, side), Image.BILINEAR)
+    a = np.asarray(g, dtype=np.float32) - np.asarray(g.filter(ImageFilter.GaussianBlur(blur)), dtype=np.float32)
+    a = a.ravel() - a.mean()
     norm = float(np.linalg.norm(a))
     return a / norm if norm > 1e-6 else np.zeros_like(a)
 
 
-def near_groups(thumbs, threshold=NEAR_CORR, chunk=1024):
-    """Groups (lists of indices, sorted, size >= 2) of the rows of `thumbs` linked by a pixel
-    correlation >= threshold, transitively (union-find)."""
+def near_pairs(thumbs, threshold=NEAR_CORR, chunk=1024):
+    """[(i, j, correlation)], i < j, of the rows of `thumbs` correlating >= threshold."""
     x = np.asarray(thumbs, dtype=np.float32)
-    parent = list(range(len(x)))
+    out = []
+    for start in range(0, len(x), chunk):
+        sim = x[start:start + chunk] @ x.T
+        ii, jj = np.nonzero(sim >= threshold)
+        out += [(i + start, j, float(sim[i, j])) for i, j in zip(ii.tolist(), jj.tolist()) if i + start < j]
+    return out
+
+
+def union_groups(n, pairs):
+    """Connected components (sorted lists of indices, size >= 2) of the pairs' graph."""
+    parent = list(range(n))
 
     def find(i):
         while parent[i] != i:
@@ -287,13 +300,10 @@ def near_groups(thumbs, threshold=NEAR_CORR, chunk=1024):
             i = parent[i]
         return i
 
-    for start in range(0, len(x), chunk):
-        ii, jj = np.nonzero(x[start:start + chunk] @ x.T >= threshold)
-        for i, j in zip((ii + start).tolist(), jj.tolist()):
-            if i < j:
-                parent[find(j)] = find(i)
+    for i, j in pairs:
+        parent[find(j)] = find(i)
     groups = {}
-    for i in range(len(x)):
+    for i in range(n):
         groups.setdefault(find(i), []).append(i)
     return sorted(g for g in groups.values() if len(g) > 1)
 
@@ -425,18 +435,21 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
         reader.close()
     found = {label: sum(1 for i in items if i["label"] == label) for label in ds.classes}
     kept, removed = dedupe(items)
-    # near duplicates (re-encodes, small crops, bursts): a group spanning classes is an
-    # ambiguous label and goes; a group within one class stays on one side of the split
-    near, gone = [], set()
-    for g in near_groups([i["thumb"] for i in kept]):
-        members = [kept[i] for i in g]
-        labels = sorted({m["label"] for m in members})
-        if len(labels) > 1:
-            removed += [dict(path=m["path"], sha256=m["sha256"], reason="near duplicate across classes "
-                             + ", ".join(labels)) for m in members]
-            gone.update(m["sha256"] for m in members)  # unique among `kept` (exact copies are gone)
-        else:
-            near.append(members)
+    # near duplicates (re-encodes, resizes, small crops): a pair across classes is an ambiguous
+    # label and both go; pairs within a class join groups that stay on one side of the split
+    pairs = near_pairs([i["thumb"] for i in kept])
+    gone = set()
+    for i, j, c in pairs:
+        if kept[i]["label"] != kept[j]["label"]:
+            labels = ", ".join(sorted((kept[i]["label"], kept[j]["label"])))
+            for m in (kept[i], kept[j]):
+                if m["sha256"] not in gone:  # unique among `kept` (exact copies are gone)
+                    removed.append(dict(path=m["path"], sha256=m["sha256"], reason="near duplicate across classes "
+                                        + labels, correlation=round(c, 4)))
+                    gone.add(m["sha256"])
+    same = [(i, j) for i, j, _ in pairs if kept[i]["sha256"] not in gone and kept[j]["sha256"] not in gone
+            and kept[i]["label"] == kept[j]["label"]]
+    near = [[kept[i] for i in g] for g in union_groups(len(kept), same)]
     kept = [i for i in kept if i["sha256"] not in gone]
     near_by_label = {}
     for members in near:
@@ -476,9 +489,10 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
                 for label in sorted(ds.classes)},
         regimes={name: sum(len(v) for v in by_class.values()) for name, by_class in sorted(train.items())},
         skipped=skipped, duplicates_removed=removed,
-        near_duplicates=dict(rule=f"{NEAR_SIDE}x{NEAR_SIDE} grayscale pixel correlation >= {NEAR_CORR}, transitive; "
-                             "a group within one class is kept on one side of the split, a group across classes "
-                             "is removed", max_test_pool_correlation=round(worst, 4),
+        near_duplicates=dict(rule=f"correlation >= {NEAR_CORR} of the detail of {NEAR_SIDE}x{NEAR_SIDE} grayscale "
+                             f"thumbnails (minus a Gaussian blur of radius {NEAR_BLUR}); both photos of a pair "
+                             "across classes are removed, pairs within a class join groups kept on one side of the "
+                             "split", max_test_pool_correlation=round(worst, 4),
                              groups=[[m["path"] for m in members] for members in near]),
         files=files, train=train,
         spec=ds.spec(), built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -536,7 +550,7 @@ def sources_markdown(infos, root):
                   + (" (" + "; ".join(sorted({r['reason'] for r in info['duplicates_removed']})) + ")"
                      if info["duplicates_removed"] else "") + ".",
                   f"- Near duplicates ({info['near_duplicates']['rule']}): {len(info['near_duplicates']['groups'])} "
-                  f"groups kept within a class; highest test-to-pool pixel correlation "
+                  f"groups kept within a class; highest test-to-pool detail correlation "
                   f"{info['near_duplicates']['max_test_pool_correlation']}.",
                   f"- Training regimes (photos in all): " + ", ".join(f"{k} {v}" for k, v in info["regimes"].items())
                   + ".", "",
