@@ -97,6 +97,29 @@ def features(root, info, batch=32, log=print):
     return have
 
 
+NEAR = 0.95  # cosine similarity of pooled features above which a test/pool pair is listed
+
+
+def near_duplicates(info, feats, threshold=NEAR):
+    """Test photos whose pooled features are nearly those of a pool photo (cosine >= threshold):
+    exact copies are removed by the builder; this lists re-encodes, crops and bursts it cannot
+    see by hash, for a person to look at. Returns {count, threshold, pairs: [...] (at most 20)}."""
+    def rows(part):
+        out = [(c, r) for c, rs in sorted(info["files"][part].items()) for r in rs]
+        x = np.stack([feats[r["sha256"]] for _, r in out]).astype(np.float64)
+        return out, x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    test, xt = rows("test")
+    pool, xp = rows("pool")
+    sim = xt @ xp.T
+    best = sim.argmax(1)
+    pairs = [dict(test=f"{test[i][0]}/{test[i][1]['file']}", pool=f"{pool[j][0]}/{pool[j][1]['file']}",
+                  cosine=round(float(sim[i, j]), 4), same_class=test[i][0] == pool[j][0])
+             for i, j in enumerate(best) if sim[i, j] >= threshold]
+    pairs.sort(key=lambda d: -d["cosine"])
+    return dict(threshold=threshold, count=len(pairs), pairs=pairs[:20])
+
+
 def probe_dataset(root, info, log=print):
     feats = features(root, info, log=log)
     labels = sorted(info["files"]["test"])
@@ -172,6 +195,10 @@ def main(argv=None):
             out = json.load(f)
     if a.table:
         names = []
+        for name in sorted({r["dataset"] for r in out["rows"]}):  # near duplicates from the cached features
+            with open(os.path.join(a.root, name, "SOURCE.json")) as f:
+                info = json.load(f)
+            out.setdefault("near_duplicates", {})[name] = near_duplicates(info, features(a.root, info))
     for name in names:
         path = os.path.join(a.root, name, "SOURCE.json")
         if not os.path.exists(path):
@@ -181,6 +208,7 @@ def main(argv=None):
             info = json.load(f)
         t0 = time.time()
         rows = probe_dataset(a.root, info)
+        out.setdefault("near_duplicates", {})[name] = near_duplicates(info, features(a.root, info))
         for r in rows:
             r["commit"] = info["commit"]
         out["rows"] = [r for r in out["rows"] if r["dataset"] != name] + rows
