@@ -5,6 +5,7 @@ builder reads it at its pinned commit, skips what tftl cannot read, removes dupl
 writes a disjoint test part, a pool and nested seeded train-nK-sS symlink folders.
 """
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -268,3 +269,17 @@ def test_gram_probe_matches_linear_probe():
         w2, b2 = probe.fit_softmax_gram(x, y, 3, l2, steps=200)
         np.testing.assert_allclose(w2, w1, atol=1e-10)
         np.testing.assert_allclose(b2, b1, atol=1e-10)
+
+
+def test_without_a_mirror_it_clones_the_pinned_commit(mirror, built, tmp_path):
+    """The network path: no mirror, so `git clone --bare` of the recorded URL (here a local
+    path standing in for GitHub) into ROOT/.git/, read at the same commit, same split."""
+    mirrors, commit, _ = mirror
+    _, info, _, _, _ = built
+    ds = dataclasses.replace(_ds(commit), url=os.path.join(mirrors, "owner+pets", "repo"))
+    empty = tmp_path / "no-mirrors"
+    empty.mkdir()
+    got = datasets.build(ds, str(tmp_path / "root"), mirrors=str(empty), log=lambda *a: None)
+    assert got["read_from"] == "clone" and got["commit"] == commit
+    assert os.path.isdir(tmp_path / "root" / ".git" / "owner+pets")
+    assert got["files"] == info["files"] and got["train"] == info["train"]
