@@ -79,6 +79,7 @@ class Dataset:
     notes: str = ""
     url: str = field(default="")
     file_prefix: str = ""  # when set, only files whose name starts with it are read
+    exclude: tuple = ()  # repository paths left out whatever the copy holds (recorded as skipped)
 
     def clone_url(self):
         return self.url or f"https://github.com/{self.repo}.git"
@@ -137,12 +138,14 @@ REGISTRY = (
         repo="talalahmad27/Image-Classification-Using-Pretrained-models",
         commit="08bb03a6165370207878969e4b64538c141c35e4",
         classes={c: ("dataset2",) for c in WEATHER}, test=60, pool=100,
+        exclude=("dataset2/rain137.jpg", "dataset2/sunrise16.jpg", "dataset2/sunrise23.jpg", "dataset2/sunrise7.jpg"),
         licence="CC BY 4.0 (Multi-class Weather Dataset for Image Classification, G. Ajayi, Mendeley Data, "
                 "doi:10.17632/4drtyfjtfy.1); the repository has no licence file",
         source="Multi-class Weather Dataset (MWD): cloudy 300, rain 215, shine 253, sunrise 357 photos",
         notes="pinned to the commit that added the photos as plain files (the next commit moved them to Git LFS). "
-              "All classes share one folder: the class is the file-name prefix (cloudy12.jpg -> cloudy). Only 4 "
-              "classes"),
+              "All classes share one folder: the class is the file-name prefix (cloudy12.jpg -> cloudy). Four "
+              "photos are excluded: the fetched snapshot lacks their blobs (it leaves out large files), so a build "
+              "from a full clone reads the same photos. Only 4 classes"),
     Dataset(
         name="trashnet6", domain="household objects by material (waste sorting)",
         repo="congduytran12/Trash-Classification-", commit="00212f2c18dcdb9045c74481eaae5baaf72537df",
@@ -420,6 +423,9 @@ def build(ds, root, force=False, mirrors=MIRRORS, log=print):
             for folder in folders:
                 for path, blob, size in list_images(gitdir, ds.commit, folder):
                     if not class_of_file(ds, label, path) or not os.path.basename(path).startswith(ds.file_prefix):
+                        continue
+                    if path in ds.exclude:
+                        skipped.append(dict(path=path, reason="excluded by the registry"))
                         continue
                     if size is None:  # e.g. a snapshot that leaves out files of 4 MiB and more
                         skipped.append(dict(path=path, reason="blob missing from this copy of the repository"))
