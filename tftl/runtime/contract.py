@@ -36,6 +36,8 @@ import unicodedata
 
 import numpy as np
 
+from tftl.runtime.errors import InputError
+
 FORMAT = "tftl-3"
 FORMATS = ("tftl-1", "tftl-2", "tftl-3")  # what the Python runtime reads
 SCALAR_FREE = "tftl-3"  # the first format with no 0-d signature tensor
@@ -86,7 +88,7 @@ _REFUSED_CATEGORIES = frozenset(("Cc", "Cs", "Zl", "Zp"))
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """Metadata that breaks the contract (wrong type, out of range, unknown format)."""
 
 
