@@ -84,6 +84,13 @@ class Schedule:
         return cosine_lr(self.lr, self.offset + step, self.total_steps, self.warmup_steps)
 
 
+def _when(state) -> str:
+    """When a state was reached, for a message: after a whole epoch, or mid-epoch."""
+    if state.position == 0 and state.epoch > 0:
+        return f"after epoch {state.epoch}"
+    return f"in epoch {state.epoch + 1}, step {state.position}"
+
+
 @dataclasses.dataclass
 class FitResult:
     state: TrainState
@@ -206,10 +213,9 @@ class Trainer:
         arrays = self.session.state()
         bad = next((name for name, v in arrays.items() if not np.isfinite(v).all()), None)
         if bad is not None:
-            raise Diverged(f"the weights became NaN or infinite ({bad}) by epoch {state.epoch + 1}")
+            raise Diverged(f"the weights became NaN or infinite ({bad}) {_when(state)}")
         if not self._outputs_finite():
-            raise Diverged(f"the model's outputs became NaN or infinite by epoch {state.epoch + 1} (its weights "
-                           "grew too large)")
+            raise Diverged(f"the model's outputs became NaN or infinite {_when(state)} (its weights grew too large)")
         return arrays
 
     def _outputs_finite(self) -> bool:
