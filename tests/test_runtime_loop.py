@@ -272,9 +272,14 @@ def test_outputs_follow_the_umask_and_stale_temp_files_go(model, few, tmp_path):
     old_out = tmp_path / ".out.tflite.abc.tmp"
     old_out.write_bytes(b"half a model")
     os.utime(old_out, (1, 1))
-    # another process's write in progress (its pid is in the name): never touched
+    # another write in progress (atomic_write holds a lock on its temp file until the rename):
+    # never touched
     young_out = tmp_path / f".out.tflite.tftl{os.getpid()}-def.tmp"
     young_out.write_bytes(b"")
+    import fcntl
+
+    writer = os.open(young_out, os.O_RDWR)
+    fcntl.flock(writer, fcntl.LOCK_EX)
     old_mask = os.umask(0o027)
     try:
         assert train_cli(model, few, tmp_path, "--epochs", 1, "--history", tmp_path / "h.json") == 0
@@ -283,6 +288,7 @@ def test_outputs_follow_the_umask_and_stale_temp_files_go(model, few, tmp_path):
     for f in (tmp_path / "out.tflite", tmp_path / "h.json", ckpt_dir / CHECKPOINT_NAME):
         assert oct(f.stat().st_mode & 0o777) == oct(0o640), f
     assert not crashed.exists() and not old_out.exists() and young_out.exists()
+    os.close(writer)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")

@@ -157,8 +157,9 @@ def check_paths(cfg) -> Paths:
 
 @contextlib.contextmanager
 def locked(paths: Paths):
-    """Hold the checkpoint folder for this run (one run per folder) and remove temp files a
-    crashed write left there (and, when older than an hour, next to --output)."""
+    """Hold the checkpoint folder for this run (one run per folder; the .lock file is removed
+    when the run ends, however it ends) and remove the temp files a killed write left there
+    and next to --output (files.clean_stale_temps: only ours, only when no writer holds them)."""
     lock = os.path.join(paths.ckpt_dir, LOCK_NAME)
     try:
         os.makedirs(paths.ckpt_dir, exist_ok=True)
