@@ -294,7 +294,8 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
         except OSError as e:  # a checkpoint or --history write: the last good checkpoint is untouched
             kept = (f"; the checkpoint of epoch {trainer.kept[0]} is kept, continue with --resume"
                     if trainer.kept else "")
-            raise InputError(files.write_problem(e, fix="pass --checkpoint-dir (and --output)") + kept) from None
+            flag = "--history" if cfg.history and e.filename == os.fspath(cfg.history) else "--checkpoint-dir"
+            raise InputError(files.write_problem(e, fix=f"pass another {flag}") + kept) from None
         history.update(epochs=result.history, skipped=skipped_report(result.state.skipped),
                        feature_cache=result.feature_cache, settings=result.settings)
         rt.release_memory()  # the feature cache and decode buffers, before the output is assembled
@@ -315,7 +316,7 @@ def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
         save_model(paths.output, session.model_file, session.labels, npz, {"training": summary})
     except OSError as e:
         kept = f"; the checkpoint in {files.printable(paths.ckpt_dir)} is kept, --resume writes it again"
-        raise InputError(files.write_problem(e, paths.output, "pass --output") + kept) from None
+        raise InputError(files.write_problem(e, paths.output, "pass another --output") + kept) from None
     if cfg.history:
         _write_json(cfg.history, history)
     if cfg.plot:
