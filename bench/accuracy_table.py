@@ -27,7 +27,7 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.dirname(BENCH))
 
 import splits  # noqa: E402
-from tftl.runtime.checkpoint import atomic_write  # noqa: E402
+from tftl.runtime.files import atomic_write  # noqa: E402
 
 BATCH = 8
 RULES = {"fixed10": lambda n: 10}

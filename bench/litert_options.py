@@ -20,7 +20,7 @@ import numpy as np; m("numpy")
 import PIL.Image; m("PIL")
 from tftl.runtime import interpreter as rt
 _, cls = rt._interpreter_class(); m("litert imported")
-from tftl.runtime import session as S, trainer, loop, features, data; m("tftl imported")
+from tftl.runtime import session as S, modelfile, run as trainer, loop, features, data; m("tftl imported")
 opt = sys.argv[2] if len(sys.argv)>2 else ""
 res = sys.argv[3] if len(sys.argv)>3 else "AUTO"
 from ai_edge_litert import interpreter as I
@@ -49,4 +49,4 @@ print("train_features cpu ms", (time.process_time()-t)/3*1000)
 m("train_features x4")
 s.predict_features(f); m("infer_features")
 st_=s.state(); m("state()")
-b=S.state_npz_bytes(st_); m("npz bytes")
+b=modelfile.state_npz_bytes(st_); m("npz bytes")

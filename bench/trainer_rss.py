@@ -46,7 +46,7 @@ def child(argv, phases_path):
         phases.append({"phase": name, "rss_mb": rss, "hwm_mb": hwm})
 
     mark("python started")
-    from tftl.runtime import cli, features, loop, session as session_mod
+    from tftl.runtime import cli, features, loop, run as run_mod, session as session_mod
 
     mark("tftl.runtime imported")
 
@@ -66,7 +66,7 @@ def child(argv, phases_path):
     wrap(features, "open_sources", None, "feature cache built")
     wrap(loop.Trainer, "_steps", None, "epoch steps done")
     wrap(loop.Trainer, "_validate", None, "validation done")
-    wrap(session_mod, "save_model", None, "output written")
+    wrap(run_mod, "save_model", None, "output written")
     rc = cli.train_main(argv)
     mark("exit")
     with open(phases_path, "w") as f:

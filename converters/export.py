@@ -287,6 +287,12 @@ def check_output(output) -> None:
         raise ValueError(f"folder {folder} of --output {output} does not exist; create it first")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"folder {folder} of --output {output} is not writable; pass another --output")
+    from tftl.runtime.files import create_problem, printable
+
+    problem = create_problem(path)  # root passes os.access on /proc or a read-only mount
+    if problem is not None:
+        raise ValueError(f"--output {printable(output)} cannot be written ({problem}); pass an --output in a "
+                         "folder you can write to")
 
 
 def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,

@@ -6,8 +6,10 @@ import os
 import sys
 
 from tftl.runtime import evaluate
-from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer
-from tftl.runtime.session import Session, save_model
+from tftl.runtime.checkpoint import CHECKPOINT_NAME
+from tftl.runtime.loop import Schedule, Trainer
+from tftl.runtime.modelfile import save_model
+from tftl.runtime.session import Session
 
 
 def personalise(model_path, photos_dir, work_dir, epochs=3):

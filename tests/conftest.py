@@ -144,7 +144,8 @@ def file_vectors(exported, tmp_path_factory):
     a folder of <case>.tflite files and manifest.json (tftl.runtime.vectors), made once per run
     for pytest, node and JUnit alike."""
     from tftl.runtime import modelfile, vectors
-    from tftl.runtime.session import Session, save_model
+    from tftl.runtime.modelfile import save_model
+    from tftl.runtime.session import Session
 
     root = tmp_path_factory.mktemp("vectors")
     fresh = str(exported(**PI_MODEL))

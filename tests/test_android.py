@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
-from tftl.runtime.loop import CHECKPOINT_FORMAT
+from tftl.runtime.checkpoint import TRAIN_FORMAT as CHECKPOINT_FORMAT
 from tftl.runtime.cli import eval_main, train_main
 from tftl.runtime.session import Session
 

@@ -33,7 +33,7 @@ from PIL import Image
 from hardening_util import (LABELS, META, STATE_SHAPES, good_state, model_bytes, npy_bytes, one_line,
                             tiny_flatbuffer, zip_bytes)
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import contract, data, modelfile, safezip
+from tftl.runtime import contract, data, files, modelfile, safezip
 
 FAKE_FLATBUFFER = b"\x1c\x00\x00\x00TFL3" + b"\x00" * 56  # enough for write_model's identifier check
 
@@ -734,7 +734,7 @@ def test_data_loss_checkpoint_mode_follows_umask(tmp_path, mask, mode):
 def test_data_loss_failed_atomic_write_keeps_the_old_file(tmp_path, where):
     path = write(tmp_path / "out.bin", b"previous")
     with pytest.raises(RuntimeError):
-        with ckpt.atomic_write(path) as f:
+        with files.atomic_write(path) as f:
             if where != "before_write":
                 f.write(b"new" * 1000)
             if where == "mid_write":

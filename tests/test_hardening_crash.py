@@ -112,7 +112,7 @@ def test_output_mode_is_the_umask_default(tmp_path):
     old = os.umask(0o027)
     try:
         assert files.output_mode() == 0o640
-        with ckpt.atomic_write(tmp_path / "x") as f:
+        with files.atomic_write(tmp_path / "x") as f:
             f.write(b"1")
     finally:
         os.umask(old)

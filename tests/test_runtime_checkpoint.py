@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tftl.runtime import checkpoint as ckpt
+from tftl.runtime import files
 
 META = {"model_hash": "ab" * 32, "labels": ["daisy", "roses"], "epoch": 3, "step": 120, "lr": 0.01}
 
@@ -61,7 +62,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
         pass
 
     with pytest.raises(Boom):
-        with ckpt.atomic_write(path) as f:
+        with files.atomic_write(path) as f:
             f.write(b"half")
             raise Boom()
     assert path.read_bytes() == before

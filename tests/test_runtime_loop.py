@@ -15,8 +15,10 @@ from test_runtime_cli import CLASSES, ENV, REPO, copy_subset, export
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import config, contract, data, features, labels, loop
 from tftl.runtime.errors import InputError
-from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer, cosine_lr
-from tftl.runtime.session import Session, save_model
+from tftl.runtime.checkpoint import CHECKPOINT_NAME
+from tftl.runtime.loop import Schedule, Trainer, cosine_lr
+from tftl.runtime.modelfile import save_model
+from tftl.runtime.session import Session
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,8 @@ def test_fit_on_arrays_continues_the_schedule_across_rounds(model, arrays):
 def test_default_epochs_give_a_small_training_set_enough_steps(model, arrays, monkeypatch):
     assert [loop.default_epochs(n, 8) for n in (4000, 400, 200, 150, 1)] == [10, 10, 20, 27, 500]
     # the same rule with a small step floor, so the run is short: 60 photos are 8 steps of 8 an epoch
-    monkeypatch.setattr(loop, "MIN_STEPS", 20)
-    monkeypatch.setattr(loop, "DEFAULT_EPOCHS", 2)
+    monkeypatch.setattr(config, "MIN_STEPS", 20)
+    monkeypatch.setattr(config, "DEFAULT_EPOCHS", 2)
     s = Session(model, threads=1)
     result = Trainer(s, seed=0, quiet=True).fit(arrays, epochs=None)
     assert len(arrays[1]) == 60 and s.batch == 8
@@ -270,9 +272,14 @@ def test_outputs_follow_the_umask_and_stale_temp_files_go(model, few, tmp_path):
     old_out = tmp_path / ".out.tflite.abc.tmp"
     old_out.write_bytes(b"half a model")
     os.utime(old_out, (1, 1))
-    # another process's write in progress (its pid is in the name): never touched
+    # another write in progress (atomic_write holds a lock on its temp file until the rename):
+    # never touched
     young_out = tmp_path / f".out.tflite.tftl{os.getpid()}-def.tmp"
     young_out.write_bytes(b"")
+    import fcntl
+
+    writer = os.open(young_out, os.O_RDWR)
+    fcntl.flock(writer, fcntl.LOCK_EX)
     old_mask = os.umask(0o027)
     try:
         assert train_cli(model, few, tmp_path, "--epochs", 1, "--history", tmp_path / "h.json") == 0
@@ -281,6 +288,7 @@ def test_outputs_follow_the_umask_and_stale_temp_files_go(model, few, tmp_path):
     for f in (tmp_path / "out.tflite", tmp_path / "h.json", ckpt_dir / CHECKPOINT_NAME):
         assert oct(f.stat().st_mode & 0o777) == oct(0o640), f
     assert not crashed.exists() and not old_out.exists() and young_out.exists()
+    os.close(writer)
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
@@ -322,7 +330,7 @@ def test_a_diverged_run_keeps_a_finite_checkpoint_and_writes_no_model(model, tmp
 
 
 def test_an_internal_error_is_not_called_bad_input(model, few, tmp_path, capsys, monkeypatch):
-    from tftl.runtime import trainer
+    from tftl.runtime import run as trainer
 
     def broken(*a, **k):
         raise ValueError("an internal bug")

@@ -10,7 +10,8 @@ from test_runtime_cli import copy_subset
 from tftl.runtime import contract, data, features
 from tftl.runtime import interpreter as rt
 from tftl.runtime.loop import Trainer
-from tftl.runtime.session import Session, save_model, state_npz_bytes
+from tftl.runtime.modelfile import save_model, state_npz_bytes
+from tftl.runtime.session import Session
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,23 @@ def test_low_memory_session_trains_like_the_xnnpack_one(model, photos):
     assert lean_losses[1] < lean_losses[0]
     for name, value in fast_state.items():
         np.testing.assert_allclose(lean_state[name], value, rtol=1e-2, atol=1e-4, err_msg=name)
+
+
+def test_session_reads_a_fine_tuned_file_once(model, tmp_path, monkeypatch):
+    """Graph, metadata, labels and state.npz come from one read of the file (issue 21: Session
+    read the model, then read_state read the archive again)."""
+    from tftl.runtime import files, modelfile
+
+    s = Session(model, threads=1)
+    tuned = tmp_path / "tuned.tflite"
+    state = s.state()
+    save_model(tuned, s.model_file, s.labels, state)
+    opened = []
+    real = files.open_regular
+    monkeypatch.setattr(files, "open_regular", lambda path, **kw: (opened.append(str(path)), real(path, **kw))[1])
+    back = Session(tuned, threads=1)
+    assert opened == [str(tuned)]
+    assert back.has_embedded_state and back.model_hash.startswith(back.trunk_hash + "+")
+    restored = back.state()
+    assert all(np.array_equal(restored[k], state[k]) for k in state)
+    assert modelfile.read_state(str(tuned))[0].keys() == state.keys()

@@ -144,7 +144,7 @@ def test_plain_tflite_and_other_files_are_refused(tmp_path, flatbuffer):
     plain.write_bytes(flatbuffer)
     with pytest.raises(
         mf.ModelFileError,
-        match=rf"^{re.escape(str(plain))} is not a tftl model \(no tftl metadata\) — export it with "
+        match=rf"^{re.escape(str(plain))} is not a tftl model \(no tftl metadata\) — export it again with "
         r"python -m converters.export$",
     ):
         mf.read_model(plain)

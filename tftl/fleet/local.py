@@ -21,7 +21,8 @@ import numpy as np
 
 from tftl.runtime import contract, data, features
 from tftl.runtime.errors import InputError
-from tftl.runtime.loop import Schedule, Trainer, TrainState
+from tftl.runtime.checkpoint import TrainState
+from tftl.runtime.loop import Schedule, Trainer
 from tftl.runtime.session import Session
 
 from tftl.fleet import shards, wire

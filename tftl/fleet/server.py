@@ -9,7 +9,7 @@ Run config (`flwr run --run-config` or `tftl-fleet serve` flags):
 Every round: sample clients, send the global tensors, drop error replies (a client that died
 or raised) and updates that do not fit (wrong names, shapes, dtype, NaN/inf, bad example
 count), aggregate the rest, evaluate on `val`, then write checkpoint.npz (atomically) and the
-self-contained `global.tflite` (`tftl.runtime.session.save_model`). A restarted server
+self-contained `global.tflite` (`tftl.runtime.modelfile.save_model`). A restarted server
 with the same `out` resumes after the last finished round.
 """
 
@@ -29,10 +29,11 @@ from flwr.serverapp import strategy as flwr_strategy
 from tftl.fleet import wire
 from tftl.fleet.client import from_record, to_record
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import contract
+from tftl.runtime import contract, files
 from tftl.runtime import evaluate as evaluation
 from tftl.runtime.errors import InputError
-from tftl.runtime.session import Session, save_model
+from tftl.runtime.modelfile import save_model
+from tftl.runtime.session import Session
 
 app = ServerApp()
 
@@ -313,7 +314,7 @@ class Fleet:
         ckpt.save_checkpoint(self.ckpt_path, {**arrays, **{VELOCITY + k: v for k, v in self.velocity.items()}}, meta)
         save_model(os.path.join(self.s.out, GLOBAL_MODEL), self.session.model_file, self.session.labels,
                    self.session.state(), {"fleet": {"round": global_round, "strategy": self.s.strategy}})
-        with ckpt.atomic_write(os.path.join(self.s.out, HISTORY)) as f:
+        with files.atomic_write(os.path.join(self.s.out, HISTORY)) as f:
             f.write(json.dumps({"settings": dataclasses.asdict(self.s), "rounds": self.history,
                                 "rejected": self.rejected}, indent=1).encode())
         log(INFO, "round %d: %s", global_round, metrics)

@@ -23,7 +23,7 @@ EXIT_OK, EXIT_REFUSED = 0, 2
 def verdict(path: str) -> tuple:
     """("accepted", "") or (refusal class, one-line message) for the model file at `path`."""
     try:
-        modelfile.read_state(modelfile.read_model(path))
+        modelfile.read_model_and_state(path)
     except modelfile.ModelFileError as e:
         return e.kind, str(e)
     return "accepted", ""

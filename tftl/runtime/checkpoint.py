@@ -1,66 +1,32 @@
 """Training checkpoints: a plain .npz of named arrays plus JSON metadata, written atomically.
 
-Atomic (temp file in the same folder, fsync, rename, fsync the folder) so a device that
-loses power mid-save keeps the previous checkpoint instead of a half-written one; the
-temp files an earlier crash left for the same target are removed on the next write, and
-the file gets the umask's mode (not mkstemp's 0600). No pickles: metadata is JSON stored
+Written with files.atomic_write, so a device that loses power mid-save keeps the previous
+checkpoint instead of a half-written one. No pickles: metadata is JSON stored
 as a uint8 array under `__meta__`, and arrays are read with safezip.read_npz (headers and
 declared sizes checked before anything is allocated), so a checkpoint file can never run
 code or make the reader allocate more than it holds.
 """
 
-import contextlib
+import dataclasses
 import json
+import math
 import os
-import tempfile
+from typing import Optional
 
 import numpy as np
 
 from tftl.runtime import contract, files, safezip
+from tftl.runtime.errors import InputError
 
 META_KEY = "__meta__"
-TRAIN_FORMAT = "tftl-train-1"      # tftl-train's checkpoints (trainer.CHECKPOINT_FORMAT)
+TRAIN_FORMAT = "tftl-train-1"  # tftl-train's checkpoints (TrainState)
+CHECKPOINT_NAME = "checkpoint.npz"  # in the checkpoint folder of a tftl-train run
 MAX_CHECKPOINT_BYTES = contract.MAX_STATE_ELEMENTS * 4 + (256 << 20)
 MAX_META_BYTES = 64 << 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that is missing, damaged, foreign or written for another model."""
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make the rename itself durable; not every platform can open a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """Yield a binary file object; on success it replaces `path` atomically, else vanishes."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    files.clean_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=files.temp_prefix(path), suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), files.output_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
 
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> None:
@@ -79,32 +45,20 @@ def save_checkpoint(path, arrays: dict, meta: dict) -> None:
     except (TypeError, ValueError) as e:
         raise ValueError(f"checkpoint metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
     out[META_KEY] = np.frombuffer(encoded, dtype=np.uint8)
-    with atomic_write(path) as f:
+    with files.atomic_write(path) as f:
         np.savez(f, **out)
 
 
-def _types_error(meta: dict):
-    """The first key of tftl-train checkpoint metadata with a wrong type, or None."""
-    def nonneg(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-    rules = {
-        "model_hash": lambda v: isinstance(v, str),
-        "labels": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        "epoch": nonneg, "position": nonneg, "global_step": nonneg,
-        "rng_state": _valid_rng_state,
-        "partial": lambda v: isinstance(v, dict),
-        "settings": lambda v: isinstance(v, dict),
-        "history": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
-        "skipped": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-    }
-    # Required in a tftl-train checkpoint; the rest are optional (the Android app cannot
-    # write numpy's PCG64 state; tftl.runtime.loop re-seeds without it) but typed if present.
-    required = {"model_hash", "labels", "epoch", "position", "global_step"} if meta.get("format") == TRAIN_FORMAT else set()
-    for key, ok in rules.items():
-        if key in meta or key in required:
-            if key not in meta or not ok(meta[key]):
-                return key
-    return None
+def _nonneg(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+PARTIAL_RULES = {"loss_sum": _number, "correct": _nonneg, "seen": _nonneg, "train_seconds": _number,
+                 "skipped": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
 
 
 def _valid_rng_state(value) -> bool:
@@ -119,6 +73,82 @@ def _valid_rng_state(value) -> bool:
     except (TypeError, ValueError, KeyError, OverflowError):
         return False
     return True
+
+
+META_RULES = {
+    "model_hash": lambda v: isinstance(v, str),
+    "labels": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "epoch": _nonneg, "position": _nonneg, "global_step": _nonneg,
+    "rng_state": _valid_rng_state,
+    "partial": lambda v: isinstance(v, dict) and all(ok(v[k]) for k, ok in PARTIAL_RULES.items() if k in v),
+    "settings": lambda v: isinstance(v, dict),
+    "history": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+    "skipped": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+}
+# Required in a tftl-train checkpoint; the rest are optional (the Android app cannot write
+# numpy's PCG64 state; the trainer re-seeds without it) but typed when present and not null.
+TRAIN_REQUIRED = ("model_hash", "labels", "epoch", "position", "global_step")
+
+
+def meta_error(meta: dict):
+    """The first key of checkpoint metadata that is missing or has a wrong type, or None: the
+    one set of rules every checkpoint reader applies (load_checkpoint, TrainState.from_meta)."""
+    required = TRAIN_REQUIRED if meta.get("format") == TRAIN_FORMAT else ()
+    for key, ok in META_RULES.items():
+        value = meta.get(key)
+        if (key in required or value is not None) and not (key in meta and ok(value)):
+            return key
+    return None
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a tftl-train run stands: finished epochs, batch position in the next, steps, RNG,
+    history. Stored as the metadata of a TRAIN_FORMAT checkpoint (`to_meta`, `from_meta`)."""
+
+    epoch: int = 0
+    position: int = 0
+    global_step: int = 0
+    rng_state: Optional[dict] = None  # numpy bit_generator.state at the start of `epoch`
+    partial: dict = dataclasses.field(default_factory=dict)  # sums of the epoch in progress (PARTIAL_RULES)
+    history: list = dataclasses.field(default_factory=list)
+    skipped: dict = dataclasses.field(default_factory=dict)  # sample name -> reason
+    settings: Optional[dict] = None
+
+    def generator(self, seed) -> np.random.Generator:
+        """The run's Generator at the start of `epoch`. Without a saved state (a fresh run, or a
+        checkpoint written by a host that cannot store numpy's PCG64 state) it is seeded from
+        the run seed, and from the epoch when resuming."""
+        if self.rng_state is not None:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = self.rng_state
+            return rng
+        return np.random.default_rng(seed if self.epoch == 0 else [seed, self.epoch])
+
+    def to_meta(self, model_hash: str, labels) -> dict:
+        return {"format": TRAIN_FORMAT, "model_hash": model_hash, "labels": list(labels),
+                "epoch": self.epoch, "position": self.position, "global_step": self.global_step,
+                "rng_state": self.rng_state, "partial": self.partial, "settings": self.settings,
+                "history": self.history, "skipped": self.skipped}
+
+    @classmethod
+    def from_meta(cls, meta: dict, where="checkpoint") -> "TrainState":
+        """The state of TRAIN_FORMAT metadata (checked by meta_error); CheckpointError otherwise."""
+        if meta.get("format") != TRAIN_FORMAT:
+            raise CheckpointError(f"{where} is not a tftl-train checkpoint — remove it or pass a different "
+                                  "--checkpoint-dir")
+        bad = meta_error(meta)
+        if bad is not None:
+            raise CheckpointError(_damaged(where, bad))
+        return cls(epoch=meta["epoch"], position=meta["position"], global_step=meta["global_step"],
+                   rng_state=meta.get("rng_state"), partial=dict(meta.get("partial") or {}),
+                   history=list(meta.get("history") or []), skipped=dict(meta.get("skipped") or {}),
+                   settings=meta.get("settings"))
+
+
+def _damaged(where, key) -> str:
+    return (f"{where} has damaged metadata (field {key!r} is missing or has the wrong type) — delete it or "
+            "pass --overwrite to start over")
 
 
 def load_checkpoint(path, *, shapes=None):
@@ -150,9 +180,9 @@ def load_checkpoint(path, *, shapes=None):
         raise CheckpointError(f"{damaged} (bad metadata: {type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise CheckpointError(damaged)
-    bad = _types_error(meta)
+    bad = meta_error(meta)
     if bad is not None:
-        raise CheckpointError(f"{damaged} (metadata field {bad!r} is missing or has the wrong type)")
+        raise CheckpointError(_damaged(f"checkpoint {path}", bad))
     if shapes is not None:
         try:
             arrays = contract.check_state(arrays, shapes, where=f"checkpoint {path}")

@@ -9,15 +9,18 @@ diverged (NaN/inf loss or weights) or an internal error (with a traceback), 2 ba
 (one line on stderr), 130 interrupted (checkpoint saved).
 
 The flags are the fields of `tftl.runtime.config` (each written once); the work is done by
-`tftl.runtime.trainer.train` and `tftl.runtime.evaluate`.
+`tftl.runtime.run.train` and `tftl.runtime.evaluate`.
 """
 
+import errno
 import json
 import sys
 import traceback
 
-from tftl.runtime import config, errors, evaluate
+from tftl.runtime import config, errors, evaluate, files
 from tftl.runtime.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, InputError
+from tftl.runtime.files import printable
+from tftl.runtime.metrics import skipped_lines
 from tftl.runtime.session import Session
 
 TRAIN_EPILOG = ("Exit status: 0 done, 1 loss diverged (or an internal error, with a traceback), 2 bad input, "
@@ -26,7 +29,7 @@ EPILOG = "Exit status: 0 done, 1 internal error (with a traceback), 2 bad input,
 
 
 def _error(prog, msg) -> int:
-    print(f"{prog}: error: {msg}", file=sys.stderr)
+    print(f"{prog}: error: {printable(msg)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -41,16 +44,18 @@ def _run(prog, fn, cfg) -> int:
         print(f"{prog}: aborted", file=sys.stderr)
         return errors.EXIT_INTERRUPTED
     except errors.Diverged as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {printable(e)}", file=sys.stderr)
         return errors.EXIT_DIVERGED
-    except errors.expected_errors() as e:
-        return _error(prog, str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except InputError as e:
+        return _error(prog, str(e) or type(e).__name__)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _error(prog, files.write_problem(e))
         where = f" {e.filename}" if e.filename else ""
         return _error(prog, f"cannot access{where}: {e.strerror or e}")
     except Exception as e:  # noqa: BLE001 — reported, never passed off as bad input
         traceback.print_exc()
-        print(f"{prog}: internal error (a bug in tftl, not in your input): {type(e).__name__}: {e}",
+        print(f"{prog}: internal error (a bug in tftl, not in your input): {type(e).__name__}: {printable(e)}",
               file=sys.stderr)
         return EXIT_INTERNAL
 
@@ -69,9 +74,9 @@ def train_main(argv=None) -> int:
                        "class) with the TFLite runtime.", argv, TRAIN_EPILOG)
     if cfg is None:
         return code
-    from tftl.runtime import trainer
+    from tftl.runtime import run
 
-    return _run("tftl-train", lambda c: (trainer.train(c), EXIT_OK)[1], cfg)
+    return _run("tftl-train", lambda c: (run.train(c), EXIT_OK)[1], cfg)
 
 
 def _evaluate(cfg) -> int:
@@ -82,7 +87,7 @@ def _evaluate(cfg) -> int:
         print(json.dumps(result))
     else:
         correct = int(round(result["accuracy"] * result["n"]))
-        print(f"accuracy {result['accuracy']:.4f}  ({correct}/{result['n']} images, {cfg.images})")
+        print(f"accuracy {result['accuracy']:.4f}  ({correct}/{result['n']} images, {printable(cfg.images)})")
         width = max(len(name) for name in result["per_class"])
         for name, m in result["per_class"].items():
             print(f"  {name:<{width}}  {m['accuracy']:.4f}  (n={m['n']})")
@@ -104,21 +109,19 @@ def _predict(cfg) -> int:
         print(json.dumps({"predictions": predictions, "skipped": skipped}))
     else:
         for pred in predictions:
-            print(pred["path"])
+            print(printable(pred["path"]))
             for item in pred["top_k"]:
                 print(f"  {100 * item['probability']:6.2f}%  {item['label']}")
     for s in skipped:
-        print(f"warning: skipped {s['path']}: {s['reason']}", file=sys.stderr)
+        print(f"warning: skipped {printable(s['path'])}: {printable(s['reason'])}", file=sys.stderr)
     if not predictions:
         raise InputError("none of the photos could be read")
     return EXIT_OK
 
 
 def _warn_skipped(skipped):
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
-        for s in skipped:
-            print(f"  {s['path']}: {s['reason']}", file=sys.stderr)
+    for line in skipped_lines(skipped):
+        print(line, file=sys.stderr)
 
 
 def predict_main(argv=None) -> int:

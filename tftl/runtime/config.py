@@ -3,16 +3,22 @@
 `parser(TrainConfig)` builds the argument parser from the fields, and
 `from_args(TrainConfig, args)` builds the config from the parsed namespace, so a flag is
 defined in one place and reaches the code with no hand copy. The same dataclasses are the
-Python API of the CLI runs (`tftl.runtime.trainer.train(TrainConfig(...))`).
+Python API of the CLI runs (`tftl.runtime.run.train(TrainConfig(...))`).
 """
 
 import argparse
 import dataclasses
 import math
 
-from tftl.runtime import loop
+from tftl.runtime.errors import InputError
+from tftl.runtime.interpreter import MAX_THREADS
 
-MAX_THREADS = 256  # more interpreter threads than this only crash or slow the runtime
+DEFAULT_EPOCHS = 10  # flowers5, mbv2 MobileTL-3, seed 0: 5 ep 0.85, 10 ep 0.87, 10 ep @5e-4 0.88; the floor of
+# default_epochs, which adds epochs on small training sets
+MIN_STEPS = 500  # optimizer steps of the 10-epoch default on flowers5's 400 photos at batch 8
+DEFAULT_LR = 5e-4
+DEFAULT_CACHE_VIEWS = 2
+DEFAULT_CACHE_RAM_MB = 512
 MAX_VIEWS = 64  # cached views per image; each costs a trunk pass and a cache row
 
 
@@ -68,10 +74,10 @@ class TrainConfig(ModelArgs):
                       positional=True)
     val: str = arg(help="validation images (same layout)", metavar="DIR", group="val")
     val_split: float = arg(help="hold out this fraction of each class", metavar="F", type=fraction, group="val")
-    epochs: int = arg(help=f"default max({loop.DEFAULT_EPOCHS}, ceil({loop.MIN_STEPS} / steps per epoch)): the tuned "
-                      f"{loop.DEFAULT_EPOCHS} epochs, more on a small training set so a run takes at least "
-                      f"{loop.MIN_STEPS} optimizer steps", type=positive_int)
-    lr: float = arg(loop.DEFAULT_LR, "peak learning rate (linear warm-up, then cosine decay to 0); "
+    epochs: int = arg(help=f"default max({DEFAULT_EPOCHS}, ceil({MIN_STEPS} / steps per epoch)): the tuned "
+                      f"{DEFAULT_EPOCHS} epochs, more on a small training set so a run takes at least "
+                      f"{MIN_STEPS} optimizer steps", type=positive_int)
+    lr: float = arg(DEFAULT_LR, "peak learning rate (linear warm-up, then cosine decay to 0); "
                     "default %(default)g", type=positive_float)
     warmup_steps: int = arg(help="default min(50, total steps / 10)", type=nonnegative_int)
     batch: int = arg(help="must equal the model's fixed batch (set at export)", type=positive_int)
@@ -80,10 +86,10 @@ class TrainConfig(ModelArgs):
     cache_features: bool = arg(help="run the frozen trunk once per image and reuse its features every epoch "
                                "(default: on when the model has a frozen trunk)",
                                action=argparse.BooleanOptionalAction)
-    cache_views: int = arg(loop.DEFAULT_CACHE_VIEWS, "augmented views cached per image, drawn once and never "
+    cache_views: int = arg(DEFAULT_CACHE_VIEWS, "augmented views cached per image, drawn once and never "
                            "regenerated (a fresh view costs a full trunk pass); each epoch uses one per image "
                            "(default %(default)s)", type=views)
-    cache_ram_mb: float = arg(loop.DEFAULT_CACHE_RAM_MB, "larger caches go to memmap files in the checkpoint "
+    cache_ram_mb: float = arg(DEFAULT_CACHE_RAM_MB, "larger caches go to memmap files in the checkpoint "
                               "folder (default %(default)s)", type=nonnegative_float)
     labels: str = arg(help="file with the model's labels, one per line, naming its class_i slots (use the same "
                       "file on every device)", metavar="FILE")
@@ -104,8 +110,6 @@ class TrainConfig(ModelArgs):
 
     def check(self) -> None:
         """Validate a config built in Python the way argparse validates flags (InputError)."""
-        from tftl.runtime.errors import InputError
-
         for f in dataclasses.fields(self):
             value, parse = getattr(self, f.name), f.metadata["cli"].get("type")
             if value is None or parse is None:

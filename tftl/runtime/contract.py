@@ -36,6 +36,8 @@ import unicodedata
 
 import numpy as np
 
+from tftl.runtime.errors import InputError
+
 FORMAT = "tftl-3"
 FORMATS = ("tftl-1", "tftl-2", "tftl-3")  # what the Python runtime reads
 SCALAR_FREE = "tftl-3"  # the first format with no 0-d signature tensor
@@ -93,7 +95,7 @@ FORMAT_REFUSED, METADATA_REFUSED, LABELS_REFUSED, STATE_REFUSED = "format", "met
 REFUSAL_CLASSES = (NOT_TFLITE, NOT_TFTL, DAMAGED, FORMAT_REFUSED, METADATA_REFUSED, LABELS_REFUSED, STATE_REFUSED)
 
 
-class ContractError(ValueError):
+class ContractError(InputError):
     """Metadata, labels or state that break the contract; `kind` is one of REFUSAL_CLASSES."""
 
     def __init__(self, message, kind=METADATA_REFUSED):

@@ -29,6 +29,7 @@ from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, Unidenti
 from PIL import WebPImagePlugin  # noqa: F401  (registers the decoder IMAGE_FORMATS names)
 
 from tftl.runtime import contract, files
+from tftl.runtime.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # The decoders tried, whatever the file is named (Pillow would otherwise also try TIFF,
@@ -60,7 +61,7 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image file that cannot be decoded; callers skip it rather than crash a run."""
 
     def __init__(self, path, reason):

@@ -1,8 +1,11 @@
 """The runtime's failure kinds and the CLIs' exit codes, shared by the library and the CLIs.
 
-Only `InputError` (and the file readers' own ValueError subclasses, see `EXPECTED`) means
-"the user gave something wrong": the CLIs print it as one line and exit 2. Any other
-exception is a bug and is reported as an internal error with its traceback (exit 1).
+`InputError` means "the user gave something wrong": every reader's own error
+(modelfile.ModelFileError, checkpoint.CheckpointError, contract.ContractError,
+data.ImageError, interpreter.RuntimeNotFound, ...) subclasses it, so the CLIs catch this one
+class, print it as one line and exit 2. Any other exception is a bug and is reported as an
+internal error with its traceback (exit 1). This module imports nothing: it is the floor
+every other module of the runtime stands on.
 """
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -26,11 +29,3 @@ class Interrupted(Exception):
 
 class Abort(KeyboardInterrupt):
     """A second interrupt: stop at once without saving."""
-
-
-def expected_errors() -> tuple:
-    """The exception types that are user errors (one line, exit 2), imported lazily."""
-    from tftl.runtime import checkpoint, contract, data, interpreter, modelfile
-
-    return (InputError, modelfile.ModelFileError, checkpoint.CheckpointError, contract.ContractError,
-            data.ImageError, interpreter.RuntimeNotFound)

@@ -7,19 +7,13 @@
 No TensorFlow here.
 """
 
-import concurrent.futures
 import contextlib
-import os
 
 import numpy as np
 
 from tftl.runtime import data, features
+from tftl.runtime.metrics import metrics, skipped_report
 from tftl.runtime.errors import InputError
-
-
-def pool_for(threads=None):
-    """A decode thread pool: `threads` workers, or one per CPU."""
-    return concurrent.futures.ThreadPoolExecutor(threads or os.cpu_count() or 1)
 
 
 def predict(session, samples, pool, *, skipped=None, stop=None):
@@ -45,31 +39,13 @@ def predict(session, samples, pool, *, skipped=None, stop=None):
     return (np.concatenate(probs) if probs else np.zeros((0, k), np.float32)), np.asarray(labels, np.int64)
 
 
-def metrics(probs, labels, label_names) -> dict:
-    """accuracy, n, loss, per_class {name: {accuracy, n}} and confusion [true][pred] (K x K)."""
-    k = len(label_names)
-    n = int(len(labels))
-    pred = np.argmax(probs, axis=1) if n else np.zeros(0, np.int64)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (labels, pred), 1)
-    per_class = {}
-    for c in range(k):
-        total = int(confusion[c].sum())
-        if total:
-            per_class[label_names[c]] = {"accuracy": float(confusion[c, c] / total), "n": total}
-    p_true = probs[np.arange(n), labels] if n else np.zeros(0)
-    return {
-        "accuracy": float((pred == labels).mean()) if n else None,
-        "n": n,
-        "loss": float(-np.log(np.maximum(p_true, 1e-12)).mean()) if n else None,
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-    }
-
-
-def skipped_report(skipped: dict) -> list:
-    """[{path, reason}] sorted by path: the JSON form of a {path: reason} dict."""
-    return [{"path": p, "reason": r} for p, r in sorted(skipped.items())]
+def check_outputs(session, probs):
+    """`probs`, or InputError when any is NaN or infinite: a model whose weights diverged
+    (finite but huge, so every prediction overflows) gives no accuracy and no labels."""
+    if not np.isfinite(probs).all():
+        raise InputError(f"{session.path} gives NaN or infinite outputs (its trained weights diverged) — train it "
+                         "again with a lower --lr, or use the model it was trained from")
+    return probs
 
 
 def evaluate(session, images, *, threads=None, stop=None) -> dict:
@@ -81,10 +57,11 @@ def evaluate(session, images, *, threads=None, stop=None) -> dict:
     samples = features.as_samples(images, labels=session.labels, what="images")
     samples.check_labels(len(session.labels))
     skipped = {}
-    with pool_for(threads) as pool:
+    with features.pool_for(threads) as pool:
         probs, labels = predict(session, samples, pool, skipped=skipped, stop=stop)
     if not len(labels):
         raise InputError(f"none of the {len(samples)} images in {images} could be read — check the files")
+    check_outputs(session, probs)
     result = metrics(probs, labels, session.labels)
     result.pop("loss")
     result["labels"] = list(session.labels)
@@ -105,7 +82,7 @@ def top_k(session, paths, k=5):
             skipped.append({"path": path, "reason": e.strerror or str(e)})
     predictions = []
     if images:
-        probs = session.predict(np.stack(images))
+        probs = check_outputs(session, session.predict(np.stack(images)))
         k = min(k, probs.shape[1])
         for path, p in zip(ok, probs):
             top = np.argsort(-p, kind="stable")[:k]

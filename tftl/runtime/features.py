@@ -24,6 +24,7 @@ Samples: `Samples.from_paths([(path, label)])`, `Samples.from_arrays(images, lab
 on either, an ImageFolder or a folder path.
 """
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -35,12 +36,16 @@ import time
 
 import numpy as np
 
-from tftl.runtime import checkpoint as ckpt
 from tftl.runtime import contract, data, files
 from tftl.runtime.errors import InputError
 from tftl.runtime.progress import Progress
 
 CACHE_VERSION = "v3"
+
+
+def pool_for(threads=None):
+    """A decode thread pool: `threads` workers, or one per CPU."""
+    return concurrent.futures.ThreadPoolExecutor(threads or os.cpu_count() or 1)
 
 
 class Samples:
@@ -346,9 +351,9 @@ def _store(features, scales, view, ok, feats):
 
 def _persist(path, features, scales, key, shape, valid, skipped):
     features.flush()
-    with ckpt.atomic_write(path + ".scales.npy") as f:
+    with files.atomic_write(path + ".scales.npy") as f:
         np.save(f, scales, allow_pickle=False)
-    with ckpt.atomic_write(path + ".json") as f:
+    with files.atomic_write(path + ".json") as f:
         f.write(json.dumps({"key": key, "shape": list(shape), "valid": valid.tolist(),
                             "skipped": sorted(skipped.items())}).encode())
 

@@ -13,11 +13,14 @@ import os
 import platform
 import sys
 
+from tftl.runtime.errors import InputError
+
+MAX_THREADS = 256  # interpreter threads; --threads 100000 made the runtime crash
 RUNTIMES = ("ai_edge_litert", "tflite_runtime")
 _PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
 
 
-class RuntimeNotFound(RuntimeError):
+class RuntimeNotFound(InputError, RuntimeError):
     """No usable TFLite runtime is installed (or TFTL_RUNTIME names a wrong one)."""
 
 

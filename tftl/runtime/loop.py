@@ -29,19 +29,14 @@ from typing import Optional
 import numpy as np
 
 from tftl.runtime import checkpoint as ckpt
-from tftl.runtime import evaluate, features
+from tftl.runtime.checkpoint import TrainState
+from tftl.runtime import config, contract, features
+from tftl.runtime.files import printable
+from tftl.runtime.metrics import metrics
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.progress import Progress
 from tftl.runtime.schedule import cosine_lr
 
-DEFAULT_EPOCHS = 10  # flowers5, mbv2 MobileTL-3, seed 0: 5 ep 0.85, 10 ep 0.87, 10 ep @5e-4 0.88; the floor of
-# default_epochs, which adds epochs on small training sets
-MIN_STEPS = 500  # optimizer steps of the 10-epoch default on flowers5's 400 photos at batch 8
-DEFAULT_LR = 5e-4
-DEFAULT_CACHE_VIEWS = 2
-DEFAULT_CACHE_RAM_MB = 512
-CHECKPOINT_NAME = "checkpoint.npz"
-CHECKPOINT_FORMAT = "tftl-train-1"
 # Settings that shape the run; a resume with other values is allowed but not exact.
 TRAJECTORY_SETTINGS = ("epochs", "lr", "warmup_steps", "augment", "cache_features", "cache_views", "seed",
                        "train_images", "schedule_offset")
@@ -60,11 +55,11 @@ def default_epochs(train_images, batch, *, min_steps=None, min_epochs=None) -> i
     cache an epoch of a small set is a few steps, but validation (--val) runs once per epoch,
     so a tiny set with a large --val folder pays for many validation passes; pass --epochs.
 
-    min_steps, min_epochs: None reads MIN_STEPS, DEFAULT_EPOCHS (at call time).
+    min_steps, min_epochs: None reads config.MIN_STEPS, config.DEFAULT_EPOCHS (at call time).
     """
     steps = max(1, math.ceil(train_images / batch))
-    min_steps = MIN_STEPS if min_steps is None else min_steps
-    return max(DEFAULT_EPOCHS if min_epochs is None else min_epochs, math.ceil(min_steps / steps))
+    min_steps = config.MIN_STEPS if min_steps is None else min_steps
+    return max(config.DEFAULT_EPOCHS if min_epochs is None else min_epochs, math.ceil(min_steps / steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +70,7 @@ class Schedule:
     as the Keras reference. offset: steps already taken in earlier fits (federated rounds).
     """
 
-    lr: float = DEFAULT_LR
+    lr: float = config.DEFAULT_LR
     total_steps: Optional[int] = None
     warmup_steps: Optional[int] = None
     offset: int = 0
@@ -89,73 +84,11 @@ class Schedule:
         return cosine_lr(self.lr, self.offset + step, self.total_steps, self.warmup_steps)
 
 
-def _check_int(meta, key, where, optional=False):
-    value = meta.get(key)
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ckpt.CheckpointError(f"{where}: metadata {key!r} must be an integer >= 0, got {value!r} — "
-                                   "delete the checkpoint folder or pass --overwrite to start over")
-    return value
-
-
-def _check_type(meta, key, kind, where):
-    value = meta.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise ckpt.CheckpointError(f"{where}: metadata {key!r} must be a {kind.__name__}, got "
-                                   f"{type(value).__name__} — delete it or pass --overwrite to start over")
-    return value
-
-
-@dataclasses.dataclass
-class TrainState:
-    """Where a run stands: finished epochs, batch position in the next, steps, RNG, history."""
-
-    epoch: int = 0
-    position: int = 0
-    global_step: int = 0
-    rng_state: Optional[dict] = None  # numpy bit_generator.state at the start of `epoch`
-    partial: dict = dataclasses.field(default_factory=dict)  # sums of the epoch in progress
-    history: list = dataclasses.field(default_factory=list)
-    skipped: dict = dataclasses.field(default_factory=dict)  # sample name -> reason
-    settings: Optional[dict] = None
-
-    def generator(self, seed) -> np.random.Generator:
-        """The run's Generator at the start of `epoch`. Without a saved state (a fresh run, or a
-        checkpoint written by a host that cannot store numpy's PCG64 state) it is seeded from
-        the run seed, and from the epoch when resuming."""
-        if self.rng_state is not None:
-            rng = np.random.default_rng()
-            rng.bit_generator.state = self.rng_state
-            return rng
-        return np.random.default_rng(seed if self.epoch == 0 else [seed, self.epoch])
-
-    def to_meta(self, session) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "model_hash": session.model_hash, "labels": list(session.labels),
-                "epoch": self.epoch, "position": self.position, "global_step": self.global_step,
-                "rng_state": self.rng_state, "partial": self.partial, "settings": self.settings,
-                "history": self.history, "skipped": self.skipped}
-
-    @classmethod
-    def from_meta(cls, meta, where="checkpoint") -> "TrainState":
-        """Validated state from checkpoint metadata; rng_state, partial, settings, history and
-        skipped may be absent (a checkpoint written by the Android app)."""
-        state = cls(epoch=_check_int(meta, "epoch", where), position=_check_int(meta, "position", where),
-                    global_step=_check_int(meta, "global_step", where),
-                    rng_state=_check_type(meta, "rng_state", dict, where),
-                    partial=dict(_check_type(meta, "partial", dict, where) or {}),
-                    history=list(_check_type(meta, "history", list, where) or []),
-                    skipped=dict(_check_type(meta, "skipped", dict, where) or {}),
-                    settings=_check_type(meta, "settings", dict, where))
-        try:
-            state.generator(0)
-            _Sums.from_partial(state.partial)
-            if not all(isinstance(e, dict) for e in state.history):
-                raise TypeError("history entries")
-        except (TypeError, ValueError, KeyError) as e:
-            raise ckpt.CheckpointError(f"{where}: damaged metadata ({e}) — delete it or pass --overwrite "
-                                       "to start over") from None
-        return state
+def _when(state) -> str:
+    """When a state was reached, for a message: after a whole epoch, or mid-epoch."""
+    if state.position == 0 and state.epoch > 0:
+        return f"after epoch {state.epoch}"
+    return f"in epoch {state.epoch + 1}, step {state.position}"
 
 
 @dataclasses.dataclass
@@ -234,8 +167,8 @@ class Trainer:
     out, err: where epoch lines and progress go (None: stdout / stderr); quiet: nowhere.
     """
 
-    def __init__(self, session, *, augment=True, cache=None, cache_views=DEFAULT_CACHE_VIEWS,
-                 cache_ram_mb=DEFAULT_CACHE_RAM_MB, cache_dir=None, seed=0, threads=None, stop=None,
+    def __init__(self, session, *, augment=True, cache=None, cache_views=config.DEFAULT_CACHE_VIEWS,
+                 cache_ram_mb=config.DEFAULT_CACHE_RAM_MB, cache_dir=None, seed=0, threads=None, stop=None,
                  out=None, err=None, quiet=False):
         self.session = session
         self.augment, self.cache, self.cache_views = augment, cache, cache_views
@@ -244,10 +177,12 @@ class Trainer:
         self.out = _Null() if quiet else (out or sys.stdout)
         self.err = _Null() if quiet else (err or sys.stderr)
         self.kept = None  # (epoch, position) of the last checkpoint known finite on disk
+        self.resumed_from = None  # the checkpoint `resume` restored, until fit has checked its outputs
+        self._probe = None  # features of one training batch: finite_state's output check
 
     def say(self, msg, stream=None):
         stream = self.out if stream is None else stream
-        stream.write(msg + "\n")
+        stream.write(printable(msg) + "\n")
         stream.flush()
 
     # --- checkpoints -------------------------------------------------------------------
@@ -259,13 +194,11 @@ class Trainer:
         """
         # names and shapes checked against `restore` before any array is allocated
         arrays, meta = ckpt.load_checkpoint(path, shapes=self.session.state_shapes())
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ckpt.CheckpointError(f"checkpoint {path} is not a tftl-train checkpoint — remove it or pass "
-                                       "a different --checkpoint-dir")
-        ckpt.check_compatible(meta, model_hash=self.session.model_hash, labels=self.session.labels, path=path)
         state = TrainState.from_meta(meta, where=f"checkpoint {path}")
+        ckpt.check_compatible(meta, model_hash=self.session.model_hash, labels=self.session.labels, path=path)
         self.session.restore_state(arrays, what=f"checkpoint {path}")
         self.kept = (state.epoch, state.position)
+        self.resumed_from = os.fspath(path)
         self.say(f"resumed from {path}: epoch {state.epoch}" + (f", step {state.position}" if state.position else "")
                  + f", global step {state.global_step}" + ("" if state.rng_state is not None else
                                                            " (no RNG state saved: re-seeded from --seed and epoch)"),
@@ -273,20 +206,42 @@ class Trainer:
         return state
 
     def finite_state(self, state) -> dict:
-        """The session's state arrays; Diverged if any is NaN or infinite (nothing is written
-        from weights that are not finite)."""
+        """The session's state arrays; Diverged if any is NaN or infinite, or if the model's
+        outputs on a batch of the training set are (weights can be finite yet so large,
+        1e30 after a step at --lr 1e30, that every prediction is NaN). Nothing is written
+        from such a state."""
         arrays = self.session.state()
         bad = next((name for name, v in arrays.items() if not np.isfinite(v).all()), None)
         if bad is not None:
-            raise Diverged(f"the weights became NaN or infinite ({bad}) by epoch {state.epoch + 1}")
+            raise Diverged(f"the weights became NaN or infinite ({bad}) {_when(state)}")
+        if not self._outputs_finite():
+            raise Diverged(f"the model's outputs became NaN or infinite {_when(state)} (its weights grew too large)")
         return arrays
+
+    def _outputs_finite(self) -> bool:
+        """Whether `infer_features` on the probe batch (the first training batch's features,
+        taken once per fit: the frozen trunk never changes them) gives finite probabilities."""
+        if self._probe is None:
+            return True
+        return bool(np.isfinite(self.session.predict_features(self._probe)).all())
+
+    def _take_probe(self, run) -> None:
+        self._probe = None
+        if contract.INFER_FEATURES not in self.session.signatures:
+            return
+        gen = run.train.batches(run.index[:self.session.batch], self.session.batch)
+        with contextlib.closing(gen):
+            for idx, feats, _ in gen:
+                if len(idx):
+                    self._probe = np.array(feats)
+                    return
 
     def save(self, path, state) -> None:
         """Write a checkpoint, refusing (Diverged) a state that is not finite: the last good
         checkpoint on disk stays the one to resume from."""
         arrays = self.finite_state(state)
         if path is not None:
-            ckpt.save_checkpoint(path, arrays, state.to_meta(self.session))
+            ckpt.save_checkpoint(path, arrays, state.to_meta(self.session.model_hash, self.session.labels))
             self.kept = (state.epoch, state.position)
 
     # --- fit ---------------------------------------------------------------------------
@@ -307,9 +262,15 @@ class Trainer:
         """
         state = state or TrainState()
         self._started = False
-        pool = evaluate.pool_for(self.threads)
+        pool = features.pool_for(self.threads)
         try:
             run, result = self._prepare(samples, val, epochs, schedule, state, checkpoint, settings, pool)
+            self._take_probe(run)
+            resumed, self.resumed_from = self.resumed_from, None
+            if resumed is not None and not self._outputs_finite():
+                raise ckpt.CheckpointError(
+                    f"checkpoint {resumed} gives NaN or infinite outputs (its weights diverged) — "
+                    "pass --overwrite to start over")
             while state.epoch < run.epochs:
                 self._epoch(run, state)
                 self.save(checkpoint, state)
@@ -322,9 +283,11 @@ class Trainer:
             raise self._interrupted(e, state, checkpoint) from None
         except Diverged as e:
             lr = (schedule or Schedule()).lr
-            kept = (f"the last good checkpoint (epoch {self.kept[0]}) is kept in {checkpoint}"
-                    if checkpoint and self.kept and os.path.exists(checkpoint) else "no checkpoint was written")
-            raise Diverged(f"{e}; {kept} — lower the learning rate (--lr, now {lr:g}) and train again") from None
+            if checkpoint and self.kept and os.path.exists(checkpoint):
+                raise Diverged(f"{e}; the last good checkpoint (epoch {self.kept[0]}) is kept in {checkpoint} — "
+                               f"continue from it with --resume and a lower --lr (now {lr:g})") from None
+            raise Diverged(f"{e}; no checkpoint was written — lower the learning rate (--lr, now {lr:g}) and "
+                           "train again") from None
         finally:
             pool.shutdown(wait=True)
 
@@ -468,4 +431,4 @@ class Trainer:
                 ys.append(run.val.samples.labels[idx])
         if not probs:
             return {"accuracy": None, "loss": None}
-        return evaluate.metrics(np.concatenate(probs), np.concatenate(ys), s.labels)
+        return metrics(np.concatenate(probs), np.concatenate(ys), s.labels)

@@ -11,19 +11,20 @@ checkpoints to the exact model they were trained from.
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import struct
 import zipfile
 
+import numpy as np
 
 from tftl.runtime import contract, files, safezip
-from tftl.runtime.checkpoint import atomic_write
+from tftl.runtime.errors import InputError
 
 METADATA_NAME = "tftl.json"
 LABELS_NAME = "labels.txt"
 TFLITE_IDENTIFIER = b"TFL3"
-EXPORT_HINT = "export it with python -m converters.export"
 STATE_NAME = "state.npz"
 STATE_DTYPE = "<f4"  # every state.npz member: little-endian float32 in C order (the writers' only form)
 # Caps on what a model file may make a reader allocate (flatbuffers end at 2 GiB).
@@ -37,7 +38,7 @@ FLOAT32, INT32 = 0, 2
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A model file that is missing, damaged, or not a tftl model.
 
     `kind` is the refusal class of contract/rules.json (contract.REFUSAL_CLASSES), which the
@@ -227,13 +228,50 @@ def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=Non
         meta_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
-    with atomic_write(path) as f:
+    with files.atomic_write(path) as f:
         f.write(flatbuffer)
         with zipfile.ZipFile(_AppendedZip(f), "w") as archive:
             _zip_member(archive, METADATA_NAME, meta_bytes)
             _zip_member(archive, LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
             for name, data in sorted((extra_files or {}).items()):
                 _zip_member(archive, name, data)
+    return meta
+
+
+def state_npz_bytes(state: dict, *, consume: bool = False) -> memoryview:
+    """`state` as .npz bytes (float32, sorted names, fixed timestamps: same state, same bytes).
+
+    Each array is written straight into its ZIP member and the archive's buffer is returned
+    as a view, not copied: the state is the largest thing a trainer writes, and every copy
+    counts in its peak memory (the bytes are the same as writing each member from bytes).
+    consume: pop each array from `state` once written, so a caller that holds no other
+    reference frees the arrays one by one while the buffer grows (the state is then never
+    held twice).
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name in sorted(state):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            with archive.open(info, "w") as member:
+                array = np.asarray(state.pop(name) if consume else state[name], dtype=np.float32, order="C")
+                np.lib.format.write_array(member, array, allow_pickle=False)
+                del array
+    return buf.getbuffer()
+
+
+def save_model(path, model_file, labels, state, metadata_updates=None) -> dict:
+    """Write a self-contained fine-tuned model (what `tftl-train --output` writes): the same flatbuffer, new labels and metadata,
+    and `state` as the ZIP member state.npz. Atomic; returns the metadata written.
+
+    state: the state dict, or its `state_npz_bytes` (a trainer passes the bytes so the
+    arrays are freed before the file is assembled: one copy of the state less at its peak).
+    """
+    meta = dict(model_file.metadata)
+    meta.update(metadata_updates or {})
+    meta["trained_state"] = True
+    npz = state_npz_bytes(state) if isinstance(state, dict) else state
+    meta = write_model(path, model_file.flatbuffer, meta, labels, extra_files={STATE_NAME: npz})
     return meta
 
 
@@ -275,19 +313,20 @@ def _read_bytes(path: str) -> bytes:
                 raise ModelFileError(f"model file {path} is truncated or corrupted — export it again")
             if head[4:8] != TFLITE_IDENTIFIER:
                 raise ModelFileError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER!r} identifier) "
-                                     f"— {EXPORT_HINT}", contract.NOT_TFLITE)
+                                     f"— {contract.EXPORT_HINT}", contract.NOT_TFLITE)
             return head + files.read_rest(f, MAX_MODEL_BYTES)
     except files.FileProblem as e:
-        fix = "check the path" if e.reason != "does not exist" else EXPORT_HINT
+        fix = "check the path" if e.reason != "does not exist" else contract.EXPORT_HINT
         raise ModelFileError(f"model file {path} {e.reason} — {fix}") from None
     except OSError as e:
         raise ModelFileError(f"model file {path} cannot be read ({e.strerror or e}) — check the file") from None
 
 
-def _archive_members(path: str, data: bytes):
-    """(metadata dict, labels text, flatbuffer) from the appended archive, sizes capped."""
+def _archive_members(path: str, data: bytes, with_state=False):
+    """(metadata dict, labels text, flatbuffer, state.npz bytes or None) from the appended
+    archive, sizes capped; the state member is read only `with_state`."""
     damaged = f"model file {path} is truncated or corrupted — export it again"
-    not_tftl = f"{path} is not a tftl model (no tftl metadata) — {EXPORT_HINT}"
+    not_tftl = f"{path} is not a tftl model (no tftl metadata) — {contract.EXPORT_HINT}"
     try:
         archive = safezip.open_archive(data)
     except safezip.NotZip:
@@ -308,6 +347,7 @@ def _archive_members(path: str, data: bytes):
             labels_bytes = safezip.read_member(archive, LABELS_NAME, MAX_LABELS_BYTES)
         except safezip.ArchiveError as e:
             raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
+        raw_state = _state_member(path, archive) if with_state else None
         # zipfile shifts offsets by any bytes prepended to the archive, so the first
         # member's header offset is where the flatbuffer ends.
         start = min(info.header_offset for info in archive.infolist())
@@ -319,7 +359,7 @@ def _archive_members(path: str, data: bytes):
                              f"{type(e).__name__}) — export it again") from None
     if not isinstance(meta, dict) or meta.get("content_hash") != content_hash(flatbuffer):
         raise ModelFileError(damaged)
-    return meta, labels_bytes, flatbuffer
+    return meta, labels_bytes, flatbuffer, raw_state
 
 
 def scalar_tensor(tensors: dict):
@@ -358,8 +398,8 @@ def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
                              f"signature's inputs — {contract.EXPORT_HINT}", contract.METADATA_REFUSED)
 
 
-def read_model(path) -> ModelFile:
-    """Parse and verify a tftl model file; ModelFileError (one line, with the fix) otherwise.
+def _load(path, with_state=False):
+    """(ModelFile, state.npz bytes or None): read_model's work, the file read once.
 
     Checked before anything is built from it: the file is a regular file under
     MAX_MODEL_BYTES, every archive member's declared size is under its cap before it is
@@ -370,7 +410,7 @@ def read_model(path) -> ModelFile:
     path = os.fspath(path)
     data = _read_bytes(path)
     damaged = f"model file {path} is truncated or corrupted — export it again"
-    meta, labels_bytes, flatbuffer = _archive_members(path, data)
+    meta, labels_bytes, flatbuffer, raw_state = _archive_members(path, data, with_state)
     del data
     where = f"model file {path}"
     try:
@@ -392,34 +432,39 @@ def read_model(path) -> ModelFile:
         raise ModelFileError(damaged) from None
     _check_graph(path, typed, sigs)
     return ModelFile(flatbuffer=flatbuffer, metadata=meta, labels=labels, path=path, meta=typed,
-                     signatures=sigs)
+                     signatures=sigs), raw_state
 
 
-def read_state(model):
-    """(state, raw bytes) of a fine-tuned model's `state.npz`, or (None, None) without one.
+def read_model(path) -> ModelFile:
+    """Parse and verify a tftl model file; ModelFileError (one line, with the fix) otherwise
+    (what is checked: _load)."""
+    return _load(path)[0]
 
-    model: a ModelFile (from read_model) or a path. Every member's name and shape is
-    compared with the `restore` signature's inputs from the .npy headers, before any array
-    is allocated, and the values must be finite (contract.check_state).
 
-    Raises:
-        ModelFileError: one line naming the file, the bad member and the fix.
-    """
-    model = model if isinstance(model, ModelFile) else read_model(model)
-    path = model.path
+def read_model_and_state(path):
+    """(ModelFile, state or None, state.npz bytes or None) of a model file, read once: what a
+    Session loads. The state is checked as read_state checks it."""
+    model, raw = _load(path, with_state=True)
+    return model, _parse_state(model, raw), raw
+
+
+def _state_member(path, archive):
+    """The raw bytes of the archive's state.npz member (size-capped), or None."""
+    if STATE_NAME not in archive.namelist():
+        return None
     try:
-        archive = safezip.open_archive(_read_bytes(path))
+        return safezip.read_member(archive, STATE_NAME, MAX_STATE_BYTES)
     except safezip.ArchiveError as e:
-        raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
-    with archive:
-        if STATE_NAME not in archive.namelist():
-            return None, None
-        try:
-            raw = safezip.read_member(archive, STATE_NAME, MAX_STATE_BYTES)
-        except safezip.ArchiveError as e:
-            raise ModelFileError(f"model file {path} has a damaged {STATE_NAME} ({e}) — train it again") from None
+        raise ModelFileError(f"model file {path} has a damaged {STATE_NAME} ({e}) — train it again") from None
+
+
+def _parse_state(model, raw):
+    """The arrays of state.npz bytes `raw` (None: None), names and shapes compared with the
+    `restore` signature from the .npy headers before any array is allocated, values finite."""
+    if raw is None:
+        return None
     shapes = model.state_shapes()
-    where = f"{STATE_NAME} of model file {path}"
+    where = f"{STATE_NAME} of model file {model.path}"
     try:
         state = safezip.read_npz(raw, limit=MAX_STATE_BYTES, declared=shapes, only=STATE_DTYPE)
         if shapes is not None:
@@ -428,4 +473,27 @@ def read_state(model):
         raise ModelFileError(f"{where} is damaged ({e}) — train it again", contract.STATE_REFUSED) from None
     except contract.ContractError as e:
         raise ModelFileError(str(e), e.kind) from None
-    return state, raw
+    return state
+
+
+def read_state(model):
+    """(state, raw bytes) of a fine-tuned model's `state.npz`, or (None, None) without one.
+
+    model: a path (read once, with read_model_and_state) or a ModelFile (its file is read
+    again for the state). Every member's name and shape is compared with the `restore`
+    signature's inputs from the .npy headers, before any array is allocated, and the values
+    must be finite (contract.check_state).
+
+    Raises:
+        ModelFileError: one line naming the file, the bad member and the fix.
+    """
+    if not isinstance(model, ModelFile):
+        return read_model_and_state(model)[1:]
+    path = model.path
+    try:
+        archive = safezip.open_archive(_read_bytes(path))
+    except safezip.ArchiveError as e:
+        raise ModelFileError(f"model file {path} has a damaged archive ({e}) — export it again") from None
+    with archive:
+        raw = _state_member(path, archive)
+    return _parse_state(model, raw), raw

@@ -14,10 +14,8 @@ No TensorFlow here: numpy, the standard library and a TFLite runtime only.
 
 import contextlib
 import hashlib
-import io
 import os
 import platform
-import zipfile
 
 import numpy as np
 
@@ -25,10 +23,8 @@ from tftl.runtime import contract
 from tftl.runtime import interpreter as rt
 from tftl.runtime import modelfile
 
-STATE_NAME = "state.npz"
 # What tftl-train needs from a model; `train` is the image-level step of the same graph.
 TRAIN_SIGNATURES = contract.TRAIN_SIGNATURES
-MAX_THREADS = 256  # interpreter threads; --threads 100000 made the runtime crash
 
 
 class SessionError(modelfile.ModelFileError):
@@ -56,11 +52,14 @@ class Session:
 
     def __init__(self, model, *, threads=None, restore_embedded=True, xnnpack=True):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or not 1 <= threads <= MAX_THREADS):
-            raise SessionError(f"threads must be an integer in 1..{MAX_THREADS}, got {threads!r}")
+                                    or not 1 <= threads <= rt.MAX_THREADS):
+            raise SessionError(f"threads must be an integer in 1..{rt.MAX_THREADS}, got {threads!r}")
         self.threads = threads
-        self.model_file = model if isinstance(model, modelfile.ModelFile) else modelfile.read_model(model)
-        mf = self.model_file
+        if isinstance(model, modelfile.ModelFile):
+            embedded, raw = modelfile.read_state(model) if model.path and os.path.isfile(model.path) else (None, None)
+        else:  # the file is read once: graph, metadata, labels and state.npz
+            model, embedded, raw = modelfile.read_model_and_state(model)
+        self.model_file = mf = model
         meta = mf.metadata
         self.path = mf.path
         self.metadata = meta
@@ -81,9 +80,6 @@ class Session:
             ) from e
         self._runners = {}
         self._rate_shapes = {}
-        embedded, raw = (None, None)
-        if mf.path and os.path.isfile(mf.path):
-            embedded, raw = modelfile.read_state(mf)  # checked before allocation, finite
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
         # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
         # a fine-tuned file shares its feature cache with the file it was trained from.
@@ -91,7 +87,7 @@ class Session:
         # The identity checkpoints are tied to: the graph, plus the trained state it starts from.
         self.model_hash = self.trunk_hash if raw is None else self.trunk_hash + "+" + hashlib.sha256(raw).hexdigest()[:16]
         if embedded is not None and restore_embedded:
-            self.restore_state(embedded, what=f"{STATE_NAME} of {mf.path}")
+            self.restore_state(embedded, what=f"{modelfile.STATE_NAME} of {mf.path}")
 
     # --- signatures --------------------------------------------------------------------
 
@@ -278,40 +274,3 @@ class Session:
         if names:
             self.restore_state({n: np.zeros(shapes[n], np.float32) for n in names}, what="optimizer reset",
                                partial=True)
-
-
-def state_npz_bytes(state: dict, *, consume: bool = False) -> memoryview:
-    """`state` as .npz bytes (float32, sorted names, fixed timestamps: same state, same bytes).
-
-    Each array is written straight into its ZIP member and the archive's buffer is returned
-    as a view, not copied: the state is the largest thing a trainer writes, and every copy
-    counts in its peak memory (the bytes are the same as writing each member from bytes).
-    consume: pop each array from `state` once written, so a caller that holds no other
-    reference frees the arrays one by one while the buffer grows (the state is then never
-    held twice).
-    """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for name in sorted(state):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=modelfile._ZIP_DATE)
-            info.compress_type = zipfile.ZIP_STORED
-            with archive.open(info, "w") as member:
-                array = np.asarray(state.pop(name) if consume else state[name], dtype=np.float32, order="C")
-                np.lib.format.write_array(member, array, allow_pickle=False)
-                del array
-    return buf.getbuffer()
-
-
-def save_model(path, model_file, labels, state, metadata_updates=None) -> dict:
-    """Write a self-contained fine-tuned model: the same flatbuffer, new labels and metadata,
-    and `state` as the ZIP member state.npz. Atomic; returns the metadata written.
-
-    state: the state dict, or its `state_npz_bytes` (a trainer passes the bytes so the
-    arrays are freed before the file is assembled: one copy of the state less at its peak).
-    """
-    meta = dict(model_file.metadata)
-    meta.update(metadata_updates or {})
-    meta["trained_state"] = True
-    npz = state_npz_bytes(state) if isinstance(state, dict) else state
-    meta = modelfile.write_model(path, model_file.flatbuffer, meta, labels, extra_files={STATE_NAME: npz})
-    return meta

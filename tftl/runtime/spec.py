@@ -22,6 +22,7 @@ import os
 import sys
 
 from tftl.runtime import contract, modelfile, safezip
+from tftl.runtime.files import atomic_write
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contract")
 
@@ -284,7 +285,6 @@ def main(argv=None) -> int:
     if not a.write:
         p.print_help()
         return 2
-    from tftl.runtime.checkpoint import atomic_write
     for rel, text in files().items():
         path = os.path.join(a.write, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -3,7 +3,7 @@
     python -m tftl.runtime.vectors FRESH.tflite TRAINED.tflite OUT_DIR
 
 FRESH is a small tftl export with the five flowers labels (daisy ... tulips) and TRAINED the
-same model with a state.npz (`tftl-train --output`, or `session.save_model`). OUT_DIR receives
+same model with a state.npz (`tftl-train --output`, or `modelfile.save_model`). OUT_DIR receives
 one `<name>.tflite` per case and `manifest.json` ([{"name", "file", "verdict", "hosts"?}]):
 the list pytest, JUnit (tests/test_android.py) and node (web_demo/tools/check.mjs) all read.
 Nothing large is checked in; the files are made at test time in a few seconds.

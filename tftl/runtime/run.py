@@ -23,21 +23,23 @@ import signal
 import sys
 import threading
 
-from tftl.runtime import checkpoint as ckpt
 from tftl.runtime import data, files, labels as labels_mod
 from tftl.runtime import interpreter as rt
 from tftl.runtime.config import TrainConfig
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
-from tftl.runtime.evaluate import skipped_report
 from tftl.runtime.features import Samples
-from tftl.runtime.loop import CHECKPOINT_NAME, Schedule, Trainer
-from tftl.runtime.session import TRAIN_SIGNATURES, Session, save_model, state_npz_bytes
+from tftl.runtime.checkpoint import CHECKPOINT_NAME
+from tftl.runtime.loop import Schedule, Trainer
+from tftl.runtime.metrics import skipped_lines, skipped_report
+from tftl.runtime.modelfile import save_model, state_npz_bytes
+from tftl.runtime.session import TRAIN_SIGNATURES, Session
 
 # The run's options and what train() raises, importable from here.
 __all__ = ["TrainConfig", "TrainResult", "train", "check_paths", "InputError", "Diverged", "Interrupted",
            "CHECKPOINT_NAME"]
 
 TrainError = InputError  # the name earlier versions raised
+LOCK_NAME = ".lock"  # in the checkpoint folder while a run holds it
 
 
 @dataclasses.dataclass
@@ -113,6 +115,10 @@ def _writable_file(path, flag):
         raise InputError(f"folder {folder} of {flag} {path} does not exist — create it or pass another {flag}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"folder {folder} of {flag} {path} is not writable — pass another {flag}")
+    problem = files.create_problem(path)
+    if problem is not None:
+        raise InputError(f"{flag} {files.printable(path)} cannot be written ({problem}) — pass another {flag} in "
+                         "a folder you can write to")
 
 
 def check_paths(cfg) -> Paths:
@@ -151,14 +157,16 @@ def check_paths(cfg) -> Paths:
 
 @contextlib.contextmanager
 def locked(paths: Paths):
-    """Hold the checkpoint folder for this run (one run per folder) and remove temp files a
-    crashed write left there (and, when older than an hour, next to --output)."""
+    """Hold the checkpoint folder for this run (one run per folder; the .lock file is removed
+    when the run ends, however it ends) and remove the temp files a killed write left there
+    and next to --output (files.clean_stale_temps: only ours, only when no writer holds them)."""
+    lock = os.path.join(paths.ckpt_dir, LOCK_NAME)
     try:
         os.makedirs(paths.ckpt_dir, exist_ok=True)
-        fd = os.open(os.path.join(paths.ckpt_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise InputError(f"cannot create checkpoint folder {paths.ckpt_dir} ({e.strerror}) — pass "
-                         "--checkpoint-dir") from None
+        raise InputError(files.write_problem(e, lock, "pass another --checkpoint-dir")) from None
+    held = False
     try:
         try:
             import fcntl
@@ -167,13 +175,28 @@ def locked(paths: Paths):
             yield
             return
         except OSError:
-            raise InputError(f"another tftl-train is using {paths.ckpt_dir} — wait for it, or pass another "
-                             "--checkpoint-dir") from None
+            raise InputError(f"another tftl-train is using {files.printable(paths.ckpt_dir)} — wait for it, or pass "
+                             "another --checkpoint-dir") from None
+        # A run that ended between our open and flock removed the file we hold: not a lock.
+        if os.fstat(fd).st_ino != _inode(lock):
+            raise InputError(f"another tftl-train is using {files.printable(paths.ckpt_dir)} — wait for it, or "
+                             "pass another --checkpoint-dir")
+        held = True
         for target in (os.path.join(paths.ckpt_dir, CHECKPOINT_NAME), paths.output):
             files.clean_stale_temps(target)  # leftovers of crashed writers, never a live write
         yield
     finally:
+        if held:  # removed while still held, so no other run can hold a file that is gone
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
         os.close(fd)
+
+
+def _inode(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 # --- labels and samples -------------------------------------------------------------------
@@ -262,10 +285,17 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
         if cfg.resume and os.path.exists(paths.checkpoint):
             state = trainer.resume(paths.checkpoint)
         elif cfg.resume:
-            err.write(f"note: no checkpoint in {paths.ckpt_dir}; starting from the model's weights\n")
-        result = trainer.fit(train_samples, cfg.epochs, val=val_samples, state=state, checkpoint=paths.checkpoint,
-                             schedule=Schedule(cfg.lr, warmup_steps=cfg.warmup_steps), on_epoch_end=epoch_done,
-                             settings=dict(val=cfg.val, val_split=cfg.val_split))
+            err.write(f"note: no checkpoint in {files.printable(paths.ckpt_dir)}; starting from the model's "
+                      "weights\n")
+        try:
+            result = trainer.fit(train_samples, cfg.epochs, val=val_samples, state=state,
+                                 checkpoint=paths.checkpoint, schedule=Schedule(cfg.lr, warmup_steps=cfg.warmup_steps),
+                                 on_epoch_end=epoch_done, settings=dict(val=cfg.val, val_split=cfg.val_split))
+        except OSError as e:  # a checkpoint or --history write: the last good checkpoint is untouched
+            kept = (f"; the checkpoint of epoch {trainer.kept[0]} is kept, continue with --resume"
+                    if trainer.kept else "")
+            flag = "--history" if cfg.history and e.filename == os.fspath(cfg.history) else "--checkpoint-dir"
+            raise InputError(files.write_problem(e, fix=f"pass another {flag}") + kept) from None
         history.update(epochs=result.history, skipped=skipped_report(result.state.skipped),
                        feature_cache=result.feature_cache, settings=result.settings)
         rt.release_memory()  # the feature cache and decode buffers, before the output is assembled
@@ -285,25 +315,23 @@ def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
         npz = state_npz_bytes(trainer.finite_state(result.state), consume=True)
         save_model(paths.output, session.model_file, session.labels, npz, {"training": summary})
     except OSError as e:
-        raise InputError(f"cannot write {paths.output} ({e.strerror or e}) — pass another --output") from None
+        kept = f"; the checkpoint in {files.printable(paths.ckpt_dir)} is kept, --resume writes it again"
+        raise InputError(files.write_problem(e, paths.output, "pass another --output") + kept) from None
     if cfg.history:
         _write_json(cfg.history, history)
     if cfg.plot:
         plot_history(history, cfg.plot)
-    skipped = result.state.skipped
-    if skipped:
-        err.write(f"warning: skipped {len(skipped)} unreadable image(s):\n")
-        for path, reason in sorted(skipped.items()):
-            err.write(f"  {path}: {reason}\n")
+    for line in skipped_lines(skipped_report(result.state.skipped)):
+        err.write(line + "\n")
     named = len([label for i, label in enumerate(session.labels) if not labels_mod.is_placeholder(label, i)])
-    out.write(f"wrote {paths.output} ({named} classes"
+    out.write(f"wrote {files.printable(paths.output)} ({named} classes"
               + (f", val accuracy {last['val_accuracy']:.3f}" if last.get("val_accuracy") is not None else "")
               + ")\n")
     out.flush()
 
 
 def _write_json(path, obj):
-    with ckpt.atomic_write(path) as f:
+    with files.atomic_write(path) as f:
         f.write((json.dumps(obj, indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
 
