@@ -144,14 +144,16 @@ def file_vectors(exported, tmp_path_factory):
     a folder of <case>.tflite files and manifest.json (tftl.runtime.vectors), made once per run
     for pytest, node and JUnit alike."""
     from tftl.runtime import modelfile, vectors
-    from tftl.runtime.modelfile import save_model
+    from tftl.runtime.modelfile import save_model, state_npz_bytes
     from tftl.runtime.session import Session
 
     root = tmp_path_factory.mktemp("vectors")
     fresh = str(exported(**PI_MODEL))
     trained = str(root / "trained_base.tflite")
     mf = modelfile.read_model(fresh)
-    save_model(trained, mf, mf.labels, Session(fresh, threads=1).state())
+    # The whole state, optimizer included (what files before deployable outputs carried):
+    # the vectors drop groups from it.
+    save_model(trained, mf, mf.labels, state_npz_bytes(Session(fresh, threads=1).state()))
     out = root / "files"
     vectors.build(fresh, trained, str(out))
     return str(out)

@@ -136,7 +136,11 @@ def test_train_writes_history_checkpoint_and_a_model_that_evaluates(trained, flo
     assert mf.metadata["trained_state"] is True and mf.metadata["training"]["epochs"] == 3
     arrays, meta = load_state(tmp / "ckpt")
     assert meta["labels"] == CLASSES and meta["epoch"] == 3 and meta["global_step"] == 45
-    assert_same_state(Session(tmp / "out.tflite").state(), arrays, tol=0)
+    # The output is deployable: the checkpoint's weights and BN statistics, no optimizer state.
+    weights = ("trainable", "bn_statistics")
+    out = Session(tmp / "out.tflite")
+    assert_same_state(out.state(weights), {n: v for n, v in arrays.items() if n in out.state(weights)}, tol=0)
+    assert not set(out.meta.state_groups["optimizer"]) & set(modelfile.read_model_and_state(tmp / "out.tflite")[1])
     assert_same_state(Session(history["model"]).state(), Session(tmp / "out.tflite", restore_embedded=False).state(), 0)
 
     capsys.readouterr()

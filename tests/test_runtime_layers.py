@@ -16,9 +16,10 @@ import import_floors  # noqa: E402
 
 # io -> format -> engine -> training -> app: a module may import only from its own band or below.
 BANDS = {
-    "io": {"errors", "files", "safezip", "progress", "schedule", "metrics", "contract", "interpreter", "compiled"},
-    "format": {"data", "checkpoint", "modelfile", "labels", "config", "spec", "vectors"},
-    "engine": {"session", "features"},
+    "io": {"errors", "files", "safezip", "progress", "schedule", "metrics", "contract", "interpreter", "compiled",
+           "stop"},
+    "format": {"data", "checkpoint", "modelfile", "labels", "config", "spec"},
+    "engine": {"session", "features", "vectors"},
     "training": {"loop", "evaluate"},
     "app": {"run", "cli", "check"},
 }
@@ -91,3 +92,17 @@ def test_defined_once(name):
 def test_checkpoint_format_written_once():
     hits = [p.name for p in RUNTIME.glob("*.py") if '"tftl-train-1"' in p.read_text()]
     assert hits == ["checkpoint.py"]
+
+
+def test_a_training_run_does_not_walk_back_up_except_through_its_epoch_hook(exported, tmp_path):
+    """tools/flag_walk.py: a tftl-train run enters no module already on its call stack except
+    the app's on_epoch_end hook (before issue 21: the stop flag's check from features and loop,
+    and a generator of run.py consumed in features, 58 such calls in a one-epoch run)."""
+    import flag_walk
+    from conftest import PI_MODEL, flowers_subset
+
+    images = flowers_subset(tmp_path / "images", "train", 8, link=True)
+    result = flag_walk.walk([str(exported(**PI_MODEL)), str(images), "--epochs", "1", "--threads", "1",
+                             "--output", str(tmp_path / "out.tflite"), "--checkpoint-dir", str(tmp_path / "ckpt")])
+    assert result["exit"] == 0 and len(result["modules"]) >= 12
+    assert result["returns"] == {"loop -> run.epoch_done": 1, "run -> loop.history": 1}, result["returns"]

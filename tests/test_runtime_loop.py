@@ -376,7 +376,8 @@ def test_every_console_script_resolves_to_a_main():
     import re
 
     scripts = dict(re.findall(r'"(tftl-[a-z]+)=([\w.]+:\w+)"', (REPO / "setup.py").read_text()))
-    assert set(scripts) == {"tftl-train", "tftl-eval", "tftl-predict", "tftl-export", "tftl-profile", "tftl-fleet"}
+    assert set(scripts) == {"tftl-train", "tftl-eval", "tftl-predict", "tftl-check", "tftl-export", "tftl-profile",
+                            "tftl-fleet"}
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), target

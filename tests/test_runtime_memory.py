@@ -59,13 +59,16 @@ def test_a_cached_run_has_the_losses_of_a_run_with_extract_resident(model, photo
 def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path):
     """The trainer passes state_npz_bytes (the arrays freed before the file is assembled):
     same bytes as passing the dict, and the state reads back exactly."""
+    from tftl.runtime.modelfile import deployable
+
     s = Session(model, threads=1)
     state = s.state()
-    save_model(tmp_path / "a.tflite", s.model_file, s.labels, state)
-    save_model(tmp_path / "b.tflite", s.model_file, s.labels, state_npz_bytes(s.state()))
+    save_model(tmp_path / "a.tflite", s.model_file, s.labels, state)  # a dict: made deployable
+    save_model(tmp_path / "b.tflite", s.model_file, s.labels,
+               state_npz_bytes(deployable(s.model_file, s.state(), consume=True)))
     assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
     back = Session(tmp_path / "b.tflite", threads=1).state()
-    assert all(np.array_equal(back[k], state[k]) for k in state)
+    assert all(np.array_equal(back[k], state[k]) for k in state)  # the optimizer's fresh state is the export's
 
 
 def test_low_memory_session_trains_like_the_xnnpack_one(model, photos):
@@ -103,4 +106,4 @@ def test_session_reads_a_fine_tuned_file_once(model, tmp_path, monkeypatch):
     assert back.has_embedded_state and back.model_hash.startswith(back.trunk_hash + "+")
     restored = back.state()
     assert all(np.array_equal(restored[k], state[k]) for k in state)
-    assert modelfile.read_state(str(tuned))[0].keys() == state.keys()
+    assert modelfile.read_state(str(tuned))[0].keys() == modelfile.deployable(s.model_file, state).keys()

@@ -1,6 +1,7 @@
 """tftl-check: does this reader accept a model file? One line, `ok` or `refused: <reason>`.
 
     tftl-check FILE                 # exit 0 accepted, 2 refused
+    tftl-check MODEL --checkpoint CHECKPOINT   # could tftl-train --resume MODEL continue from it?
     tftl-check --vectors DIR        # every file of DIR/manifest.json (tftl.runtime.vectors):
                                     # one JSON list [{"file", "verdict"|"class", "message"}]
 
@@ -15,7 +16,7 @@ import json
 import os
 import sys
 
-from tftl.runtime import modelfile
+from tftl.runtime import checkpoint, modelfile
 
 EXIT_OK, EXIT_REFUSED = 0, 2
 
@@ -29,12 +30,30 @@ def verdict(path: str) -> tuple:
     return "accepted", ""
 
 
+def checkpoint_verdict(model: str, path: str) -> tuple:
+    """("accepted", "") or (contract.CHECKPOINT_CLASSES class, message): whether `tftl-train
+    --resume` on `model` could continue from the checkpoint at `path` (the same checks, in
+    the same order, before any work)."""
+    try:
+        mf, _, raw = modelfile.read_model_and_state(model)
+        _, meta = checkpoint.load_checkpoint(path, shapes=mf.state_shapes())
+        checkpoint.TrainState.from_meta(meta, where=f"checkpoint {path}")
+        checkpoint.check_compatible(meta, model_hash=modelfile.model_hash(mf, raw), labels=mf.labels, path=path)
+    except modelfile.ModelFileError as e:
+        return "model " + e.kind, str(e)
+    except checkpoint.CheckpointError as e:
+        return e.kind, str(e)
+    return "accepted", ""
+
+
 def _vectors(folder: str) -> list:
     with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     out = []
     for case in manifest:
-        kind, message = verdict(os.path.join(folder, case["file"]))
+        path = os.path.join(folder, case["file"])
+        kind, message = (checkpoint_verdict(os.path.join(folder, case["model"]), path) if "model" in case
+                         else verdict(path))
         out.append({"file": case["file"], "verdict": kind, "message": message})
     return out
 
@@ -44,10 +63,14 @@ def main(argv=None) -> int:
     if len(argv) == 2 and argv[0] == "--vectors":
         print(json.dumps(_vectors(argv[1])))
         return EXIT_OK
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: tftl-check FILE | tftl-check --vectors DIR", file=sys.stderr)
+    if len(argv) == 3 and argv[1] == "--checkpoint":
+        kind, message = checkpoint_verdict(argv[0], argv[2])
+    elif len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: tftl-check FILE | tftl-check MODEL --checkpoint CHECKPOINT | tftl-check --vectors DIR",
+              file=sys.stderr)
         return EXIT_REFUSED
-    kind, message = verdict(argv[0])
+    else:
+        kind, message = verdict(argv[0])
     print("ok" if kind == "accepted" else f"refused: {message}")
     return EXIT_OK if kind == "accepted" else EXIT_REFUSED
 

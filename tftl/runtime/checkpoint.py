@@ -26,7 +26,12 @@ MAX_META_BYTES = 64 << 20
 
 
 class CheckpointError(InputError):
-    """A checkpoint that is missing, damaged, foreign or written for another model."""
+    """A checkpoint that is missing, damaged, foreign or written for another model; `kind` is
+    one of contract.CHECKPOINT_CLASSES (contract/vectors/checkpoints.json)."""
+
+    def __init__(self, message, kind=contract.DAMAGED):
+        super().__init__(message)
+        self.kind = kind
 
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> None:
@@ -136,7 +141,7 @@ class TrainState:
         """The state of TRAIN_FORMAT metadata (checked by meta_error); CheckpointError otherwise."""
         if meta.get("format") != TRAIN_FORMAT:
             raise CheckpointError(f"{where} is not a tftl-train checkpoint — remove it or pass a different "
-                                  "--checkpoint-dir")
+                                  "--checkpoint-dir", contract.FOREIGN)
         bad = meta_error(meta)
         if bad is not None:
             raise CheckpointError(_damaged(where, bad))
@@ -169,6 +174,9 @@ def load_checkpoint(path, *, shapes=None):
     except files.FileProblem as e:
         fix = "check the path or start without it" if e.reason == "does not exist" else "pass the checkpoint file"
         raise CheckpointError(f"checkpoint {path} {e.reason} — {fix}") from None
+    except safezip.Mismatch as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the model ({e}) — it belongs to another model; "
+                              "delete it or pass --overwrite", contract.STATE_REFUSED) from None
     except safezip.ArchiveError as e:
         raise CheckpointError(f"{damaged} ({e})") from None
     raw = arrays.pop(META_KEY, None)
@@ -187,7 +195,7 @@ def load_checkpoint(path, *, shapes=None):
         try:
             arrays = contract.check_state(arrays, shapes, where=f"checkpoint {path}")
         except contract.ContractError as e:
-            raise CheckpointError(str(e)) from None
+            raise CheckpointError(str(e), contract.STATE_REFUSED) from None
     return arrays, meta
 
 
@@ -202,10 +210,10 @@ def check_compatible(meta: dict, *, model_hash: str, labels, path=None) -> None:
     saved_hash = meta.get("model_hash")
     if saved_hash != model_hash:
         raise CheckpointError(
-            f"{where} was written for another model (hash {saved_hash}, not {model_hash}) — {hint}"
+            f"{where} was written for another model (hash {saved_hash}, not {model_hash}) — {hint}", contract.FOREIGN
         )
     saved_labels = list(meta.get("labels") or [])
     if saved_labels != list(labels):
         raise CheckpointError(
-            f"{where} was written for labels {saved_labels} but the images have {list(labels)} — {hint}"
-        )
+            f"{where} was written for labels {saved_labels} but the images have {list(labels)} — {hint}",
+            contract.FOREIGN)

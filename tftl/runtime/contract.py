@@ -93,6 +93,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 NOT_TFLITE, NOT_TFTL, DAMAGED = "not_tflite", "not_tftl", "damaged"
 FORMAT_REFUSED, METADATA_REFUSED, LABELS_REFUSED, STATE_REFUSED = "format", "metadata", "labels", "state"
 REFUSAL_CLASSES = (NOT_TFLITE, NOT_TFTL, DAMAGED, FORMAT_REFUSED, METADATA_REFUSED, LABELS_REFUSED, STATE_REFUSED)
+FOREIGN = "foreign"  # a checkpoint of another model, other labels or another trainer
+CHECKPOINT_CLASSES = (DAMAGED, FOREIGN, STATE_REFUSED)
 
 
 class ContractError(InputError):

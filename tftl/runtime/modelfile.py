@@ -72,6 +72,13 @@ def content_hash(flatbuffer: bytes) -> str:
     return hashlib.sha256(flatbuffer).hexdigest()
 
 
+def model_hash(model: "ModelFile", raw_state) -> str:
+    """The identity checkpoints are tied to: the content hash, plus, for a fine-tuned file, "+"
+    and the first 16 hex digits of sha256 of its state.npz bytes (Java: ModelFile.modelHash)."""
+    trunk = model.metadata.get("content_hash") or content_hash(model.flatbuffer)
+    return trunk if raw_state is None else trunk + "+" + hashlib.sha256(raw_state).hexdigest()[:16]
+
+
 def _table_fields(data: bytes, table: int):
     """(field offsets, vtable field count) of the flatbuffer table at `table`, bounds-checked."""
     if not 0 <= table <= len(data) - 4:
@@ -261,18 +268,34 @@ def state_npz_bytes(state: dict, *, consume: bool = False) -> memoryview:
 
 
 def save_model(path, model_file, labels, state, metadata_updates=None) -> dict:
-    """Write a self-contained fine-tuned model (what `tftl-train --output` writes): the same flatbuffer, new labels and metadata,
-    and `state` as the ZIP member state.npz. Atomic; returns the metadata written.
+    """Write a self-contained fine-tuned model (what `tftl-train --output` writes): the same
+    flatbuffer, new labels and metadata, and `state` as the ZIP member state.npz. Atomic;
+    returns the metadata written.
 
-    state: the state dict, or its `state_npz_bytes` (a trainer passes the bytes so the
-    arrays are freed before the file is assembled: one copy of the state less at its peak).
+    state: the state dict (its optimizer group is left out: `deployable`), or the
+    `state_npz_bytes` of a deployable state (a trainer passes the bytes so the arrays are freed
+    before the file is assembled: one copy of the state less at its peak).
     """
     meta = dict(model_file.metadata)
     meta.update(metadata_updates or {})
     meta["trained_state"] = True
-    npz = state_npz_bytes(state) if isinstance(state, dict) else state
+    npz = state_npz_bytes(deployable(model_file, state)) if isinstance(state, dict) else state
     meta = write_model(path, model_file.flatbuffer, meta, labels, extra_files={STATE_NAME: npz})
     return meta
+
+
+def deployable(model_file, state: dict, *, consume=False) -> dict:
+    """`state` without its optimizer group (Adam's slots and step): what a fine-tuned model
+    file ships. The slots double the state and no reader of a model needs them; the
+    checkpoint keeps them for --resume, and a host that trains the file further starts its
+    own optimizer state (contract/rules.json state_npy.names). consume: drop them from
+    `state` itself (a trainer frees them before the file is assembled)."""
+    optimizer = set(model_file.meta.state_groups[contract.OPTIMIZER]) if model_file.meta else set()
+    if consume:
+        for name in optimizer:
+            state.pop(name, None)
+        return state
+    return {name: value for name, value in state.items() if name not in optimizer}
 
 
 class _AppendedZip:
@@ -458,12 +481,28 @@ def _state_member(path, archive):
         raise ModelFileError(f"model file {path} has a damaged {STATE_NAME} ({e}) — train it again") from None
 
 
+def _state_names_present(model, raw):
+    """The restore signature's {name: shape} that `raw` must hold: all of them, or all but the
+    optimizer group when not one optimizer tensor is there (a deployable file); None without
+    a restore signature."""
+    shapes = model.state_shapes()
+    optimizer = set(model.meta.state_groups[contract.OPTIMIZER]) if model.meta else set()
+    if shapes is None or not optimizer:
+        return shapes
+    try:
+        with safezip.open_archive(raw) as archive:
+            names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
+    except safezip.ArchiveError:
+        return shapes  # read_npz reports it
+    return {n: s for n, s in shapes.items() if n not in optimizer} if not names & optimizer else shapes
+
+
 def _parse_state(model, raw):
     """The arrays of state.npz bytes `raw` (None: None), names and shapes compared with the
     `restore` signature from the .npy headers before any array is allocated, values finite."""
     if raw is None:
         return None
-    shapes = model.state_shapes()
+    shapes = _state_names_present(model, raw)
     where = f"{STATE_NAME} of model file {model.path}"
     try:
         state = safezip.read_npz(raw, limit=MAX_STATE_BYTES, declared=shapes, only=STATE_DTYPE)

@@ -19,20 +19,19 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
-import threading
 
 from tftl.runtime import data, files, labels as labels_mod
 from tftl.runtime import interpreter as rt
 from tftl.runtime.config import TrainConfig
-from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
+from tftl.runtime.errors import Diverged, InputError, Interrupted
 from tftl.runtime.features import Samples
 from tftl.runtime.checkpoint import CHECKPOINT_NAME
 from tftl.runtime.loop import Schedule, Trainer
 from tftl.runtime.metrics import skipped_lines, skipped_report
-from tftl.runtime.modelfile import save_model, state_npz_bytes
+from tftl.runtime.modelfile import deployable, save_model, state_npz_bytes
 from tftl.runtime.session import TRAIN_SIGNATURES, Session
+from tftl.runtime.stop import StopFlag
 
 # The run's options and what train() raises, importable from here.
 __all__ = ["TrainConfig", "TrainResult", "train", "check_paths", "InputError", "Diverged", "Interrupted",
@@ -55,40 +54,6 @@ def default_output(model_path) -> str:
 
 
 # --- signals ------------------------------------------------------------------------------
-
-
-class StopFlag:
-    """The first SIGINT/SIGTERM/SIGHUP asks to stop at the next step boundary (the trainer
-    then saves a checkpoint); a second one aborts at once. Handlers are installed only in
-    the main thread and restored on exit."""
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-    def __init__(self, err):
-        self.err = err
-        self.requested = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise Abort()
-        self.requested = signal.Signals(signum).name
-        self.err.write(f"\n{self.requested}: stopping after this step and saving a checkpoint "
-                       "(send it again to abort)\n")
-        self.err.flush()
-
-    def check(self):
-        if self.requested:
-            raise Interrupted()
 
 
 # --- paths --------------------------------------------------------------------------------
@@ -212,7 +177,7 @@ def _folder(root, what):
 def _samples(folder, labels):
     """Samples of an ImageFolder built without labels, indexed into `labels`."""
     index = {name: i for i, name in enumerate(labels)}
-    return Samples.from_paths((path, index[folder.classes[label]]) for path, label in folder.samples)
+    return Samples.from_paths([(path, index[folder.classes[label]]) for path, label in folder.samples])
 
 
 def plan(cfg, session, err):
@@ -310,9 +275,11 @@ def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
                "loss": last.get("loss"), "train_accuracy": last.get("train_accuracy"),
                "val_accuracy": last.get("val_accuracy"), "base_model": session.model_hash}
     try:
-        # Diverged if the weights are not finite: no NaN model is written. Each array is freed
-        # as soon as it is in the npz, so the state is never held twice.
-        npz = state_npz_bytes(trainer.finite_state(result.state), consume=True)
+        # Diverged if the weights are not finite: no NaN model is written. The optimizer group
+        # stays in the checkpoint (a deployable file); each array is freed as soon as it is in
+        # the npz, so the state is never held twice.
+        state = deployable(session.model_file, trainer.finite_state(result.state), consume=True)
+        npz = state_npz_bytes(state, consume=True)
         save_model(paths.output, session.model_file, session.labels, npz, {"training": summary})
     except OSError as e:
         kept = f"; the checkpoint in {files.printable(paths.ckpt_dir)} is kept, --resume writes it again"

@@ -59,6 +59,10 @@ class NotZip(ArchiveError):
     """The bytes hold no ZIP archive at all (no end-of-central-directory record)."""
 
 
+class Mismatch(ArchiveError):
+    """Arrays whose names or header shapes differ from the ones declared (another model's)."""
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
@@ -228,12 +232,17 @@ def read_npz(source, *, limit: int, declared=None, caps=None, only=None) -> dict
 
 
 def _check_names(names, declared) -> None:
+    """Mismatch for arrays of another model; ArchiveError when a member declared with shape None
+    (the file's own structure, such as a checkpoint's metadata) is missing."""
     missing = sorted(set(declared) - set(names))
     extra = sorted(set(names) - set(declared))
+    structural = [n for n in missing if declared[n] is None]
+    if structural:
+        raise ArchiveError(f"no {structural[0]!r} member")
     if missing or extra:
-        raise ArchiveError(f"arrays do not match the model: missing {missing[:3]}"
-                           f"{'...' if len(missing) > 3 else ''}, unknown {extra[:3]}"
-                           f"{'...' if len(extra) > 3 else ''}")
+        raise Mismatch(f"arrays do not match the model: missing {missing[:3]}"
+                       f"{'...' if len(missing) > 3 else ''}, unknown {extra[:3]}"
+                       f"{'...' if len(extra) > 3 else ''}")
 
 
 def _check_shape(f, name, want) -> None:
@@ -246,5 +255,5 @@ def _check_shape(f, name, want) -> None:
         raise ArchiveError(f"array {name!r} has a damaged .npy header ({e})") from None
     want = tuple(want)
     if tuple(shape) != want and not (tuple(shape) == () and want == (1,)):
-        raise ArchiveError(f"array {name!r} has shape {tuple(shape)}, the model declares {want}")
+        raise Mismatch(f"array {name!r} has shape {tuple(shape)}, the model declares {want}")
     f.seek(0)

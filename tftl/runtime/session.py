@@ -13,7 +13,6 @@ No TensorFlow here: numpy, the standard library and a TFLite runtime only.
 """
 
 import contextlib
-import hashlib
 import os
 import platform
 
@@ -85,9 +84,11 @@ class Session:
         # a fine-tuned file shares its feature cache with the file it was trained from.
         self.trunk_hash = meta.get("content_hash") or modelfile.content_hash(mf.flatbuffer)
         # The identity checkpoints are tied to: the graph, plus the trained state it starts from.
-        self.model_hash = self.trunk_hash if raw is None else self.trunk_hash + "+" + hashlib.sha256(raw).hexdigest()[:16]
+        self.model_hash = modelfile.model_hash(mf, raw)
         if embedded is not None and restore_embedded:
-            self.restore_state(embedded, what=f"{modelfile.STATE_NAME} of {mf.path}")
+            # A deployable file holds no optimizer state: the interpreter keeps its own (fresh).
+            self.restore_state(embedded, what=f"{modelfile.STATE_NAME} of {mf.path}",
+                               partial=len(embedded) < len(self.meta.state_names))
 
     # --- signatures --------------------------------------------------------------------
 

@@ -114,6 +114,8 @@ FILE_CASES = [
     ("labels_over_cap", "fresh", {"bomb": {"labels.txt": 32 << 20}}, "damaged"),
     ("labels_ratio_bomb", "fresh", {"bomb": {"labels.txt": 8 << 20}}, "damaged"),
     ("state_declares_over_cap", "trained", {"declare": {"state.npz": (1 << 31) - 1}}, "damaged"),
+    ("state_without_optimizer", "trained", {"state": {"drop_prefix": ["opt_"]}}, "accepted"),
+    ("state_without_adam_slots", "trained", {"state": {"drop_prefix": ["opt_m__", "opt_v__"]}}, "state"),
     ("state_nan", "trained", {"state": {"nan": True}}, "state"),
     ("state_float64", "trained", {"state": {"dtype": "<f8"}}, "state"),
     ("state_big_endian", "trained", {"state": {"dtype": ">f4"}}, "state"),
@@ -126,6 +128,52 @@ FILE_CASES = [
     ("state_not_npy", "trained", {"state": {"rename_member": "notes.txt"}}, "state"),
     ("state_not_zip", "trained", {"member_hex": {"state.npz": "6e6f742061207a6970"}}, "state"),
 ]
+
+
+# Checkpoint vectors (vectors/checkpoints.json): edits of a tftl-train checkpoint of the fresh
+# export (its whole state, epoch 1), each with the class a reader resuming it must give.
+CHECKPOINT_CASES = [
+    ("ckpt_good", {}, "accepted"),
+    ("ckpt_float64_arrays", {"arrays": {"dtype": "<f8"}}, "accepted"),
+    ("ckpt_other_trainer", {"meta": {"format": "tftl-train-0"}}, "foreign"),
+    ("ckpt_other_model", {"meta": {"model_hash": "0" * 64}}, "foreign"),
+    ("ckpt_other_labels", {"meta": {"labels": FIVE[::-1]}}, "foreign"),
+    ("ckpt_epoch_text", {"meta": {"epoch": "1"}}, "damaged"),
+    ("ckpt_epoch_negative", {"meta": {"epoch": -1}}, "damaged"),
+    ("ckpt_epoch_fraction", {"meta": {"epoch": 1.5}}, "damaged"),
+    ("ckpt_no_global_step", {"drop_meta": ["global_step"]}, "damaged"),
+    ("ckpt_position_null", {"meta": {"position": None}}, "damaged"),
+    ("ckpt_labels_text", {"meta": {"labels": "daisy"}}, "damaged"),
+    ("ckpt_model_hash_number", {"meta": {"model_hash": 5}}, "damaged"),
+    ("ckpt_history_object", {"meta": {"history": {}}}, "damaged"),
+    ("ckpt_skipped_list", {"meta": {"skipped": ["a.jpg"]}}, "damaged"),
+    ("ckpt_partial_negative", {"meta": {"partial": {"seen": -3}}}, "damaged"),
+    ("ckpt_settings_list", {"meta": {"settings": [1]}}, "damaged"),
+    ("ckpt_null_optional", {"meta": {"rng_state": None, "settings": None, "partial": None}}, "accepted"),
+    ("ckpt_nan", {"arrays": {"nan": True}}, "state"),
+    ("ckpt_wrong_shape", {"arrays": {"flatten": True}}, "state"),
+    ("ckpt_missing_array", {"arrays": {"drop": True}}, "state"),
+    ("ckpt_without_optimizer", {"arrays": {"drop_prefix": ["opt_"]}}, "state"),
+    ("ckpt_extra_array", {"arrays": {"extra": "stray__kernel"}}, "state"),
+    ("ckpt_no_meta", {"no_meta": True}, "damaged"),
+    ("ckpt_meta_not_json", {"meta_bytes_hex": "7b2265"}, "damaged"),
+    ("ckpt_meta_not_object", {"meta_bytes_hex": "5b315d"}, "damaged"),
+    ("ckpt_meta_float32", {"meta_float": True}, "damaged"),
+    ("ckpt_truncated", {"truncate": 200}, "damaged"),
+    ("ckpt_not_zip", {"whole_hex": "6e6f74206120636865636b706f696e74"}, "damaged"),
+    ("ckpt_array_over_ratio", {"bomb_array": 8 << 20}, "damaged"),
+]
+
+
+def checkpoint_vectors() -> dict:
+    """{"classes", "cases": [{"name", "edit", "verdict"}]}: what resuming each checkpoint gives."""
+    return {"classes": list(contract.CHECKPOINT_CLASSES),
+            "order": ["damaged: not a ZIP of .npy arrays, caps, the __meta__ uint8 array is missing or not "
+                      "a UTF-8 JSON object, a metadata field missing or of the wrong type",
+                      "state: array names or header shapes differ from the restore signature's inputs "
+                      "(every input: a checkpoint keeps the optimizer state), or NaN / infinity",
+                      "foreign: format is not tftl-train-1, model_hash or labels differ from the model's"],
+            "cases": [{"name": n, "edit": e, "verdict": v} for n, e, v in CHECKPOINT_CASES]}
 
 
 def _int_field(lo, hi):
@@ -181,7 +229,9 @@ def rules() -> dict:
         "zip": {"methods": [0, 8], "max_members": safezip.MAX_MEMBERS, "max_ratio": safezip.MAX_RATIO,
                 "ratio_free_bytes": safezip.RATIO_FREE, "unique_names": True, "encrypted": "refused"},
         "state_npy": {"descr": "<f4", "fortran_order": False, "versions": ["1.0", "2.0"],
-                      "shape": "the restore signature's input shape ((1,) also accepts ())"},
+                      "shape": "the restore signature's input shape ((1,) also accepts ())",
+                      "names": "every restore input, or every one but the optimizer group (a deployable "
+                               "fine-tuned file: the host keeps its own optimizer state)"},
         "refusal_classes": list(contract.REFUSAL_CLASSES),
         "labels_txt": {"encoding": "utf-8", "bom": "one leading U+FEFF is dropped",
                        "split": "at \\n only; one trailing \\r per line is dropped; lines that are empty "
@@ -264,7 +314,8 @@ REFUSAL_ORDER = [
     "tensors (images, probabilities, features), a tftl-3 signature tensor is 0-d, or state_names "
     "differ from the restore signature's inputs",
     "damaged: state.npz over its cap; state: state.npz is not a ZIP of .npy members, a member is "
-    "not <f4 C-order, its name or shape differs from the restore signature's inputs, or it holds "
+    "not <f4 C-order, the names are not the restore signature's inputs (all, or all but the "
+    "optimizer group), a shape differs from the graph's, or it holds "
     "NaN or infinity",
 ]
 
@@ -275,7 +326,8 @@ def files() -> dict:
     return {"tftl.schema.json": dump(schema()), "rules.json": dump(rules()),
             os.path.join("vectors", "labels.json"): dump(label_vectors()),
             os.path.join("vectors", "metadata.json"): dump(metadata_vectors()),
-            os.path.join("vectors", "files.json"): dump(file_vectors())}
+            os.path.join("vectors", "files.json"): dump(file_vectors()),
+            os.path.join("vectors", "checkpoints.json"): dump(checkpoint_vectors())}
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,9 @@
 
 FRESH is a small tftl export with the five flowers labels (daisy ... tulips) and TRAINED the
 same model with a state.npz (`tftl-train --output`, or `modelfile.save_model`). OUT_DIR receives
-one `<name>.tflite` per case and `manifest.json` ([{"name", "file", "verdict", "hosts"?}]):
+one `<name>.tflite` per case of vectors/files.json, one `<name>.npz` per checkpoint case of
+vectors/checkpoints.json (to resume on fresh.tflite), and `manifest.json` ([{"file", "verdict",
+"model"? (a checkpoint's model), "hosts"?}]):
 the list pytest, JUnit (tests/test_android.py) and node (web_demo/tools/check.mjs) all read.
 Nothing large is checked in; the files are made at test time in a few seconds.
 """
@@ -106,6 +108,8 @@ def _state_edit(npz: bytes, edit: dict) -> bytes:
     members[0] = (edit.get("rename_member", name), data)
     if edit.get("drop"):
         members = members[1:]
+    if "drop_prefix" in edit:
+        members = [(n, d) for n, d in members if not n.startswith(tuple(edit["drop_prefix"]))]
     if "extra" in edit:
         members.append((edit["extra"] + ".npy", _npy(np.zeros(3, np.float32))))
     return _zip(members)
@@ -170,6 +174,59 @@ def build_case(base: bytes, edit: dict) -> bytes:
     return data
 
 
+def _checkpoint(arrays: dict, meta: dict, edit: dict) -> bytes:
+    """The bytes of one checkpoint vector: `arrays` and `meta` (as checkpoint.save_checkpoint
+    lays them out) with `edit` applied."""
+    if "whole_hex" in edit:
+        return bytes.fromhex(edit["whole_hex"])
+    meta = {**meta, **edit.get("meta", {})}
+    for key in edit.get("drop_meta", ()):
+        del meta[key]
+    members = [(name + ".npy", _npy(np.asarray(value))) for name, value in sorted(arrays.items())]
+    npz = _state_edit(_zip(members), edit["arrays"]) if "arrays" in edit else _zip(members)
+    members = _split_npz(npz)
+    if "meta_bytes_hex" in edit:
+        encoded = bytes.fromhex(edit["meta_bytes_hex"])
+    else:
+        encoded = json.dumps(meta, sort_keys=True).encode("utf-8")
+    meta_array = np.frombuffer(encoded, np.uint8)
+    if edit.get("meta_float"):
+        meta_array = meta_array.astype(np.float32)
+    if not edit.get("no_meta"):
+        members.append(("__meta__.npy", _npy(meta_array)))
+    compress = []
+    if "bomb_array" in edit:
+        name = members[0][0]
+        members[0] = (name, _npy(np.zeros(edit["bomb_array"] // 4, np.float32)))
+        compress = [name]
+    data = _zip(members, compress=compress)
+    return data[:-edit["truncate"]] if "truncate" in edit else data
+
+
+def _split_npz(npz: bytes) -> list:
+    archive = zipfile.ZipFile(io.BytesIO(npz))
+    return [(i.filename, archive.read(i)) for i in archive.infolist()]
+
+
+def build_checkpoints(fresh: str, out_dir: str) -> list:
+    """Every case of spec.checkpoint_vectors() for the model `fresh`, in out_dir; manifest rows
+    {"file", "model", "verdict"} (the model is fresh's file name, copied into out_dir)."""
+    from tftl.runtime.checkpoint import TrainState
+    from tftl.runtime.session import Session
+
+    session = Session(fresh, threads=1)
+    arrays = session.state()
+    meta = TrainState(epoch=1, global_step=10, history=[{"epoch": 1, "loss": 1.0}]).to_meta(
+        session.model_hash, session.labels)
+    rows = []
+    for case in spec.checkpoint_vectors()["cases"]:
+        name = case["name"] + ".npz"
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(_checkpoint(arrays, meta, case["edit"]))
+        rows.append({"file": name, "model": "fresh.tflite", "verdict": case["verdict"]})
+    return rows
+
+
 def build(fresh: str, trained: str, out_dir: str) -> list:
     """Write every case of spec.file_vectors() into out_dir; returns the manifest."""
     bases = {}
@@ -186,6 +243,7 @@ def build(fresh: str, trained: str, out_dir: str) -> list:
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(build_case(bases[case["base"]], case["edit"]))
         manifest.append({"file": name, **{k: v for k, v in case.items() if k not in ("edit", "base")}})
+    manifest += build_checkpoints(fresh, out_dir)
     with open(os.path.join(out_dir, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
     return manifest

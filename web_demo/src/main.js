@@ -1,6 +1,6 @@
 // The page: open a model, add photos per class, train in the worker, predict, keep the
 // result (IndexedDB) and download it as a tftl-train style .tflite.
-import { readModel, writeModel, missingSignatures, ModelFileError } from './modelfile.js';
+import { readModel, writeModel, missingSignatures, optimizerNames, ModelFileError } from './modelfile.js';
 import { loadImage } from './preprocess.js';
 import { saveSession, loadSession, clearSession, MAX_STORED_FEATURE_BYTES } from './store.js';
 
@@ -101,7 +101,7 @@ async function openModel(file) {
     throw new ModelFileError(`${file.name} has no ${missing.join(', ')} signature(s), so it cannot train here — export it with python -m converters.export`);
   }
   await startModel({ ...model, name: file.name });
-  if (model.state) await call('restore', { state: model.state });
+  if (model.state) await call('restore', { state: model.state, optimizer: optimizerNames(model.meta) });
   app.features = [];
   app.sampleLabels = [];
   app.trainedSteps = 0;
@@ -287,7 +287,7 @@ async function resume() {
   const model = await readModel(s.modelBytes, s.modelName);
   await startModel({ ...model, name: s.modelName });
   if (s.state) await call('restore', { state: s.state });
-  else if (model.state) await call('restore', { state: model.state });
+  else if (model.state) await call('restore', { state: model.state, optimizer: optimizerNames(model.meta) });
   app.featureSize = s.featureSize;
   app.trainedSteps = s.trainedSteps;
   app.lastRun = s.lastRun || null;

@@ -245,8 +245,14 @@ export async function readModel(bytes, name) {
     throw e;
   }
   checkGraph(meta, signatures, name);
-  const state = archive.entries.has(STATE_NAME) ? readState(archive, signatures, name) : null;
+  const state = archive.entries.has(STATE_NAME) ? readState(archive, signatures, optimizerNames(meta), name) : null;
   return { flatbuffer, meta, labels, state, signatures, bytes };
+}
+
+/** The optimizer group's state names (tftl.json state_groups, else contract.group_of's naming rule). */
+export function optimizerNames(meta) {
+  if (meta.state_groups) return meta.state_groups.optimizer;
+  return (meta.state_names || []).filter((n) => n === 'opt_step' || n.startsWith('opt_m__') || n.startsWith('opt_v__'));
 }
 
 /** The signatures a host needs that the graph lacks (the page needs NEEDED_SIGNATURES). */
@@ -298,8 +304,11 @@ function parseNpy(bytes, where) {
   return { shape, from };
 }
 
-/** state.npz, every member checked against the restore signature's inputs before it is read. */
-function readState(archive, signatures, name) {
+/**
+ * state.npz, every member checked against the restore signature's inputs before it is read: all of
+ * them, or all but the `optimizer` group (a deployable fine-tuned file).
+ */
+function readState(archive, signatures, optimizer, name) {
   const where = `state.npz of ${name}`;
   let npz;
   let inner;
@@ -320,7 +329,10 @@ function readState(archive, signatures, name) {
   const total = names.reduce((sum, n) => sum + inner.entries.get(n).usize, 0);
   if (total > MAX_STATE_BYTES) throw new ModelFileError(`${where}: arrays declare ${total} bytes (at most ${MAX_STATE_BYTES}) — train it again`, 'state');
   const tensors = names.map((n) => n.slice(0, -4));
-  if (declared && JSON.stringify([...tensors].sort()) !== JSON.stringify(Object.keys(declared).sort())) {
+  const all = declared ? Object.keys(declared).sort() : [];
+  const deployable = all.filter((n) => !optimizer.includes(n));
+  const got = JSON.stringify([...tensors].sort());
+  if (declared && got !== JSON.stringify(all) && !(optimizer.length && got === JSON.stringify(deployable))) {
     throw new ModelFileError(`${where} does not fit the model (other tensor names) — it belongs to another model`, 'state');
   }
   const state = {};
@@ -381,6 +393,9 @@ function sortedJson(value, indent = '') {
  */
 export async function writeModel(model, labels, state, training) {
   const meta = { ...model.meta, trained_state: true, training };
+  // A deployable file: weights and BN statistics; the optimizer state stays with the session.
+  const optimizer = optimizerNames(model.meta);
+  state = Object.fromEntries(Object.entries(state).filter(([n]) => !optimizer.includes(n)));
   meta.content_hash = await sha256Hex(model.flatbuffer);
   meta.num_labels = labels.length;
   const zip = zipSync({

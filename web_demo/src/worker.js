@@ -180,9 +180,15 @@ function save() {
   return run('save', { token: { data: new Float32Array([0]), shape: inputShapes('save').token } });
 }
 
-async function restore({ state }) {
+async function restore({ state, optimizer = [] }) {
   const shapes = inputShapes('restore');
   const inputs = {};
+  if (optimizer.length && optimizer.every((n) => !state[n])) {
+    // A deployable fine-tuned file carries no optimizer state: keep the interpreter's own.
+    const own = await save();
+    state = { ...state };
+    for (const n of optimizer) state[n] = own[n];
+  }
   for (const [name, shape] of Object.entries(shapes)) {
     if (!state[name]) throw new Error(`the saved state has no tensor ${name} — it is from another model; train again`);
     const n = shape.reduce((a, b) => a * b, 1);

@@ -25,7 +25,10 @@ const args = process.argv.slice(2);
 if (args.length === 2 && args[0] === '--vectors') {
   const manifest = JSON.parse(readFileSync(join(args[1], 'manifest.json'), 'utf8'));
   const out = [];
-  for (const { file } of manifest) out.push({ file, ...(await verdict(join(args[1], file))) });
+  // Checkpoints ("model" rows) are tftl-train's and the Android app's; the page keeps its state in IndexedDB.
+  for (const { file, model } of manifest) {
+    out.push({ file, ...(model ? { verdict: 'not_read', message: '' } : await verdict(join(args[1], file))) });
+  }
   console.log(JSON.stringify(out));
 } else if (args.length === 1 && !args[0].startsWith('-')) {
   const { verdict: kind, message } = await verdict(args[0]);

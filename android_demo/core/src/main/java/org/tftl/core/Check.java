@@ -36,13 +36,43 @@ public final class Check {
     return out;
   }
 
-  /** The verdict of every file a vectors manifest lists. */
+  /**
+   * {"verdict", "message"}: whether the app could resume training {@code model} from {@code checkpoint}:
+   * the checkpoint's archive and metadata, its arrays against the model's restore signature (every
+   * input, any number type, finite), then the trainer format, model hash and labels.
+   */
+  public static JsonObject checkpointVerdict(File model, File checkpoint) {
+    JsonObject out = new JsonObject();
+    try {
+      ModelFile mf = ModelFile.read(model);
+      Checkpoint c = Checkpoint.load(checkpoint, mf.modelHash(), mf.labels);
+      Tflite.Signature restore = Tflite.signatures(mf.data, mf.flatbufferLength).get("restore");
+      if (restore != null && !c.state.keySet().equals(restore.inputs.keySet())) {
+        throw new TftlException("checkpoint " + checkpoint + " does not fit the model (other tensor names) — it belongs "
+            + "to another model", "state");
+      }
+      ModelState.checkArrays(c.state, restore, false, "checkpoint " + checkpoint);
+      out.addProperty("verdict", "accepted");
+      out.addProperty("message", "");
+    } catch (TftlException e) {
+      out.addProperty("verdict", e.kind);
+      out.addProperty("message", e.getMessage());
+    } catch (IOException e) {
+      out.addProperty("verdict", "unreadable");
+      out.addProperty("message", "checkpoint " + checkpoint + " cannot be read (" + e.getMessage() + ")");
+    }
+    return out;
+  }
+
+  /** The verdict of every file a vectors manifest lists (a checkpoint with its "model"). */
   public static JsonArray vectors(File dir) throws IOException {
     String text = new String(Files.readAllBytes(new File(dir, "manifest.json").toPath()), StandardCharsets.UTF_8);
     JsonArray out = new JsonArray();
     for (JsonElement c : JsonParser.parseString(text).getAsJsonArray()) {
       String file = c.getAsJsonObject().get("file").getAsString();
-      JsonObject v = verdict(new File(dir, file));
+      JsonElement model = c.getAsJsonObject().get("model");
+      JsonObject v = model == null ? verdict(new File(dir, file))
+          : checkpointVerdict(new File(dir, model.getAsString()), new File(dir, file));
       v.addProperty("file", file);
       out.add(v);
     }
@@ -54,11 +84,12 @@ public final class Check {
       System.out.println(new Gson().toJson(vectors(new File(args[1]))));
       return;
     }
-    if (args.length != 1 || args[0].startsWith("-")) {
-      System.err.println("usage: android_demo/tools/check FILE | --vectors DIR");
+    boolean resume = args.length == 3 && args[1].equals("--checkpoint");
+    if (!resume && (args.length != 1 || args[0].startsWith("-"))) {
+      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | --vectors DIR");
       System.exit(2);
     }
-    JsonObject v = verdict(new File(args[0]));
+    JsonObject v = resume ? checkpointVerdict(new File(args[0]), new File(args[2])) : verdict(new File(args[0]));
     boolean ok = v.get("verdict").getAsString().equals("accepted");
     System.out.println(ok ? "ok" : "refused: " + v.get("message").getAsString());
     System.exit(ok ? 0 : 2);

@@ -46,9 +46,12 @@ public final class Checkpoint {
   }
 
   /**
-   * Reads a checkpoint and checks it belongs to this model and these labels (check_compatible).
+   * Reads a checkpoint and checks it belongs to this model and these labels (check_compatible), in
+   * tftl/runtime/checkpoint.py's order: the archive, the metadata's fields (one set of rules,
+   * {@link #metaError}), then the trainer format, the model hash and the labels.
    *
-   * @throws TftlException with the file and the fix for a missing, damaged or foreign checkpoint
+   * @throws TftlException with the file and the fix for a missing, damaged ("damaged") or foreign
+   *     ("foreign") checkpoint
    */
   public static Checkpoint load(File file, String modelHash, List<String> labels) throws IOException {
     if (!file.isFile()) {
@@ -58,7 +61,7 @@ public final class Checkpoint {
     Map<String, Npy.Array> arrays;
     try (InputStream in = new FileInputStream(file)) {
       arrays = Npy.readNpz(Files2.readBounded(in, ModelFile.MAX_FILE_BYTES, "checkpoint " + file), ModelFile.MAX_FILE_BYTES);
-    } catch (IOException e) {
+    } catch (IOException | RuntimeException e) {
       throw new TftlException(damaged + " (" + e.getMessage() + ")", e);
     }
     Npy.Array raw = arrays == null ? null : arrays.remove(META_KEY);
@@ -67,47 +70,116 @@ public final class Checkpoint {
     }
     JsonObject meta;
     try {
-      JsonElement e = JsonParser.parseString(new String(raw.raw, StandardCharsets.UTF_8));
+      JsonElement e = JsonParser.parseString(ModelFile.utf8(raw.raw));
       if (!e.isJsonObject()) {
         throw new TftlException(damaged);
       }
       meta = e.getAsJsonObject();
-    } catch (com.google.gson.JsonParseException e) {
+    } catch (com.google.gson.JsonParseException | java.nio.charset.CharacterCodingException e) {
       throw new TftlException(damaged + " (bad metadata: " + e.getMessage() + ")");
     }
-    try {
-      return check(file, arrays, meta, modelHash, labels);
-    } catch (TftlException e) {
-      throw e;
-    } catch (RuntimeException e) {  // metadata fields of the wrong JSON types
-      throw new TftlException(damaged + " (bad metadata: " + e.getMessage() + ")", e);
+    String bad = metaError(meta);
+    if (bad != null) {
+      throw new TftlException("checkpoint " + file + " has damaged metadata (field '" + bad
+          + "' is missing or has the wrong type) — delete it and train again");
     }
+    return check(file, arrays, meta, modelHash, labels);
   }
 
   private static Checkpoint check(File file, Map<String, Npy.Array> arrays, JsonObject meta, String modelHash,
       List<String> labels) {
     String hint = "remove it or pick another checkpoint folder";
-    if (!meta.has("format") || !FORMAT.equals(meta.get("format").getAsString())) {
-      throw new TftlException("checkpoint " + file + " is not a tftl-train checkpoint — " + hint);
+    if (!FORMAT.equals(string(meta.get("format")))) {
+      throw new TftlException("checkpoint " + file + " is not a tftl-train checkpoint — " + hint, "foreign");
     }
-    String saved = meta.has("model_hash") ? meta.get("model_hash").getAsString() : null;
+    String saved = string(meta.get("model_hash"));
     if (!modelHash.equals(saved)) {
       throw new TftlException("checkpoint " + file + " was written for another model (hash " + saved + ", not "
-          + modelHash + ") — " + hint);
+          + modelHash + ") — " + hint, "foreign");
     }
     List<String> savedLabels = new ArrayList<>();
-    if (meta.has("labels") && meta.get("labels").isJsonArray()) {
-      meta.getAsJsonArray("labels").forEach(l -> savedLabels.add(l.getAsString()));
-    }
+    meta.getAsJsonArray("labels").forEach(l -> savedLabels.add(l.getAsString()));
     if (!savedLabels.equals(labels)) {
       throw new TftlException("checkpoint " + file + " was written for labels " + savedLabels + " but the app has "
-          + labels + " — " + hint);
-    }
-    for (String key : new String[] {"epoch", "position", "global_step"}) {
-      if (!meta.has(key) || meta.get(key).getAsInt() < 0) {
-        throw new TftlException("checkpoint " + file + " has no valid " + key + " — delete it and train again");
-      }
+          + labels + " — " + hint, "foreign");
     }
     return new Checkpoint(arrays, meta);
+  }
+
+  private static String string(JsonElement e) {
+    return e != null && e.isJsonPrimitive() && e.getAsJsonPrimitive().isString() ? e.getAsString() : null;
+  }
+
+  private static final List<String> REQUIRED = List.of("model_hash", "labels", "epoch", "position", "global_step");
+
+  /**
+   * The first metadata key that is missing or has a wrong type, or null: checkpoint.meta_error's rules
+   * (required keys in a tftl-train-1 checkpoint; optional keys typed when present and not null).
+   * rng_state is checked for its shape only (a numpy bit-generator state this app ignores).
+   */
+  static String metaError(JsonObject meta) {
+    boolean train = FORMAT.equals(string(meta.get("format")));
+    for (String key : List.of("model_hash", "labels", "epoch", "position", "global_step", "rng_state", "partial",
+        "settings", "history", "skipped")) {
+      JsonElement v = meta.get(key);
+      boolean present = v != null && !v.isJsonNull();
+      if ((train && REQUIRED.contains(key) || present) && !(v != null && valid(key, v))) {
+        return key;
+      }
+    }
+    return null;
+  }
+
+  private static boolean valid(String key, JsonElement v) {
+    switch (key) {
+      case "model_hash":
+        return string(v) != null;
+      case "labels":
+        return v.isJsonArray() && v.getAsJsonArray().asList().stream().allMatch(x -> string(x) != null);
+      case "epoch":
+      case "position":
+      case "global_step":
+        return nonNegativeInteger(v);
+      case "rng_state":
+        return v.isJsonObject() && string(v.getAsJsonObject().get("bit_generator")) != null;
+      case "partial":
+        return v.isJsonObject() && validPartial(v.getAsJsonObject());
+      case "settings":
+        return v.isJsonObject();
+      case "history":
+        return v.isJsonArray() && v.getAsJsonArray().asList().stream().allMatch(JsonElement::isJsonObject);
+      default:  // skipped: {sample: reason}
+        return v.isJsonObject() && v.getAsJsonObject().entrySet().stream().allMatch(e -> string(e.getValue()) != null);
+    }
+  }
+
+  private static boolean validPartial(JsonObject p) {
+    for (Map.Entry<String, JsonElement> e : p.entrySet()) {
+      JsonElement v = e.getValue();
+      boolean ok;
+      switch (e.getKey()) {
+        case "loss_sum":
+        case "train_seconds":
+          ok = v.isJsonPrimitive() && v.getAsJsonPrimitive().isNumber() && Double.isFinite(v.getAsDouble());
+          break;
+        case "correct":
+        case "seen":
+          ok = nonNegativeInteger(v);
+          break;
+        case "skipped":
+          ok = v.isJsonArray() && v.getAsJsonArray().asList().stream().allMatch(x -> string(x) != null);
+          break;
+        default:
+          ok = true;
+      }
+      if (!ok) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private static boolean nonNegativeInteger(JsonElement v) {
+    return v.isJsonPrimitive() && v.getAsJsonPrimitive().isNumber() && v.getAsString().matches("\\d{1,15}");
   }
 }

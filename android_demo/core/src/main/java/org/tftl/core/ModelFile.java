@@ -129,7 +129,7 @@ public final class ModelFile {
     checkGraph(meta, sigs, where);
     byte[] state = archive.entries.containsKey(STATE) ? member(archive, STATE, MAX_STATE_BYTES, where, "damaged") : null;
     if (state != null) {
-      ModelState.check(state, sigs.get("restore"), "state.npz of " + where);
+      ModelState.check(state, sigs.get("restore"), meta.stateGroups.get("optimizer"), "state.npz of " + where);
     }
     return new ModelFile(data, fbLength, meta, Collections.unmodifiableList(new ArrayList<>(labels)), state, where);
   }
@@ -328,8 +328,9 @@ public final class ModelFile {
 
   /**
    * Writes a self-contained fine-tuned model like session.save_model: the same flatbuffer, new
-   * labels, tftl.json with trained_state true (plus {@code updates}), and {@code state} as
-   * state.npz (float32, sorted names). Atomic.
+   * labels, tftl.json with trained_state true (plus {@code updates}), and {@code state} without its
+   * optimizer group as state.npz (float32, sorted names): a deployable model, as tftl-train writes it
+   * (the optimizer state stays in the checkpoint). Atomic.
    */
   public void writeFineTuned(File target, List<String> newLabels, Map<String, Npy.Array> state, JsonObject updates)
       throws IOException {
@@ -349,6 +350,7 @@ public final class ModelFile {
     Gson gson = new GsonBuilder().setPrettyPrinting().serializeNulls().disableHtmlEscaping().create();
     byte[] json = gson.toJson(sorted(m)).getBytes(StandardCharsets.UTF_8);
     Map<String, Npy.Array> sortedState = new TreeMap<>(state);
+    sortedState.keySet().removeAll(meta.stateGroups.get("optimizer"));  // a deployable file: weights and BN statistics
     Map<String, byte[]> members = new LinkedHashMap<>();
     members.put(METADATA, json);
     members.put(LABELS, (Text.join("\n", labels) + "\n").getBytes(StandardCharsets.UTF_8));

@@ -20,7 +20,12 @@ public class TftlException extends RuntimeException {
   }
 
   public TftlException(String message, String kind, Throwable cause) {
-    super(message, cause);
+    super(oneLine(message), cause);
     this.kind = kind;
+  }
+
+  /** The message on one line: wrapped library messages (Gson's, for one) can hold line breaks. */
+  static String oneLine(String message) {
+    return message == null ? null : message.replaceAll("\\s*[\\r\\n\\u000B\\f\\u0085\\u2028\\u2029]+\\s*", " ");
   }
 }

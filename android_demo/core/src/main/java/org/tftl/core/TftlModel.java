@@ -210,12 +210,23 @@ public final class TftlModel implements AutoCloseable {
   }
 
   /**
-   * Loads a full state (from {@link #state}, a checkpoint or a fine-tuned file). Names and shapes
-   * are checked first; a scalar opt_step is accepted as [1]; non-finite values are refused.
+   * Loads a state (from {@link #state}, a checkpoint or a fine-tuned file): every restore input, or
+   * every input but the optimizer group (a deployable file; the interpreter keeps its own optimizer
+   * state). Names and shapes are checked first; a scalar opt_step is accepted as [1]; non-finite
+   * values are refused.
    */
   public void restore(Map<String, Npy.Array> state, String what) {
     List<String> missing = new ArrayList<>(stateShapes.keySet());
     missing.removeAll(state.keySet());
+    List<String> optimizer = file.meta.stateGroups.get("optimizer");
+    if (!missing.isEmpty() && new java.util.HashSet<>(missing).equals(new java.util.HashSet<>(optimizer))) {
+      // A deployable fine-tuned file carries no optimizer state: keep this interpreter's own.
+      Map<String, Npy.Array> full = new java.util.LinkedHashMap<>(state);
+      Map<String, Npy.Array> own = state();
+      optimizer.forEach(n -> full.put(n, own.get(n)));
+      state = full;
+      missing.clear();
+    }
     List<String> extra = new ArrayList<>(state.keySet());
     extra.removeAll(stateShapes.keySet());
     if (!missing.isEmpty() || !extra.isEmpty()) {
