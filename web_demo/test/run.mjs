@@ -4,7 +4,7 @@
 // with ai-edge-litert, preprocessing against Pillow, tftl-eval of the download).
 // Usage: TFTL_WEB_MODEL=model.tflite [TFTL_SHARED=../shared] npm test
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -15,6 +15,7 @@ if (!model || !existsSync(model)) throw new Error('npm test needs TFTL_WEB_MODEL
 const photos = (split, c, n, skip = 0) => readdirSync(join(flowers, split, c)).filter((f) => f.endsWith('.jpg')).sort()
   .slice(skip, skip + n).map((f) => join(flowers, split, c, f));
 const out = process.env.TFTL_WEB_ARTIFACTS || mkdtempSync(join(tmpdir(), 'tftl-web-'));
+mkdirSync(out, { recursive: true });
 const node = (script, args) => execFileSync('node', [script, '--model', model, '--out', out, ...args], { stdio: 'inherit' });
 const broken = join(out, 'broken.jpg');
 writeFileSync(broken, 'not really a JPEG');
