@@ -424,3 +424,10 @@ def test_persistent_storage_is_asked_once_and_no_console_errors(trust):
     _, r = trust
     assert r["persistCalls"] == 1
     assert r["pageErrors"] == [] and r["infoAsErrors"] == []
+
+
+def test_skipped_photos_give_the_format_hint_once_and_clear_on_the_next_add(trust):
+    _, r = trust
+    assert r["skipError"].startswith("skipped 2 unreadable photo(s): broken_try.jpg: cannot read image"), r["skipError"]
+    assert r["skipError"].count("use a JPEG, PNG, BMP or WebP file") == 1, r["skipError"]
+    assert r["skipErrorAfterNextAdd"] == ""

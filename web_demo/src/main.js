@@ -1,7 +1,7 @@
 // The page: open a model, add photos per class, train in the worker, predict, keep the
 // result (IndexedDB) and download it as a tftl-train style .tflite.
 import { readModel, writeModel, missingSignatures, ModelFileError } from './modelfile.js';
-import { loadImage } from './preprocess.js';
+import { loadImage, FORMAT_HINT } from './preprocess.js';
 import { saveSession, loadSession, archiveSession, unarchiveSession, hasArchivedSession, MAX_STORED_FEATURE_BYTES } from './store.js';
 
 const $ = (id) => document.getElementById(id);
@@ -200,7 +200,8 @@ async function addPhotos(classIndex, files) {
       added += chunk.good.length;
     }
     const stopped = app.stopExtract ? `cancelled: added ${added} of ${files.length} photos` : '';
-    showError('photos', skipped.length ? `skipped ${skipped.length} unreadable photo(s): ${skipped.join('; ')}` : '');
+    const named = skipped.map((m) => m.replace(FORMAT_HINT, '')).join('; ');
+    showError('photos', skipped.length ? `skipped ${skipped.length} unreadable photo(s): ${named}${FORMAT_HINT}` : '');
     updateCounts();
     if (stopped) $('extract-status').textContent += ` — ${stopped}`;
     if (added) await persist();

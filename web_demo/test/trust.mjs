@@ -62,9 +62,11 @@ async function train(page, epochs, lr) {
 async function refusals(page, args, r) {
   const [a, b] = [r.labels.indexOf(args.a.name), r.labels.indexOf(args.b.name)];
   r.downloadDisabledBeforeTraining = await page.isDisabled('#download');
-  await addPhotos(page, a, args.a.files);
+  await addPhotos(page, a, [...args.a.files, args.broken, args.broken]);
+  r.skipError = await errorText(page, 'photos');
   r.oneClass = await train(page, 3, 0.0005);
   await addPhotos(page, b, args.b.files.slice(0, 2));
+  r.skipErrorAfterNextAdd = await errorText(page, 'photos');
   r.fewPhotos = await train(page, 3, 0.0005);
   await addPhotos(page, b, args.b.files.slice(0, 2)); // the same two files again
   r.samePickCount = await count(page, b);
