@@ -403,6 +403,7 @@ def test_reload_says_fine_tuned_and_restores_settings_status_and_chart(trust):
     assert (rl["epochs"], float(rl["lr"])) == (str(rl["expected"]["epochs"]), rl["expected"]["lr"])
     assert "done: " in rl["status"] and "validation accuracy" in rl["valStatus"]
     assert rl["downloadEnabled"] and rl["chartPixels"] > 100
+    assert rl["thumbs"] == rl["expected"]["thumbs"] == 6 + 8 + 8 + 8, rl  # daisy 6, roses 8, the two 20/40-photo classes 8 each
 
 
 def test_large_selection_is_extracted_in_chunks_with_progress_and_cancel(trust):

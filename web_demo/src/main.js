@@ -51,6 +51,7 @@ const app = {
   extractChunks: 0, // worker extract calls of the last selection (tests check the chunking)
   persistAsked: false,
   tries: 0, // "Try it" picks handled (tests wait on it)
+  thumbs: {}, // class index -> small JPEG Blobs (stored with the session)
 };
 
 /** An error next to the step that caused it (model, photos, train, predict, keep); '' clears it. */
@@ -138,7 +139,7 @@ async function openModel(file) {
   if (app.model) await archiveSession();
   await startModel({ ...model, name: file.name });
   if (model.state) await call('restore', { state: model.state });
-  Object.assign(app, { features: [], sampleLabels: [], trainedSteps: 0, lastRun: null, undo: null });
+  Object.assign(app, { features: [], sampleLabels: [], trainedSteps: 0, lastRun: null, undo: null, thumbs: {} });
   showModel();
   showRun();
   showError('model', '');
@@ -220,16 +221,29 @@ async function extractChunk(classIndex, { images, good }) {
     app.features.push(features.slice(i * featureSize, (i + 1) * featureSize));
     app.sampleLabels.push(classIndex);
   }
-  addThumbs(classIndex, good);
+  await addThumbs(classIndex, good);
 }
 
-function addThumbs(classIndex, files) {
+/** Up to 8 thumbnails per class, kept as small JPEGs so a reload shows them again. */
+async function addThumbs(classIndex, files, stored = false) {
   const box = document.querySelector(`[data-thumbs="${classIndex}"]`);
   for (const f of files.slice(0, 8 - box.children.length)) {
+    const thumb = stored ? f : await smallJpeg(f).catch(() => null);
+    if (!thumb) continue;
+    if (!stored) (app.thumbs[classIndex] ||= []).push(thumb);
     const img = document.createElement('img');
-    img.src = URL.createObjectURL(f);
+    img.src = URL.createObjectURL(thumb);
     box.append(img);
   }
+}
+
+async function smallJpeg(file) {
+  const bitmap = await createImageBitmap(file);
+  const side = Math.min(bitmap.width, bitmap.height);
+  const canvas = new OffscreenCanvas(64, 64);
+  canvas.getContext('2d').drawImage(bitmap, (bitmap.width - side) / 2, (bitmap.height - side) / 2, side, side, 0, 0, 64, 64);
+  bitmap.close();
+  return canvas.convertToBlob({ type: 'image/jpeg', quality: 0.8 });
 }
 
 // Webcam: frames become lossless PNG files, then go through the same path as picked files.
@@ -439,6 +453,7 @@ async function persist() {
   await saveSession({
     modelBytes: app.model.bytes, modelName: app.model.name, state, trainedSteps: app.trainedSteps,
     lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined }, undo: app.undo,
+    thumbs: featureBytes <= MAX_STORED_FEATURE_BYTES ? app.thumbs : {},
     featureSize: app.featureSize, sampleLabels: featureBytes <= MAX_STORED_FEATURE_BYTES ? app.sampleLabels : [],
     features: featureBytes <= MAX_STORED_FEATURE_BYTES ? concatFeatures() : null,
   });
@@ -468,7 +483,9 @@ async function resume() {
   app.undo = s.undo || null;
   app.sampleLabels = s.sampleLabels;
   app.features = app.sampleLabels.map((_, i) => s.features.slice(i * s.featureSize, (i + 1) * s.featureSize));
+  app.thumbs = s.thumbs || {};
   showModel();
+  for (const [k, blobs] of Object.entries(app.thumbs)) await addThumbs(Number(k), blobs, true);
   showRun();
   setBusy(false);
   $('keep-status').textContent = `restored from this browser: ${app.features.length} photos, trained ${app.trainedSteps} steps`;

@@ -151,11 +151,14 @@ async function reload(page, r) {
   const expected = await demo(page, () => ({ steps: window.tftlDemo.app.trainedSteps, epochs: window.tftlDemo.app.lastRun.epochs,
     lr: window.tftlDemo.app.lastRun.lr, status: document.getElementById('train-status').textContent }));
   r.persistCalls = await demo(page, () => window.__persistCalls);
+  const thumbs = () => page.$$eval('.thumbs img', (els) => els.length);
+  expected.thumbs = await thumbs();
   await page.reload();
   await page.waitForFunction(() => document.body.dataset.ready);
   r.reload = { expected, ready: await demo(page, () => document.body.dataset.ready), metaText: await page.textContent('#meta'),
     epochs: await page.inputValue('#epochs'), lr: await page.inputValue('#lr'), status: await page.textContent('#train-status'),
     valStatus: await page.textContent('#val-status'), downloadEnabled: !(await page.isDisabled('#download')),
+    thumbs: await page.waitForFunction((n) => document.querySelectorAll('.thumbs img').length >= n, expected.thumbs).then(thumbs),
     chartPixels: await demo(page, () => {
       const c = document.getElementById('chart');
       return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v).length;
