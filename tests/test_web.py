@@ -254,6 +254,9 @@ def test_downloaded_model_passes_tftl_eval(run, tmp_path, capsys):
     downloaded = out / "finetuned.tflite"
     meta = modelfile.read_model(downloaded).metadata
     assert meta["trained_state"] is True and meta["format"] == contract.FORMAT
+    steps = EPOCHS * result["trainCount"] // 8
+    assert meta["training"]["steps"] == steps
+    assert result["downloadStatus"].startswith(f"downloaded {result['downloadName']} (") and f"{steps} steps)" in result["downloadStatus"]
     val = tmp_path / "val"
     for c in CLASSES:
         (val / c).mkdir(parents=True)

@@ -126,6 +126,7 @@ async function reload(page, result) {
 async function download(page, args, result) {
   const [file] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   result.downloadName = file.suggestedFilename();
+  result.downloadStatus = await page.textContent('#keep-status');
   await file.saveAs(join(args.out, 'finetuned.tflite'));
 }
 
