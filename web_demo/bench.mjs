@@ -62,8 +62,8 @@ async function main() {
       await page.goto(`http://127.0.0.1:${server.address().port}/?threads=${threads}`);
       await page.waitForFunction(() => document.body.dataset.ready);
       await page.setInputFiles('#model-file', a.model);
-      await page.waitForFunction(() => !document.getElementById('model-info').hidden || !document.getElementById('error').hidden, null, { timeout: 120000 });
-      if (await page.isVisible('#error')) throw new Error(`the page refused the model: ${await page.textContent('#error')}`);
+      await page.waitForFunction(() => !document.getElementById('model-info').hidden || !document.getElementById('error-model').hidden, null, { timeout: 120000 });
+      if (await page.isVisible('#error-model')) throw new Error(`the page refused the model: ${await page.textContent('#error-model span')}`);
       const m = await measure(page, a.steps, profile);
       const procs = chromeMemory(profile);
       const kb = (list, key) => list.reduce((s, p) => s + p[key], 0);

@@ -1,8 +1,8 @@
 // The page: open a model, add photos per class, train in the worker, predict, keep the
 // result (IndexedDB) and download it as a tftl-train style .tflite.
 import { readModel, writeModel, missingSignatures, optimizerNames, ModelFileError } from './modelfile.js';
-import { loadImage } from './preprocess.js';
-import { saveSession, loadSession, clearSession, MAX_STORED_FEATURE_BYTES } from './store.js';
+import { loadImage, FORMAT_HINT } from './preprocess.js';
+import { saveSession, loadSession, archiveSession, unarchiveSession, hasArchivedSession, MAX_STORED_FEATURE_BYTES } from './store.js';
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL('worker.js', import.meta.url));
@@ -31,6 +31,12 @@ function call(op, args = {}, transfer = []) {
   });
 }
 
+// Refuse nonsense, and hold out a validation part (stated on the page and in README.md).
+const MIN_CLASSES = 2;
+const MIN_PER_CLASS = 3;
+const HOLDOUT_FROM = 5; // every class with photos has >= 5: every 5th photo of each class is held out
+const HOLDOUT_EVERY = 5;
+
 const app = {
   model: null, // readModel's result + name
   featureSize: 0,
@@ -40,20 +46,42 @@ const app = {
   lastRun: null,
   busy: false,
   photoBatches: 0, // file selections handled (tests wait on it)
+  undo: null, // {state, trainedSteps, lastRun} before the last kept run ("Undo last run")
+  stopExtract: false,
+  extractChunks: 0, // worker extract calls of the last selection (tests check the chunking)
+  persistAsked: false,
+  tries: 0, // "Try it" picks handled (tests wait on it)
+  thumbs: {}, // class index -> small JPEG Blobs (stored with the session)
 };
 
-function showError(message) {
-  $('error').textContent = message;
-  $('error').hidden = !message;
+/** An error next to the step that caused it (model, photos, train, predict, keep); '' clears it. */
+function showError(step, message) {
+  const box = $(`error-${step}`);
+  box.querySelector('span').textContent = message;
+  box.hidden = !message;
+  if (message) box.scrollIntoView({ block: 'nearest' });
 }
 
+const fail = (step) => (e) => {
+  showError(step, `${e && e.message ? e.message : e}`);
+  setBusy(false);
+};
 function showModel() {
-  const { meta, labels } = app.model;
+  showMeta();
+  $('labels').textContent = app.model.labels.join(', ');
+  $('model-info').hidden = false;
+  buildClassRows();
+  for (const id of ['photos-section', 'train-section', 'predict-section', 'keep-section']) $(id).hidden = false;
+  setBusy(app.busy);
+}
+
+function showMeta() {
+  const { meta } = app.model;
   const rows = [
     ['file', app.model.name], ['model', `${meta.model}, ${meta.scheme}, ${meta.blocks} blocks`],
     ['input', `${meta.image_size} × ${meta.image_size} RGB, batch ${meta.batch}`],
     ['features', meta.feature_shape.join(' × ')], ['trained params', meta.trainable_params],
-    ['format', meta.format], ['fine-tuned', meta.trained_state ? 'yes (state.npz restored)' : 'no'],
+    ['format', meta.format], ['fine-tuned', fineTuned()],
     ['threads', THREADS],
   ];
   $('meta').replaceChildren(...rows.map(([k, v]) => {
@@ -62,10 +90,11 @@ function showModel() {
       Object.assign(document.createElement('td'), { textContent: String(v) }));
     return tr;
   }));
-  $('labels').textContent = labels.join(', ');
-  $('model-info').hidden = false;
-  buildClassRows();
-  for (const id of ['photos-section', 'train-section', 'predict-section', 'keep-section']) $(id).hidden = false;
+}
+
+function fineTuned() {
+  if (app.trainedSteps) return `yes (${app.trainedSteps} steps in this browser${app.model.meta.trained_state ? ', on a fine-tuned file' : ''})`;
+  return app.model.meta.trained_state ? 'yes (state.npz restored)' : 'no';
 }
 
 function buildClassRows() {
@@ -76,8 +105,12 @@ function buildClassRows() {
       <button data-camera="${i}" title="webcam">Camera</button>
       <span class="count" data-count="${i}"></span><span class="thumbs" data-thumbs="${i}"></span>`;
     row.querySelector('.name').textContent = label;
-    row.querySelector('input').addEventListener('change', (e) => addPhotos(i, [...e.target.files]).catch(fail));
-    row.querySelector('button').addEventListener('click', () => openCamera(i).catch(fail));
+    row.querySelector('input').addEventListener('change', (e) => {
+      const files = [...e.target.files];
+      e.target.value = ''; // picking the same file again fires change again
+      addPhotos(i, files).catch(fail('photos'));
+    });
+    row.querySelector('button').addEventListener('click', () => openCamera(i).catch(fail('photos')));
     return row;
   }));
   updateCounts();
@@ -93,20 +126,29 @@ function updateCounts() {
 }
 
 async function openModel(file) {
-  showError('');
+  if (app.model && (app.trainedSteps || app.features.length)) {
+    const what = `${app.features.length} photos, ${app.trainedSteps} trained steps`;
+    if (!confirm(`Open ${file.name}? It replaces this session (${what}); "Bring back the previous session" undoes it.`)) return;
+  }
   const bytes = new Uint8Array(await file.arrayBuffer());
   const model = await readModel(bytes, file.name);
   const missing = missingSignatures(model);
   if (missing.length) {
     throw new ModelFileError(`${file.name} has no ${missing.join(', ')} signature(s), so it cannot train here — export it with python -m converters.export`);
   }
+  if (app.model) await archiveSession();
   await startModel({ ...model, name: file.name });
   if (model.state) await call('restore', { state: model.state, optimizer: optimizerNames(model.meta) });
-  app.features = [];
-  app.sampleLabels = [];
-  app.trainedSteps = 0;
+  Object.assign(app, { features: [], sampleLabels: [], trainedSteps: 0, lastRun: null, undo: null, thumbs: {} });
   showModel();
+  showRun();
+  showError('model', '');
   await persist();
+  await showUndoSession();
+}
+
+async function showUndoSession() {
+  $('undo-session').hidden = !(await hasArchivedSession());
 }
 
 async function startModel(model) {
@@ -116,57 +158,92 @@ async function startModel(model) {
   app.signatures = info.signatures;
 }
 
-/** Preprocess files; unreadable ones are skipped and named (as tftl-train skips them). */
-async function preprocessAll(files, size, onEach) {
+/** Preprocess one chunk of files into one batch of pixels; unreadable ones are skipped and named. */
+async function preprocessChunk(files, size, onEach) {
   const R = size * size * 3;
   const images = new Float32Array(files.length * R);
   const good = [];
   const skipped = [];
-  for (let i = 0; i < files.length; i++) {
+  for (const file of files) {
+    if (app.stopExtract) break;
     try {
-      images.set(await loadImage(files[i], size), good.length * R);
-      good.push(files[i]);
+      images.set(await loadImage(file, size), good.length * R);
+      good.push(file);
     } catch (e) {
       skipped.push(e.message);
     }
-    onEach(i + 1);
+    onEach();
   }
-  return { images: images.slice(0, good.length * R), good, skipped };
+  return { images: images.subarray(0, good.length * R), good, skipped };
 }
 
+/** Photos go through preprocessing and `extract` one batch at a time (bounded memory), with
+ * progress; Cancel stops between photos and keeps the photos already done. */
 async function addPhotos(classIndex, files) {
   if (!files.length) return;
   const { meta } = app.model;
   setBusy(true);
+  app.stopExtract = false;
+  app.extractChunks = 0;
+  $('extract-progress').hidden = false;
+  const skipped = [];
+  let done = 0;
+  let added = 0;
   try {
-    const { images, good, skipped } = await preprocessAll(files, meta.image_size, (k) => {
-      $('extract-status').textContent = `preparing photo ${k}/${files.length}…`;
-    });
-    if (skipped.length) showError(`skipped ${skipped.length} unreadable photo(s): ${skipped.join('; ')}`);
-    if (!good.length) return;
-    $('extract-status').textContent = `extracting features of ${good.length} photos…`;
-    const { features, featureSize } = await call('extract', { images, count: good.length }, [images.buffer]);
-    app.featureSize = featureSize;
-    for (let i = 0; i < good.length; i++) {
-      app.features.push(features.slice(i * featureSize, (i + 1) * featureSize));
-      app.sampleLabels.push(classIndex);
+    for (let start = 0; start < files.length && !app.stopExtract; start += meta.batch) {
+      const chunk = await preprocessChunk(files.slice(start, start + meta.batch), meta.image_size, () => {
+        done += 1;
+        $('extract-progress').value = done / files.length;
+        $('extract-status').textContent = `preparing photo ${done}/${files.length}…`;
+      });
+      skipped.push(...chunk.skipped);
+      if (chunk.good.length) await extractChunk(classIndex, chunk);
+      added += chunk.good.length;
     }
-    addThumbs(classIndex, good);
+    const stopped = app.stopExtract ? `cancelled: added ${added} of ${files.length} photos` : '';
+    const named = skipped.map((m) => m.replace(FORMAT_HINT, '')).join('; ');
+    showError('photos', skipped.length ? `skipped ${skipped.length} unreadable photo(s): ${named}${FORMAT_HINT}` : '');
     updateCounts();
-    await persist();
+    if (stopped) $('extract-status').textContent += ` — ${stopped}`;
+    if (added) await persist();
   } finally {
+    $('extract-progress').hidden = true;
     app.photoBatches += 1;
     setBusy(false);
   }
 }
 
-function addThumbs(classIndex, files) {
+async function extractChunk(classIndex, { images, good }) {
+  const { features, featureSize } = await call('extract', { images, count: good.length });
+  app.extractChunks += 1;
+  app.featureSize = featureSize;
+  for (let i = 0; i < good.length; i++) {
+    app.features.push(features.slice(i * featureSize, (i + 1) * featureSize));
+    app.sampleLabels.push(classIndex);
+  }
+  await addThumbs(classIndex, good);
+}
+
+/** Up to 8 thumbnails per class, kept as small JPEGs so a reload shows them again. */
+async function addThumbs(classIndex, files, stored = false) {
   const box = document.querySelector(`[data-thumbs="${classIndex}"]`);
   for (const f of files.slice(0, 8 - box.children.length)) {
+    const thumb = stored ? f : await smallJpeg(f).catch(() => null);
+    if (!thumb) continue;
+    if (!stored) (app.thumbs[classIndex] ||= []).push(thumb);
     const img = document.createElement('img');
-    img.src = URL.createObjectURL(f);
+    img.src = URL.createObjectURL(thumb);
     box.append(img);
   }
+}
+
+async function smallJpeg(file) {
+  const bitmap = await createImageBitmap(file);
+  const side = Math.min(bitmap.width, bitmap.height);
+  const canvas = new OffscreenCanvas(64, 64);
+  canvas.getContext('2d').drawImage(bitmap, (bitmap.width - side) / 2, (bitmap.height - side) / 2, side, side, 0, 0, 64, 64);
+  bitmap.close();
+  return canvas.convertToBlob({ type: 'image/jpeg', quality: 0.8 });
 }
 
 // Webcam: frames become lossless PNG files, then go through the same path as picked files.
@@ -199,22 +276,59 @@ async function takePhoto() {
 
 function setBusy(busy) {
   app.busy = busy;
-  for (const el of document.querySelectorAll('input, #train, #download, #camera-shot, [data-camera]')) el.disabled = busy;
+  for (const el of document.querySelectorAll('input, #train, #camera-shot, [data-camera], #forget, #undo-session')) el.disabled = busy;
   $('cancel').disabled = !busy;
+  $('extract-cancel').disabled = !busy;
+  $('download').disabled = busy || !(app.trainedSteps || (app.model && app.model.meta.trained_state));
+  $('revert').disabled = busy || !app.undo;
 }
 
-function concatFeatures() {
-  const all = new Float32Array(app.features.length * app.featureSize);
-  app.features.forEach((f, i) => all.set(f, i * app.featureSize));
+function concatFeatures(rows = app.features.map((_, i) => i)) {
+  const all = new Float32Array(rows.length * app.featureSize);
+  rows.forEach((r, i) => all.set(app.features[r], i * app.featureSize));
   return all;
 }
 
-async function train() {
-  if (!app.features.length) throw new Error('add photos to at least one class before training');
+/** Photos per class, checked against the minimums; every 5th photo of each class is held out
+ * for validation once every class with photos has HOLDOUT_FROM. Returns row indices. */
+function splitData() {
+  const labels = app.model.labels;
+  const counts = labels.map((_, k) => app.sampleLabels.filter((l) => l === k).length);
+  const used = counts.map((n, k) => [n, k]).filter(([n]) => n > 0);
+  if (used.length < MIN_CLASSES) throw new Error(`training needs photos in at least ${MIN_CLASSES} classes (now ${used.length})`);
+  const few = used.filter(([n]) => n < MIN_PER_CLASS).map(([n, k]) => `${labels[k]} has ${n}`);
+  if (few.length) throw new Error(`training needs at least ${MIN_PER_CLASS} photos in each class with photos: ${few.join(', ')}`);
+  const holdOut = used.every(([n]) => n >= HOLDOUT_FROM);
+  const seen = labels.map(() => 0);
+  const train = [];
+  const val = [];
+  app.sampleLabels.forEach((l, i) => ((holdOut && seen[l]++ % HOLDOUT_EVERY === HOLDOUT_EVERY - 1) ? val : train).push(i));
+  return { train, val };
+}
+
+/** Why a run must not be kept: a non-finite loss, or the loss of its last quarter above twice
+ * the first step's (the state the run started from) and above half of ln(classes). */
+function divergence(run, classes) {
+  if (run.failed) return run.failed;
+  const losses = run.log.map((s) => s.loss);
+  const q = Math.floor(losses.length / 4);
+  if (q < 2) return '';
+  const last = losses.slice(-q).reduce((a, b) => a + b, 0) / q;
+  const blown = last > 2 * losses[0] && last > 0.5 * Math.log(classes);
+  return blown ? `the loss rose from ${losses[0].toFixed(3)} to ${last.toFixed(3)} (diverged): lower the learning rate` : '';
+}
+
+function readSettings() {
   const epochs = Number($('epochs').value);
   const lr = Number($('lr').value);
-  if (!(epochs >= 1 && epochs <= 200)) throw new Error('epochs must be 1..200');
+  if (!(Number.isInteger(epochs) && epochs >= 1 && epochs <= 200)) throw new Error('epochs must be a whole number 1..200');
   if (!(lr > 0 && lr < 1)) throw new Error('learning rate must be between 0 and 1');
+  return { epochs, lr };
+}
+
+async function train() {
+  const { epochs, lr } = readSettings();
+  const { train: rows, val } = splitData();
   setBusy(true);
   $('train-status').textContent = 'starting…';
   $('progress').value = 0;
@@ -227,13 +341,73 @@ async function train() {
     drawChart(losses);
   };
   try {
-    await call('setData', { features: concatFeatures(), labels: Int32Array.from(app.sampleLabels) });
+    const before = { state: await call('save'), trainedSteps: app.trainedSteps, lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined } };
+    await call('setData', { features: concatFeatures(rows), labels: Int32Array.from(rows, (r) => app.sampleLabels[r]) });
     const run = await call('train', { epochs, lr, seed: app.trainedSteps, featureSize: app.featureSize });
-    app.lastRun = { epochs, lr, ...run };
-    app.trainedSteps += run.steps;
-    const what = run.failed ? `stopped: ${run.failed}` : run.cancelled ? `cancelled after ${run.steps} steps` : `done: ${run.steps} steps in ${run.seconds.toFixed(1)} s`;
+    app.lastAttempt = run.log.map((st) => st.loss);
+    const bad = divergence(run, app.model.labels.length) || await nonFiniteState();
+    if (bad) return await rollBack(before, bad);
+    const valAccuracy = val.length ? await evaluate(val) : null;
+    const what = run.cancelled ? `cancelled after ${run.steps} steps` : `done: ${run.steps} steps in ${run.seconds.toFixed(1)} s`;
     $('train-status').textContent += ` — ${what}`;
-    if (run.failed) throw new Error(run.failed);
+    app.undo = before;
+    app.trainedSteps += run.steps;
+    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, losses, valAccuracy,
+      valCount: val.length, status: $('train-status').textContent };
+    showRun();
+    showMeta();
+    showError('train', '');
+    await persist();
+  } finally {
+    setBusy(false);
+  }
+}
+
+/** A step can leave NaN in the weights with a finite loss (NaN features): check the state itself. */
+async function nonFiniteState() {
+  const state = await call('save');
+  const bad = Object.keys(state).filter((name) => !state[name].data.every(Number.isFinite));
+  return bad.length ? `the run left non-finite values in ${bad.length} state tensor(s) (${bad[0]}, …)` : '';
+}
+
+/** Put back the state from before a run that must not be kept, and say so where the user looks. */
+async function rollBack(before, why) {
+  await call('restore', { state: before.state });
+  $('train-status').textContent += ` — rolled back to the state before this run (${before.trainedSteps} steps)`;
+  showError('train', `${why}; the run was rolled back`);
+  app.rolledBack = (app.rolledBack || 0) + 1;
+  drawChart(app.lastRun ? app.lastRun.losses || [] : []);
+}
+
+/** Accuracy of infer_features on held-out rows. */
+async function evaluate(rows) {
+  const probs = await call('predictFeatures', { features: concatFeatures(rows), count: rows.length, featureSize: app.featureSize });
+  const argmax = (p) => p.reduce((best, v, k) => (v > p[best] ? k : best), 0);
+  return rows.filter((r, i) => argmax(probs[i]) === app.sampleLabels[r]).length / rows.length;
+}
+
+/** The last kept run: settings, status line, validation accuracy and chart (also after a reload). */
+function showRun() {
+  const run = app.lastRun;
+  $('val-status').textContent = !run ? '' : run.valAccuracy === null || run.valAccuracy === undefined
+    ? 'no validation accuracy: hold-out needs 5 or more photos in every class with photos'
+    : `validation accuracy ${(100 * run.valAccuracy).toFixed(1)}% on ${run.valCount} held-out photos (never trained on)`;
+  if (!run) return drawChart([]);
+  $('epochs').value = run.epochs;
+  $('lr').value = run.lr;
+  $('train-status').textContent = run.status || '';
+  drawChart(run.losses || []);
+}
+
+async function revertLastRun() {
+  const { state, trainedSteps, lastRun } = app.undo;
+  setBusy(true);
+  try {
+    await call('restore', { state });
+    Object.assign(app, { trainedSteps, lastRun, undo: null });
+    showRun();
+    showMeta();
+    $('train-status').textContent = `reverted to the state before the last run (${trainedSteps} steps)`;
     await persist();
   } finally {
     setBusy(false);
@@ -244,6 +418,7 @@ function drawChart(losses) {
   const c = $('chart');
   const ctx = c.getContext('2d');
   ctx.clearRect(0, 0, c.width, c.height);
+  if (!losses.length) return;
   const max = Math.max(...losses, 1e-6);
   ctx.strokeStyle = '#36c';
   ctx.beginPath();
@@ -258,6 +433,8 @@ function drawChart(losses) {
 }
 
 async function predictFile(file) {
+  $('predict-img').removeAttribute('src');
+  $('top3').replaceChildren();
   const image = await loadImage(file, app.model.meta.image_size);
   const [probs] = await call('predict', { images: image, count: 1 }, [image.buffer]);
   const top = Array.from(probs, (p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 3);
@@ -265,23 +442,35 @@ async function predictFile(file) {
   $('top3').replaceChildren(...top.map(([p, i]) => Object.assign(document.createElement('li'), {
     textContent: `${app.model.labels[i]} ${(100 * p).toFixed(1)}%`,
   })));
+  showError('predict', '');
   return top.map(([p, i]) => ({ label: app.model.labels[i], probability: p }));
 }
 
 async function persist() {
+  askPersistentStorage();
   const state = app.trainedSteps ? await call('save') : null;
   const featureBytes = app.features.length * app.featureSize * 4;
   await saveSession({
     modelBytes: app.model.bytes, modelName: app.model.name, state, trainedSteps: app.trainedSteps,
-    lastRun: app.lastRun && { epochs: app.lastRun.epochs, lr: app.lastRun.lr, steps: app.lastRun.steps },
+    lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined }, undo: app.undo,
+    thumbs: featureBytes <= MAX_STORED_FEATURE_BYTES ? app.thumbs : {},
     featureSize: app.featureSize, sampleLabels: featureBytes <= MAX_STORED_FEATURE_BYTES ? app.sampleLabels : [],
     features: featureBytes <= MAX_STORED_FEATURE_BYTES ? concatFeatures() : null,
   });
   $('keep-status').textContent = `saved in this browser at ${new Date().toLocaleTimeString()}`
     + (state ? ` (trained ${app.trainedSteps} steps)` : '');
+  showError('keep', '');
+}
+
+/** Ask once that the browser keep this site's storage (a reload still restores without it). */
+function askPersistentStorage() {
+  if (app.persistAsked || !navigator.storage || !navigator.storage.persist) return;
+  app.persistAsked = true;
+  navigator.storage.persist().then((granted) => { app.persistGranted = granted; }, () => {});
 }
 
 async function resume() {
+  await showUndoSession();
   const s = await loadSession();
   if (!s) return false;
   const model = await readModel(s.modelBytes, s.modelName);
@@ -291,9 +480,14 @@ async function resume() {
   app.featureSize = s.featureSize;
   app.trainedSteps = s.trainedSteps;
   app.lastRun = s.lastRun || null;
+  app.undo = s.undo || null;
   app.sampleLabels = s.sampleLabels;
   app.features = app.sampleLabels.map((_, i) => s.features.slice(i * s.featureSize, (i + 1) * s.featureSize));
+  app.thumbs = s.thumbs || {};
   showModel();
+  for (const [k, blobs] of Object.entries(app.thumbs)) await addThumbs(Number(k), blobs, true);
+  showRun();
+  setBusy(false);
   $('keep-status').textContent = `restored from this browser: ${app.features.length} photos, trained ${app.trainedSteps} steps`;
   return true;
 }
@@ -311,41 +505,65 @@ async function download() {
   document.body.append(a);
   a.click();
   a.remove();
+  $('keep-status').textContent = `downloaded ${a.download} (${(bytes.length / 1e6).toFixed(1)} MB, ${app.trainedSteps} steps)`;
+  showError('keep', '');
 }
 
-function fail(e) {
-  showError(e instanceof ModelFileError ? e.message : `${e.message || e}`);
-  setBusy(false);
+async function forget() {
+  if (!confirm('Forget this session (model, photos, trained state)? "Bring back the previous session" undoes it.')) return;
+  await archiveSession();
+  location.reload();
+}
+
+async function undoSession() {
+  if (app.model && !confirm('Bring back the previous session? This one is kept as the previous session in turn.')) return;
+  await unarchiveSession();
+  location.reload();
+}
+
+/** A file input that also fires when the same file is picked again. */
+function onFile(id, fn) {
+  $(id).addEventListener('change', (e) => {
+    const file = e.target.files[0];
+    e.target.value = '';
+    if (file) fn(file);
+  });
 }
 
 function wire() {
-  $('model-file').addEventListener('change', (e) => e.target.files[0] && openModel(e.target.files[0]).catch(fail));
+  onFile('model-file', (f) => openModel(f).catch(fail('model')));
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
   drop.addEventListener('dragleave', () => drop.classList.remove('over'));
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
     drop.classList.remove('over');
-    if (e.dataTransfer.files[0]) openModel(e.dataTransfer.files[0]).catch(fail);
+    if (e.dataTransfer.files[0]) openModel(e.dataTransfer.files[0]).catch(fail('model'));
   });
-  $('camera-shot').addEventListener('click', () => takePhoto().catch(fail));
+  for (const box of document.querySelectorAll('.error')) box.querySelector('.dismiss').addEventListener('click', () => { box.hidden = true; });
+  $('camera-shot').addEventListener('click', () => takePhoto().catch(fail('photos')));
   $('camera-close').addEventListener('click', closeCamera);
-  $('train').addEventListener('click', () => train().catch(fail));
+  $('extract-cancel').addEventListener('click', () => { app.stopExtract = true; });
+  $('train').addEventListener('click', () => train().catch(fail('train')));
   $('cancel').addEventListener('click', () => worker.postMessage({ op: 'cancel' }));
-  $('predict-file').addEventListener('change', (e) => e.target.files[0] && predictFile(e.target.files[0]).catch(fail));
-  $('download').addEventListener('click', () => download().catch(fail));
-  $('forget').addEventListener('click', () => clearSession().then(() => location.reload(), fail));
+  $('revert').addEventListener('click', () => revertLastRun().catch(fail('train')));
+  onFile('predict-file', (f) => predictFile(f).catch(fail('predict')).finally(() => { app.tries += 1; }));
+  $('download').addEventListener('click', () => download().catch(fail('keep')));
+  $('forget').addEventListener('click', () => forget().catch(fail('keep')));
+  $('undo-session').addEventListener('click', () => undoSession().catch(fail('model')));
 }
 
 // For tests and benchmarks (tests/test_web.py): the same functions the UI uses.
 window.tftlDemo = {
   app, call, loadImage, predictFile,
   ready: null,
-  runLog: () => app.lastRun && app.lastRun.log,
+  // the last run's steps, rows as indices into features() (the run trains on the non-held-out rows)
+  runLog: () => app.lastRun && app.lastRun.log && app.lastRun.log.map((st) => ({ ...st, rows: st.rows.map((r) => app.lastRun.trainRows[r]) })),
   features: () => concatFeatures(),
+  lastLosses: () => app.lastAttempt || [],
 };
 
 wire();
-window.tftlDemo.ready = resume().catch(fail).then((restored) => {
+window.tftlDemo.ready = resume().catch(fail('model')).then((restored) => {
   document.body.dataset.ready = restored ? 'restored' : 'empty';
 });

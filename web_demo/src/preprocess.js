@@ -170,6 +170,8 @@ export async function decodeRgb(blob) {
   }
 }
 
+export const FORMAT_HINT = ' — use a JPEG, PNG, BMP or WebP file';
+
 /**
  * One image file as the model's input: Float32Array [size * size * 3], RGB 0..255.
  * @param {Blob} blob an image file (JPEG, PNG, BMP, WebP)
@@ -181,7 +183,7 @@ export async function loadImage(blob, size) {
   try {
     img = await decodeRgb(blob);
   } catch (e) {
-    throw new Error(`${blob.name || 'image'}: cannot read image (${e.message || e.name}) — use a JPEG, PNG, BMP or WebP file`);
+    throw new Error(`${blob.name || 'image'}: cannot read image (${e.message || e.name})${FORMAT_HINT}`);
   }
   let box = centerCropBox(img.width, img.height);
   const head = new Uint8Array(await blob.slice(0, 3).arrayBuffer());

@@ -3,6 +3,7 @@
 const DB = 'tftl-web-demo';
 const STORE = 'session';
 const KEY = 'current';
+const PREVIOUS = 'previous';
 // Feature caches above this are not stored (the photos would have to be added again).
 export const MAX_STORED_FEATURE_BYTES = 64 * 1024 * 1024;
 
@@ -35,10 +36,26 @@ export function saveSession(record) {
   return tx('readwrite', (s) => s.put({ ...record, savedAt: Date.now() }, KEY));
 }
 
-export function loadSession() {
-  return tx('readonly', (s) => s.get(KEY));
+export function loadSession(key = KEY) {
+  return tx('readonly', (s) => s.get(key));
 }
 
-export function clearSession() {
+/** Move the current session aside (one level of undo for "Open another model" and "Forget"). */
+export async function archiveSession() {
+  const current = await loadSession();
+  if (current) await tx('readwrite', (s) => s.put(current, PREVIOUS));
   return tx('readwrite', (s) => s.delete(KEY));
+}
+
+/** Bring the archived session back as the current one (the current one is archived in turn). */
+export async function unarchiveSession() {
+  const [current, previous] = [await loadSession(), await loadSession(PREVIOUS)];
+  if (!previous) return false;
+  await tx('readwrite', (s) => s.put(previous, KEY));
+  await tx('readwrite', (s) => (current ? s.put(current, PREVIOUS) : s.delete(PREVIOUS)));
+  return true;
+}
+
+export async function hasArchivedSession() {
+  return Boolean(await tx('readonly', (s) => s.getKey(PREVIOUS)));
 }

@@ -53,7 +53,9 @@ async function load({ flatbuffer, metadata, threads }) {
   if (!model) {
     // The threaded glue starts its pthread workers from its own script, which it takes to
     // be the running one (this worker) unless told: name it, or every pthread runs worker.js.
-    self.Module = { mainScriptUrlOrBlob: wasmFile(threads) };
+    // LiteRT prints its INFO and WARNING lines to stderr: log those, keep console.error for errors.
+    const printErr = (line) => (/^(INFO|WARNING): /.test(line) ? console.log : console.error)(line);
+    self.Module = { mainScriptUrlOrBlob: wasmFile(threads), printErr };
     await loadLiteRt(wasmFile(threads));
   }
   else model.delete();
@@ -163,6 +165,11 @@ async function train({ epochs, lr, warmup, seed, featureSize }) {
 
 async function predict({ images, count }) {
   const { features: f, featureSize } = await extract({ images, count });
+  return predictFeatures({ features: f, count, featureSize });
+}
+
+/** `infer_features` over n cached feature rows (padded batches): probabilities per row. */
+async function predictFeatures({ features: f, count, featureSize }) {
   const B = meta.batch;
   const shape = inputShapes('infer_features').features;
   const result = [];
@@ -206,6 +213,7 @@ const ops = {
   extract,
   train,
   predict,
+  predictFeatures,
   save,
   restore,
 };

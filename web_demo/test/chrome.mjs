@@ -42,3 +42,18 @@ export function chromeCpuSeconds(profile) {
     } catch { return sum; }
   }, 0);
 }
+
+/** Page errors and console errors; LiteRT INFO/WARNING lines that still arrive as console errors go to infoAsErrors. */
+export function watchErrors(page, infoAsErrors = []) {
+  const errors = [];
+  page.on('pageerror', (e) => { errors.push(String(e)); console.error(`page error: ${e}`); });
+  // LiteRT.js logs INFO and WARNING lines through console.error: those are not errors.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /^(INFO|WARNING): /.test(m.text())) infoAsErrors.push(m.text());
+    else if (m.type() === 'error') {
+      errors.push(m.text());
+      console.error(`console: ${m.text()}`);
+    }
+  });
+  return errors;
+}

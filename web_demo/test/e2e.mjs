@@ -13,7 +13,7 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from '../serve.mjs';
-import { FLAGS, chromeMemory } from './chrome.mjs';
+import { FLAGS, chromeMemory, watchErrors } from './chrome.mjs';
 
 function parseArgs(argv) {
   const args = { classes: [], compare: [], epochs: 3, threads: 1, chromium: '/usr/bin/chromium', lr: 0.0005 };
@@ -37,8 +37,8 @@ const seconds = (t) => (Date.now() - t) / 1000;
 async function openModel(page, args, result) {
   const t = Date.now();
   await page.setInputFiles('#model-file', args.model);
-  await page.waitForFunction(() => !document.getElementById('model-info').hidden || !document.getElementById('error').hidden, null, { timeout: 120000 });
-  if (await page.isVisible('#error')) throw new Error(`the page refused the model: ${await page.textContent('#error')}`);
+  await page.waitForFunction(() => !document.getElementById('model-info').hidden || !document.getElementById('error-model').hidden, null, { timeout: 120000 });
+  if (await page.isVisible('#error-model')) throw new Error(`the page refused the model: ${await page.textContent('#error-model span')}`);
   result.timings.loadSeconds = seconds(t);
   result.labels = (await page.textContent('#labels')).split(', ');
   result.metaText = await page.textContent('#meta');
@@ -53,7 +53,7 @@ async function addPhotos(page, args, result) {
     await page.waitForFunction((n) => window.tftlDemo.app.photoBatches > n && !window.tftlDemo.app.busy,
       before, { timeout: 300000 });
   }
-  result.photoError = await page.isVisible('#error') ? await page.textContent('#error') : '';
+  result.photoError = await page.isVisible('#error-photos') ? await page.textContent('#error-photos span') : '';
   result.timings.extractSeconds = seconds(t);
   result.sampleLabels = await page.evaluate(() => window.tftlDemo.app.sampleLabels);
   writeFileSync(join(args.out, 'features.f32'), Buffer.from(await page.evaluate(async () => {
@@ -74,6 +74,8 @@ async function train(page, args, result, profile) {
   result.timings.trainSeconds = seconds(t);
   result.trainStatus = await page.textContent('#train-status');
   result.log = await page.evaluate(() => window.tftlDemo.runLog());
+  result.trainCount = await page.evaluate(() => window.tftlDemo.app.lastRun.trainRows.length);
+  result.valStatus = await page.textContent('#val-status');
   result.memoryAfterTraining = chromeMemory(profile);
   if (args.predict) {
     await page.setInputFiles('#predict-file', args.predict);
@@ -124,6 +126,7 @@ async function reload(page, result) {
 async function download(page, args, result) {
   const [file] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   result.downloadName = file.suggestedFilename();
+  result.downloadStatus = await page.textContent('#keep-status');
   await file.saveAs(join(args.out, 'finetuned.tflite'));
 }
 
@@ -137,17 +140,24 @@ async function cancel(page, result) {
   result.cancelStatus = await page.textContent('#train-status');
 }
 
-function watchErrors(page) {
-  const errors = [];
-  page.on('pageerror', (e) => { errors.push(String(e)); console.error(`page error: ${e}`); });
-  // LiteRT.js logs INFO and WARNING lines through console.error: those are not errors.
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/^(INFO|WARNING): /.test(m.text())) {
-      errors.push(m.text());
-      console.error(`console: ${m.text()}`);
-    }
+/** A run at learning rate 0.9 diverges: the page must roll it back to the state before it. */
+async function diverge(page, result) {
+  const hash = () => page.evaluate(async () => {
+    const state = await window.tftlDemo.call('save');
+    const parts = [];
+    for (const name of Object.keys(state).sort()) parts.push(name, Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', state[name].data))).join('.'));
+    return parts.join(',');
   });
-  return errors;
+  const before = await hash();
+  const steps = await page.evaluate(() => window.tftlDemo.app.trainedSteps);
+  await page.fill('#epochs', '2');
+  await page.fill('#lr', '0.9');
+  await page.click('#train');
+  await page.waitForFunction(() => /rolled back|done/.test(document.getElementById('train-status').textContent), null, { timeout: 600000 });
+  await waitIdle(page);
+  result.diverge = { status: await page.textContent('#train-status'), error: await page.textContent('#error-train span'),
+    identical: before === await hash(), stepsBefore: steps, stepsAfter: await page.evaluate(() => window.tftlDemo.app.trainedSteps),
+    losses: await page.evaluate(() => window.tftlDemo.lastLosses()) };
 }
 
 async function main() {
@@ -163,7 +173,8 @@ async function main() {
   const result = { url, timings: {} };
   try {
     const page = context.pages()[0] || await context.newPage();
-    const errors = watchErrors(page);
+    const infoAsErrors = [];
+    const errors = watchErrors(page, infoAsErrors);
     await page.goto(url);
     await page.waitForFunction(() => document.body.dataset.ready);
     result.crossOriginIsolated = await page.evaluate(() => self.crossOriginIsolated);
@@ -174,7 +185,9 @@ async function main() {
     await reload(page, result);
     await download(page, args, result);
     await cancel(page, result);
+    await diverge(page, result);
     result.pageErrors = errors;
+    result.infoAsErrors = infoAsErrors;
   } finally {
     await context.close();
     server.close();
