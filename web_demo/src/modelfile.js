@@ -1,6 +1,6 @@
 // The tftl model file in the browser: a TFLite flatbuffer followed by a ZIP (tftl.json,
 // labels.txt, and for a fine-tuned model state.npz). Mirrors tftl/runtime/modelfile.py
-// (read_model, write_model) and session.py (state_npz_bytes, save_model), so a file
+// (read_model, write_model, state_npz_bytes, save_model), so a file
 // written here is what `tftl-train --output` writes and tftl-eval / tftl-predict read it.
 import { zipSync, strToU8 } from 'fflate';
 import { ArchiveError, NotZip, openArchive, readMember } from './archive.js';
@@ -384,7 +384,7 @@ function sortedJson(value, indent = '') {
 }
 
 /**
- * The fine-tuned model as one self-contained file, as session.save_model writes it.
+ * The fine-tuned model as one self-contained file, as modelfile.save_model writes it.
  * @param {{flatbuffer: Uint8Array, meta: object}} model what readModel returned
  * @param {string[]} labels
  * @param {object} state {name: {shape, data: Float32Array}} from the save signature

@@ -1,4 +1,4 @@
-// The training schedule, as tftl-train's (tftl/runtime/trainer.py): cosine learning rate
+// The training schedule, as tftl-train's (tftl/runtime/schedule.py, driven by loop.py): cosine learning rate
 // with linear warm-up, min(50, total // 10) warm-up steps by default, batches of the
 // model's batch size with the last partial batch padded (weight 0) by the worker.
 

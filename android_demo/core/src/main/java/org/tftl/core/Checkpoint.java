@@ -17,8 +17,8 @@ import java.util.Map;
 /**
  * tftl-train's checkpoint (tftl/runtime/checkpoint.py): an .npz of the model's state tensors plus
  * the JSON metadata as a uint8 array under {@code __meta__}; no pickles. Written atomically, so a
- * phone that dies mid-save keeps the previous checkpoint. The metadata has the keys save_ckpt in
- * trainer.py writes (format tftl-train-1, model_hash, labels, epoch, position, global_step,
+ * phone that dies mid-save keeps the previous checkpoint. The metadata has the keys checkpoint.py
+ * TrainState.to_meta writes (format tftl-train-1, model_hash, labels, epoch, position, global_step,
  * rng_state, partial, settings, history, skipped), so either side resumes the other's file.
  */
 public final class Checkpoint {

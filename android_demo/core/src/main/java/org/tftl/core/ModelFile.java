@@ -25,7 +25,7 @@ import java.util.TreeMap;
  * A tftl model file (tftl/runtime/modelfile.py): a TFLite flatbuffer with a ZIP appended holding
  * tftl.json, labels.txt and, once fine-tuned, state.npz. Read from bytes (assets, a picked
  * content URI or a file), checked against its content hash, and written back in the same
- * format as {@code tftl-train --output} (session.py save_model).
+ * format as {@code tftl-train --output} (modelfile.py save_model).
  */
 public final class ModelFile {
   public static final String METADATA = "tftl.json";
@@ -327,7 +327,7 @@ public final class ModelFile {
   }
 
   /**
-   * Writes a self-contained fine-tuned model like session.save_model: the same flatbuffer, new
+   * Writes a self-contained fine-tuned model like modelfile.save_model: the same flatbuffer, new
    * labels, tftl.json with trained_state true (plus {@code updates}), and {@code state} without its
    * optimizer group as state.npz (float32, sorted names): a deployable model, as tftl-train writes it
    * (the optimizer state stays in the checkpoint). Atomic.

@@ -12,7 +12,7 @@ import java.util.concurrent.CancellationException;
 import java.util.function.BooleanSupplier;
 
 /**
- * The app's fine-tuning loop over cached trunk features (tftl/runtime/trainer.py with
+ * The app's fine-tuning loop over cached trunk features (tftl/runtime/loop.py with
  * --no-augment): shuffled batches through {@code train_features}, the last batch padded with
  * sample_weight 0, a linear warm-up then cosine learning rate ({@link #cosineLr}), validation on
  * held-out features, and after every epoch an atomic checkpoint in tftl-train's format.
