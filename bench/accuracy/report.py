@@ -79,6 +79,34 @@ def vtext(v):
     return f"{word} ({100 * v['diff']:+.1f} pts{f', {n} seed' + 's' * (n > 1) + ', provisional' if v['provisional'] else ''})"
 
 
+def fit_section(results, tag):
+    """How the default recipe fits the training photos, per (K, method), from the rows' histories:
+    epochs and steps the epoch rule chose, the first epoch whose training accuracy (on the
+    augmented cached views) reached 0.99 as a share of the run, the last epoch's loss, and the
+    gap between last-epoch training accuracy and test accuracy."""
+    ok = [r for r in results if r.get("tag") == tag and r.get("rc") == 0 and r.get("train_accuracy_per_epoch")]
+    if not ok:
+        return []
+    lines = ["## How the runs fit (measured from each run's history)", "",
+             "Training accuracy is tftl-train's running accuracy on the augmented cached views of the epoch.", "",
+             "| K | method | runs | epochs (range) | steps (range) | first epoch with train acc ≥ 0.99 (mean; share of "
+             "the run) | last-epoch loss (mean) | train acc − test acc (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for k in sorted({r["per_class"] for r in ok}):
+        for m in METHOD_ORDER:
+            rs = [r for r in ok if r["per_class"] == k and r["method"] == m]
+            if not rs:
+                continue
+            first = [next((i + 1 for i, a in enumerate(r["train_accuracy_per_epoch"]) if a >= 0.99), None) for r in rs]
+            reached = [(f, r["epochs"]) for f, r in zip(first, rs) if f]
+            ep, st = [r["epochs"] for r in rs], [r["steps"] for r in rs]
+            fe = (f"{statistics.mean(f for f, _ in reached):.1f} ({100 * statistics.mean(f / e for f, e in reached):.0f}%"
+                  f"{'' if len(reached) == len(rs) else f'; {len(rs) - len(reached)} never'})") if reached else "never"
+            lines.append(f"| {k} | {NAMES[m]} | {len(rs)} | {min(ep)}–{max(ep)} | {min(st)}–{max(st)} | {fe} | "
+                         f"{statistics.mean(r['losses'][-1] for r in rs):.4f} | "
+                         f"{100 * statistics.mean(r['train_accuracy'] - r['test_accuracy'] for r in rs):+.1f} pts |")
+    return lines + [""]
+
+
 def render(results, probe, tag, commands):
     grid = collect(results, probe, tag)
     methods = [m for m in METHOD_ORDER if any(m in g for g in grid.values())]
@@ -125,6 +153,7 @@ def render(results, probe, tag, commands):
     not_run = [f"{ds} {k}/class" for ds, k in sorted(grid) if (ds, k) not in verdicts]
     if not_run:
         lines += ["Not run yet (probe only): " + ", ".join(not_run) + ".", ""]
+    lines += fit_section(results, tag)
     lines += ["## Every run", "",
               "| dataset | K | seed | method | test acc | train acc (last epoch) | epochs | steps | final loss | "
               "train wall s | eval wall s | worst class |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
