@@ -22,7 +22,7 @@ import pytest
 
 from conftest import FLOWER_CLASSES as CLASSES, flowers_subset
 from tftl.runtime import checkpoint as ck
-from tftl.runtime import config, loop, modelfile
+from tftl.runtime import config, modelfile
 from tftl.runtime import run as tr
 from tftl.runtime.cli import eval_main, predict_main, train_main
 from tftl.runtime.session import Session

@@ -3,7 +3,6 @@ included; errors.py imports nothing of tftl; each band imports only from the ban
 and the names that were defined twice are defined once."""
 
 import ast
-import os
 import pathlib
 import sys
 
