@@ -33,6 +33,14 @@ def parse_label(label):
     return label, 3
 
 
+def split_passthrough(argv):
+    """(own arguments, arguments after "--") of a bench command that passes the rest to tftl-train."""
+    if "--" not in argv:
+        return list(argv), []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
 def source_hash():
     h = hashlib.sha256()
     for rel in GRAPH_SOURCES:

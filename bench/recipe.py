@@ -94,11 +94,7 @@ def plan(a, extra):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    extra = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = common.split_passthrough(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", required=True, metavar="SCHEME=PATH",
                    help="what each model file trains and where it is, e.g. mobiletl-3=mbv2_mtl3.tflite")

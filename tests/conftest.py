@@ -36,6 +36,15 @@ PI_MODEL = dict(model="mbv3_small", blocks=2, image_size=96, batch=8, labels=FLO
 _CHILD = "TFTL_ISOLATED_CHILD"
 
 
+def require_java():
+    """A JDK and Maven for the Android core, or a skip with the reason (a failure on CI)."""
+    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{' and '.join(missing)} not found: CI must install a JDK 17+ and Maven")
+        pytest.skip(f"{' and '.join(missing)} not found (install a JDK 17+ and Maven to run the Android core tests)")
+
+
 def need(path):
     if not os.path.exists(path):
         pytest.skip(f"{path} not found (set TFTL_SHARED to the shared/ folder)")

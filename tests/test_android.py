@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset
+from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset, require_java
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
 from tftl.runtime.checkpoint import TRAIN_FORMAT as CHECKPOINT_FORMAT
@@ -33,14 +33,6 @@ JAVA_EPOCHS = 8          # the Java fine-tuning run that tftl-eval scores (Train
 ACCURACY_FLOOR = 0.6     # 40 flowers5 val photos, 5 classes (chance 0.2); tftl-train reaches 0.7-0.75 here
 REF_LR = 1e-3
 REF_PLAN = [(0, 8), (8, 16), (16, 24), (24, 29)]  # sequential rows; the last step is partial (5 rows)
-
-
-def _tools():
-    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{' and '.join(missing)} not found: CI must install a JDK 17+ and Maven")
-        pytest.skip(f"{' and '.join(missing)} not found (install a JDK 17+ and Maven to run the Android core tests)")
 
 
 def _litert_library():
@@ -117,7 +109,7 @@ def _python_step_seconds(model_path, features, labels, steps=30):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, request):
     """Everything the Java tests read, then the Maven run itself; returns (work dir, mvn output)."""
-    _tools()
+    require_java()
     lib = _litert_library()
     work = str(tmp_path_factory.mktemp("android"))
     model = os.path.join(work, "model.tflite")

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import PI_MODEL, REPO
+from conftest import PI_MODEL, REPO, require_java
 from tftl.runtime import check, contract, spec
 
 
@@ -112,16 +112,6 @@ def test_tftl_check_console_script_is_installed():
     assert out.returncode == 2 and out.stdout.startswith("refused: ") and "not a TFLite model" in out.stdout
 
 
-def _java_check():
-    """android_demo/tools/check, or a skip (a failure on CI) without a JDK and Maven."""
-    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{' and '.join(missing)} not found: CI must install a JDK 17+ and Maven")
-        pytest.skip(f"{' and '.join(missing)} not found")
-    return [os.path.join(REPO, "android_demo", "tools", "check")]
-
-
 def _mutants(base: bytes, folder: str, count: int, seed: int = 0) -> list:
     """Seeded mutations of the archive part of a real file: byte flips anywhere after the
     flatbuffer (members, central directory, end record), cuts and insertions."""
@@ -153,7 +143,8 @@ def test_three_readers_agree_on_mutated_files(file_vectors, tmp_path):
     """Random damage to a real file's archive: Python, the browser and Java give the same class
     for every mutant, each a class of the contract (no crash, no other exception)."""
     _node()
-    java = _java_check()
+    require_java()
+    java = [os.path.join(REPO, "android_demo", "tools", "check")]
     with open(os.path.join(file_vectors, "fresh.tflite"), "rb") as f:
         manifest = _mutants(f.read(), str(tmp_path), int(os.environ.get("TFTL_FUZZ_EXAMPLES", "60")))
     answers = {"python": check._vectors(str(tmp_path))}

@@ -36,9 +36,8 @@ def checkpoint_verdict(model: str, path: str) -> tuple:
     the same order, before any work)."""
     try:
         mf, _, raw = modelfile.read_model_and_state(model)
-        _, meta = checkpoint.load_checkpoint(path, shapes=mf.state_shapes())
-        checkpoint.TrainState.from_meta(meta, where=f"checkpoint {path}")
-        checkpoint.check_compatible(meta, model_hash=modelfile.model_hash(mf, raw), labels=mf.labels, path=path)
+        checkpoint.load_for_resume(path, shapes=mf.state_shapes(), model_hash=modelfile.model_hash(mf, raw),
+                                   labels=mf.labels)
     except modelfile.ModelFileError as e:
         return "model " + e.kind, str(e)
     except checkpoint.CheckpointError as e:

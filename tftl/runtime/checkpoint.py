@@ -217,3 +217,13 @@ def check_compatible(meta: dict, *, model_hash: str, labels, path=None) -> None:
         raise CheckpointError(
             f"{where} was written for labels {saved_labels} but the images have {list(labels)} — {hint}",
             contract.FOREIGN)
+
+
+def load_for_resume(path, *, shapes, model_hash: str, labels):
+    """(arrays, TrainState) of the checkpoint a run on this model and label set resumes from,
+    checked in the one order every resume uses: the file and its arrays (load_checkpoint), the
+    trainer format (TrainState.from_meta), then the model and labels (check_compatible)."""
+    arrays, meta = load_checkpoint(path, shapes=shapes)
+    state = TrainState.from_meta(meta, where=f"checkpoint {os.fspath(path)}")
+    check_compatible(meta, model_hash=model_hash, labels=labels, path=path)
+    return arrays, state

@@ -193,9 +193,8 @@ class Trainer:
         Raises CheckpointError (damaged, foreign, another model or label set) or SessionError.
         """
         # names and shapes checked against `restore` before any array is allocated
-        arrays, meta = ckpt.load_checkpoint(path, shapes=self.session.state_shapes())
-        state = TrainState.from_meta(meta, where=f"checkpoint {path}")
-        ckpt.check_compatible(meta, model_hash=self.session.model_hash, labels=self.session.labels, path=path)
+        arrays, state = ckpt.load_for_resume(path, shapes=self.session.state_shapes(),
+                                             model_hash=self.session.model_hash, labels=self.session.labels)
         self.session.restore_state(arrays, what=f"checkpoint {path}")
         self.kept = (state.epoch, state.position)
         self.resumed_from = os.fspath(path)

@@ -19,11 +19,16 @@ import java.nio.file.Files;
 public final class Check {
   private Check() {}
 
-  /** {"verdict": "accepted" or the refusal class, "message"} for one file. */
-  public static JsonObject verdict(File file) {
+  /** A read that either passes or throws: a model file, or a checkpoint checked against its model. */
+  private interface Read {
+    void run() throws IOException;
+  }
+
+  /** {"verdict": "accepted", or the refusal class of the TftlException {@code read} throws, "message"}. */
+  private static JsonObject judge(Read read, String what) {
     JsonObject out = new JsonObject();
     try {
-      ModelFile.read(file);
+      read.run();
       out.addProperty("verdict", "accepted");
       out.addProperty("message", "");
     } catch (TftlException e) {
@@ -31,9 +36,14 @@ public final class Check {
       out.addProperty("message", e.getMessage());
     } catch (IOException e) {
       out.addProperty("verdict", "unreadable");
-      out.addProperty("message", "model file " + file + " cannot be read (" + e.getMessage() + ")");
+      out.addProperty("message", what + " cannot be read (" + e.getMessage() + ")");
     }
     return out;
+  }
+
+  /** {"verdict": "accepted" or the refusal class, "message"} for one file. */
+  public static JsonObject verdict(File file) {
+    return judge(() -> ModelFile.read(file), "model file " + file);
   }
 
   /**
@@ -42,8 +52,7 @@ public final class Check {
    * input, any number type, finite), then the trainer format, model hash and labels.
    */
   public static JsonObject checkpointVerdict(File model, File checkpoint) {
-    JsonObject out = new JsonObject();
-    try {
+    return judge(() -> {
       ModelFile mf = ModelFile.read(model);
       Checkpoint c = Checkpoint.load(checkpoint, mf.modelHash(), mf.labels);
       Tflite.Signature restore = Tflite.signatures(mf.data, mf.flatbufferLength).get("restore");
@@ -52,16 +61,7 @@ public final class Check {
             + "to another model", "state");
       }
       ModelState.checkArrays(c.state, restore, false, "checkpoint " + checkpoint);
-      out.addProperty("verdict", "accepted");
-      out.addProperty("message", "");
-    } catch (TftlException e) {
-      out.addProperty("verdict", e.kind);
-      out.addProperty("message", e.getMessage());
-    } catch (IOException e) {
-      out.addProperty("verdict", "unreadable");
-      out.addProperty("message", "checkpoint " + checkpoint + " cannot be read (" + e.getMessage() + ")");
-    }
-    return out;
+    }, "checkpoint " + checkpoint);
   }
 
   /** The verdict of every file a vectors manifest lists (a checkpoint with its "model"). */
