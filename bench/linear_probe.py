@@ -26,13 +26,15 @@ sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.dirname(BENCH))
 
 import common  # noqa: E402
+
+from tftl.runtime.probe import L2_GRID, choose_l2, fit_softmax  # noqa: E402,F401  (the runtime's own LP)
+from tftl.runtime.probe import standardise as _standardise  # noqa: E402
 import splits  # noqa: E402
 
 WEIGHTS = os.environ.get("TFTL_MBV2_WEIGHTS", os.path.join(
     os.environ.get("TFTL_SHARED", "/work/shared"), "weights",
     "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"))
 CACHE = os.path.join(BENCH, ".cache", "probe_features.npz")
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def pooled_features(paths):
@@ -59,43 +61,6 @@ def pooled_features(paths):
         np.savez(CACHE + ".tmp.npz", paths=np.array(names), features=np.stack([have[n] for n in names]))
         os.replace(CACHE + ".tmp.npz", CACHE)
     return np.stack([have[p] for p in paths])
-
-
-def fit_softmax(x, y, k, l2, steps=1500):
-    """(W, b) of L2-penalised multinomial logistic regression: Nesterov-accelerated full-batch
-    gradient descent with step 1/L (L the gradient's Lipschitz bound), so no rate is tuned."""
-    n, d = x.shape
-    xb = np.hstack([x, np.ones((n, 1))])  # bias as a last, unpenalised column
-    lip = 0.5 * np.linalg.norm(xb, 2) ** 2 / n + l2
-    w = np.zeros((d + 1, k))
-    prev, onehot, mask = w.copy(), np.eye(k)[y], np.r_[np.ones(d), 0.0][:, None]
-    for t in range(steps):
-        v = w + (t / (t + 3)) * (w - prev)
-        z = xb @ v
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        prev, w = w, v - (xb.T @ (p - onehot) / n + l2 * mask * v) / lip
-    return w[:-1], w[-1]
-
-
-def _standardise(train, *others):
-    mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-6
-    return [(a - mu) / sd for a in (train, *others)]
-
-
-def choose_l2(x, y, k, folds=3, seed=0):
-    """The L2 of L2_GRID with the best mean 3-fold CV accuracy on (x, y)."""
-    fold = np.random.default_rng(seed).permutation(len(y)) % folds
-    scores = {}
-    for l2 in L2_GRID:
-        acc = []
-        for f in range(folds):
-            tr, va = _standardise(x[fold != f], x[fold == f])
-            w, b = fit_softmax(tr, y[fold != f], k, l2)
-            acc.append(float(((va @ w + b).argmax(1) == y[fold == f]).mean()))
-        scores[l2] = float(np.mean(acc))
-    return max(scores, key=scores.get), scores
 
 
 def probe(name):

@@ -8,6 +8,7 @@ The file holds these signatures (batch B and resolution R fixed at export):
   extract(images)                                      -> features (frozen trunk output)
   train_features(features, labels, sample_weight f32[B], learning_rate) -> loss, probabilities
   infer_features(features)                             -> probabilities
+  embed_features(features)                             -> embedding f32[B,D] (the classifier's input)
   save(token f32[1])                                   -> every piece of trainable state
   restore(<the same named tensors>)                    -> ok f32[1]
 No signature has a scalar input or output (contract tftl-3: aarch64 LiteRT crashes resizing a
@@ -151,12 +152,13 @@ def build_module(model, optimizer="adam", batch=8):
         batch, r, feat_shape)
     normalize = model.get_layer("normalize")
 
-    def run(x, from_features, training_flag):
-        """Forward from images or trunk features, frozen weights as constants."""
+    def run(x, from_features, training_flag, stop=None):
+        """Forward from images or trunk features, frozen weights as constants; stop: the
+        number of layers to run (None: all, to the logits)."""
         start = trunk_index if from_features else 0
         with keras.StatelessScope(state_mapping=frozen_map) as scope:
             t = {specs[start - 1].name: x} if start else {"input": normalize(x)}
-            out = models.run_layers(model.tftl_layers, specs, t, start, training_flag)
+            out = models.run_layers(model.tftl_layers[:stop], specs[:stop], t, start, training_flag)
         updates = [(tv, scope.get_current_value(kv)) for _, kv, tv in state if not kv.trainable]
         return out, updates
 
@@ -204,10 +206,15 @@ def build_module(model, optimizer="adam", batch=8):
     def infer_features(features):
         return {"probabilities": tf.nn.softmax(run(features, True, False)[0])}
 
+    @tf.function(input_signature=[feats_spec])
+    def embed_features(features):
+        # the classifier's input: a host fits the head on it before fine-tuning (LP-FT)
+        return {contract.EMBEDDING: run(features, True, False, stop=-1)[0]}
+
     save, restore = _state_signatures(names, tensors)
     sigs = {contract.INFER: infer, contract.TRAIN: train, contract.EXTRACT: extract,
             contract.TRAIN_FEATURES: train_features, contract.INFER_FEATURES: infer_features,
-            contract.SAVE: save, contract.RESTORE: restore}
+            contract.EMBED_FEATURES: embed_features, contract.SAVE: save, contract.RESTORE: restore}
     module.opt = opt
     return module, sigs, dict(names=names, groups=groups, feature_shape=list(feat_shape),
                               trunk_end=plan.trunk_end)

@@ -29,34 +29,7 @@ sys.path.insert(0, os.path.dirname(BENCH))
 import datasets  # noqa: E402
 import linear_probe  # noqa: E402  (fit_softmax, choose_l2, _standardise, WEIGHTS)
 
-
-def fit_softmax_gram(x, y, k, l2, steps=1500):
-    """linear_probe.fit_softmax, the same iterates computed in the span of the training rows.
-
-    Every gradient step of fit_softmax adds xb.T @ G / n + l2 * mask * v to the weights,
-    starting from 0: so the feature weights stay x.T @ A for an n x k matrix A, and the
-    iteration runs on the n x n Gram matrix x @ x.T instead of the n x d features: the same
-    Nesterov sequence, the same step 1/L (L from the same matrix norm), the same result up to
-    rounding (tests/test_accuracy_datasets.py checks), and d/n times less work per step for
-    n < d (1280 features, 40 to 400 training photos here)."""
-    n, d = x.shape
-    x = np.asarray(x, dtype=np.float64)
-    xb = np.hstack([x, np.ones((n, 1))])
-    lip = 0.5 * np.linalg.norm(xb, 2) ** 2 / n + l2
-    gram = x @ x.T
-    a, b = np.zeros((n, k)), np.zeros(k)
-    prev_a, prev_b, onehot = a.copy(), b.copy(), np.eye(k)[y]
-    for t in range(steps):
-        beta = t / (t + 3)
-        va, vb = a + beta * (a - prev_a), b + beta * (b - prev_b)
-        z = gram @ va + vb
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        g = (p - onehot) / n
-        prev_a, prev_b = a, b
-        a, b = va - (g + l2 * va) / lip, vb - g.sum(axis=0) / lip
-    return x.T @ a, b
+from tftl.runtime.probe import fit_softmax_gram  # noqa: E402  (the runtime's LP solvers)
 
 
 SOLVERS = {"gram": fit_softmax_gram, "primal": linear_probe.fit_softmax}
@@ -120,7 +93,7 @@ def near_duplicates(info, feats, threshold=NEAR):
     return dict(threshold=threshold, count=len(pairs), pairs=pairs[:20])
 
 
-def probe_dataset(root, info, log=print):
+def probe_dataset(root, info, log=print, solver=fit_softmax_gram):
     feats = features(root, info, log=log)
     labels = sorted(info["files"]["test"])
     k = len(labels)
@@ -133,9 +106,9 @@ def probe_dataset(root, info, log=print):
         per_class, seed = int(regime.split("-")[1][1:]), int(regime.split("-")[2][1:])
         xtr = np.stack([feats[sha["pool"][c][f]] for c in labels for f in by_class[c]])
         ytr = np.array([i for i, c in enumerate(labels) for _ in by_class[c]])
-        l2, cv = linear_probe.choose_l2(xtr, ytr, k)
+        l2, cv = linear_probe.choose_l2(xtr, ytr, k, solver=solver)
         tr, te = linear_probe._standardise(xtr, xte)
-        w, b = linear_probe.fit_softmax(tr, ytr, k, l2)
+        w, b = solver(tr, ytr, k, l2)
         acc = float(((te @ w + b).argmax(1) == yte).mean())
         rows.append(dict(dataset=info["name"], regime=regime, per_class=per_class, seed=seed,
                          train_images=len(ytr), test_images=len(yte), l2=l2,
@@ -187,7 +160,6 @@ def main(argv=None):
                    help="gram (default): bench/linear_probe.py's fit computed on the n x n Gram matrix, the same "
                         "result d/n times faster; primal: bench/linear_probe.py's fit_softmax itself")
     a = p.parse_args(argv)
-    linear_probe.fit_softmax = SOLVERS[a.solver]  # choose_l2 and the final fit both use it
     names = a.only or [d.name for d in datasets.REGISTRY]
     out = {"rows": []}
     if os.path.exists(a.out):  # rows of datasets not probed now are kept
@@ -207,7 +179,7 @@ def main(argv=None):
         with open(path) as f:
             info = json.load(f)
         t0 = time.time()
-        rows = probe_dataset(a.root, info)
+        rows = probe_dataset(a.root, info, solver=SOLVERS[a.solver])
         out.setdefault("near_duplicates", {})[name] = near_duplicates(info, features(a.root, info))
         for r in rows:
             r["commit"] = info["commit"]

@@ -45,14 +45,15 @@ SCALAR_FREE = "tftl-3"  # the first format with no 0-d signature tensor
 # Signature names, and the tensor names the hosts use.
 INFER, TRAIN, EXTRACT = "infer", "train", "extract"
 TRAIN_FEATURES, INFER_FEATURES = "train_features", "infer_features"
+EMBED_FEATURES = "embed_features"  # features -> the classifier's input; optional (files before it lack it)
 SAVE, RESTORE = "save", "restore"
-SIGNATURES = (INFER, TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE)
+SIGNATURES = (INFER, TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, EMBED_FEATURES, SAVE, RESTORE)
 TRAIN_SIGNATURES = (TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE)
 SAVE_INPUT = "token"          # f32[1], ignored; Android refuses an empty input map
 RESTORE_OUTPUT = "ok"         # f32[1]: 1.0 when every restored value is finite
 IMAGES, LABELS, SAMPLE_WEIGHT = "images", "labels", "sample_weight"
 LEARNING_RATE, FEATURES = "learning_rate", "features"
-LOSS, PROBABILITIES = "loss", "probabilities"
+LOSS, PROBABILITIES, EMBEDDING = "loss", "probabilities", "embedding"
 OPT_STEP = "opt_step"
 
 # State groups: how `save`'s tensors divide (the exporter knows; old files are grouped by name).

@@ -185,6 +185,10 @@ class Session:
         """Class probabilities [N, K] from trunk features [N, *feature_shape]."""
         return self._batched("infer_features", "features", features, "probabilities")
 
+    def embed_features(self, features) -> np.ndarray:
+        """The classifier's input [N, D] (pooled features) from trunk features."""
+        return self._batched(contract.EMBED_FEATURES, contract.FEATURES, features, contract.EMBEDDING)
+
     def train_step(self, images, labels, learning_rate) -> float:
         """One step of the `train` signature on exactly `batch` images; returns the loss."""
         images = np.asarray(images, np.float32)
