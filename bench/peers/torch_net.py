@@ -8,6 +8,13 @@ shift on frozen statistics, a `frozen` BN is a fixed affine map. What the peers 
 is MobileTL's saving: their activation backward is the framework's own (autodiff keeps
 what it keeps), which is the point of the comparison.
 
+BNs: a `full` BN is torch's BatchNorm2d in training mode; a `shift` or `frozen` BN is the
+fixed affine map of its running statistics (`_FrozenBN`, the maths of BatchNorm2d in eval
+mode), written as Mul/Add so that its ONNX export cannot be switched to batch statistics:
+PyTorch and ONNX Runtime then run the same computation (their first losses agree to 1e-4,
+`probe_peer.py` records both). Each layer's output is dropped after its last consumer, as
+eager PyTorch code holding only local variables would (autograd keeps what it saves).
+
 Differences that change neither cost nor the trained set: SAME padding is symmetric here
 (TF pads stride-2 convs (0, 1)); weights are random (speed and memory only).
 
@@ -48,6 +55,24 @@ def _nearest(x, h, w):
     return x.index_select(2, rows).index_select(3, cols)
 
 
+class _FrozenBN(nn.Module):
+    """BatchNorm2d in eval mode as y = x * a + (beta - mean * a), a = gamma / sqrt(var + eps):
+    running statistics fixed, gamma / beta trained where requires_grad says so."""
+
+    def __init__(self, channels, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x):
+        a = self.weight * torch.rsqrt(self.running_var + self.eps)
+        b = self.bias - self.running_mean * a
+        return x * a[None, :, None, None] + b[None, :, None, None]
+
+
 class TorchNet(nn.Module):
     """A decoded tftl spec list run in torch, NCHW, with tftl's trainability per layer."""
 
@@ -59,6 +84,9 @@ class TorchNet(nn.Module):
         self.scale, self.offset = plan.arch.normalization
         self.eps = plan.arch.bn_epsilon
         self.mods = nn.ModuleDict()
+        # the names each layer is the last consumer of: its forward drops them afterwards
+        last = {name: i for i, spec in enumerate(self.specs) for name in spec.inputs}
+        self.drop = [[n for n, i in last.items() if i == j] for j in range(len(self.specs))]
         for spec in self.specs:
             mod = self._module(spec)
             if mod is not None:
@@ -75,7 +103,9 @@ class TorchNet(nn.Module):
         if spec.kind == "dense":
             return nn.Linear(cin, cout, bias=spec.use_bias)
         if spec.kind == "bn":
-            return nn.BatchNorm2d(cout, eps=self.eps)
+            if self.configs[spec.name].bn_mode == "full":
+                return nn.BatchNorm2d(cout, eps=self.eps)
+            return _FrozenBN(cout, self.eps)
         return None
 
     def _set_trainable(self):
@@ -104,9 +134,12 @@ class TorchNet(nn.Module):
         """x: NHWC float 0..255 (as tftl's `images`) -> logits."""
         t = {"input": x.permute(0, 3, 1, 2) * self.scale + self.offset}
         out = None
-        for spec in self.specs:
+        for spec, drop in zip(self.specs, self.drop):
             ins = [t[name] for name in spec.inputs]
             out = self._apply(spec, ins)
+            del ins
+            for name in drop:
+                del t[name]
             t[spec.name] = out
         return out
 
