@@ -16,6 +16,12 @@ Prints one JSON line. RSS numbers are in bytes:
                    and highest address of the arena tensors: the real arena size), the sum of
                    their sizes (no sharing: the upper bound), the largest tensors
   variables_bytes  resource variables (trainable state + optimizer slots), from `restore`
+--streamed measures tftl's real training path instead of one signature: a first interpreter
+streams the batch's images through `extract_micro` (at the file's micro_batch; `extract` at
+the batch for files without it) into a float32 feature buffer, `--warmup` + `--steps` times;
+it is freed (and the heap trimmed), then a second interpreter runs `train_features` on the
+buffer. step CPU = extract's + train_features' medians; phases' own figures under `extract_phase`
+and `train_phase`; the process peak covers both.
 --decompose also times train / infer / extract / train_features / infer_features round-robin
 (`--steps` rounds after one untimed round): the frozen trunk's forward (extract) and the
 trainable part (train_features) of one train step. Its RSS includes all those arenas.
@@ -120,6 +126,53 @@ def signature_io(interp, key):
     return out
 
 
+def streamed(a, mf, res):
+    """--streamed: micro-batched extract into a feature buffer, interpreter freed, then
+    train_features on its own interpreter (what tftl-train does); fills `res`."""
+    import numpy as np
+
+    from tftl.runtime import contract
+    from tftl.runtime import interpreter as rt
+    meta = mf.meta
+    b, r, m = meta.batch, meta.image_size, meta.micro_batch or meta.batch
+    sig, key, out_key = ((contract.EXTRACT_MICRO, contract.MICRO_IMAGES, contract.MICRO_FEATURES)
+                         if meta.micro_batch else (contract.EXTRACT, contract.IMAGES, contract.FEATURES))
+    rng = np.random.default_rng(a.seed)
+    images = (rng.random((b, r, r, 3), dtype=np.float32) * 255.0).astype(np.float32)
+    labels = rng.integers(0, meta.num_labels, b).astype(np.int32)
+    feats = np.empty((b, *meta.feature_shape), np.float32)  # the feature buffer
+    interp = rt.load_interpreter(mf.flatbuffer, a.threads)
+    run = interp.get_signature_runner(sig)
+
+    def extract():
+        for i in range(0, b, m):
+            feats[i:i + m] = run(**{key: images[i:i + m]})[out_key]
+
+    ex = run_steps(extract, a.warmup, a.steps, dict(signature=sig, micro_batch=m))
+    del run, interp
+    rt.release_memory()
+    res["rss_after_extract"] = rss_now()
+    interp = rt.load_interpreter(mf.flatbuffer, a.threads)
+    train = interp.get_signature_runner(contract.TRAIN_FEATURES)
+    feeds = dict(features=feats, labels=labels, sample_weight=np.ones(b, np.float32),
+                 learning_rate=np.full((1,), 1e-3, np.float32))
+    tr = {"rss_loaded": rss_now()}
+
+    def step():
+        tr["loss"] = float(np.asarray(train(**feeds)["loss"]).reshape(-1)[0])
+        tr.setdefault("first_loss", tr["loss"])
+
+    run_steps(step, a.warmup, a.steps, tr)
+    keep = ("median_cpu_ms", "median_ms", "rss_before_step", "peak_rss", "step_mem", "rss_end")
+    res["extract_phase"] = {k: ex[k] for k in keep + ("signature", "micro_batch")}
+    res["train_phase"] = {k: tr[k] for k in keep + ("rss_loaded",)}
+    res.update(rss_before_step=ex["rss_before_step"], median_cpu_ms=ex["median_cpu_ms"] + tr["median_cpu_ms"],
+               median_ms=ex["median_ms"] + tr["median_ms"], loss=tr["loss"], first_loss=tr["first_loss"],
+               rss_end=tr["rss_end"], load_avg_start=ex["load_avg_start"], timed_steps=a.steps,
+               warmup_steps=a.warmup, signature="extract_micro+train_features", micro_batch=m)
+    finish(res)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -131,6 +184,7 @@ def main():
                         "operators, e.g. dynamic-range quantised kernels)")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--decompose", action="store_true")
+    p.add_argument("--streamed", action="store_true", help="tftl-train's path (module docstring)")
     a = p.parse_args()
 
     import numpy as np
@@ -141,6 +195,12 @@ def main():
                resolver=a.resolver, latest_features=a.latest_features)
     res["rss_start"] = rss_now()
     mf = modelfile.read_model(a.model)
+    res["precision"] = f"frozen weights {mf.metadata.get('quantize', '?')}, trained fp32"
+    res["trainable_params"] = mf.metadata.get("trainable_params")
+    if a.streamed:
+        streamed(a, mf, res)
+        print(json.dumps(res))
+        return
     resolver = (litert.OpResolverType.AUTO if a.resolver == "auto"
                 else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     t = time.perf_counter()
@@ -163,6 +223,9 @@ def main():
 
     def step():
         out.update(runner(**feeds))
+        if "loss" in out:
+            res["loss"] = float(np.asarray(out["loss"]).reshape(-1)[0])
+            res.setdefault("first_loss", res["loss"])
 
     run_steps(step, a.warmup, a.steps, res)
     first = next(iter(out.values()))

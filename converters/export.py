@@ -6,6 +6,9 @@ The file holds these signatures (batch B and resolution R fixed at export):
   infer(images f32[B,R,R,3] 0..255)                    -> probabilities f32[B,K]
   train(images, labels i32[B], learning_rate f32[1])  -> loss f32[1], probabilities (pre-step)
   extract(images)                                      -> features (frozen trunk output)
+  extract_micro(micro_images f32[M,R,R,3])             -> micro_features: `extract` at the
+      micro-batch M (tftl.json `micro_batch`, default 1), when the model has a trunk and M < B:
+      trainers stream images through it, so no trunk workspace at batch B is ever alive
   train_features(features, labels, sample_weight f32[B], learning_rate) -> loss, probabilities
   infer_features(features)                             -> probabilities
   embed_features(features)                             -> embedding f32[B,D] (the classifier's input)
@@ -129,8 +132,9 @@ def _input_specs(batch, r, feat_shape):
             tf.TensorSpec([1], tf.float32, name="learning_rate"))
 
 
-def build_module(model, optimizer="adam", batch=8):
-    """A tf.Module with the signatures above; frozen weights become constants."""
+def build_module(model, optimizer="adam", batch=8, micro_batch=None):
+    """A tf.Module with the signatures above; frozen weights become constants.
+    micro_batch: the batch of `extract_micro` (None or >= batch: no such signature)."""
     import keras
     import tensorflow as tf
 
@@ -189,14 +193,23 @@ def build_module(model, optimizer="adam", batch=8):
     def train(images, labels, learning_rate):
         return step(images, labels, tf.ones([batch]), learning_rate, False)
 
-    @tf.function(input_signature=[images_spec])
-    def extract(images):
+    def trunk(images):
         if not trunk_index:
-            return {"features": tf.identity(images)}
+            return tf.identity(images)
         with keras.StatelessScope(state_mapping=frozen_map):
             t = {"input": normalize(images)}
             models.run_layers(model.tftl_layers[:trunk_index], specs[:trunk_index], t, 0, False)
-        return {"features": t[specs[trunk_index - 1].name]}
+        return t[specs[trunk_index - 1].name]
+
+    @tf.function(input_signature=[images_spec])
+    def extract(images):
+        return {"features": trunk(images)}
+
+    micro_spec = tf.TensorSpec([micro_batch or batch, r, r, 3], tf.float32, name=contract.MICRO_IMAGES)
+
+    @tf.function(input_signature=[micro_spec])
+    def extract_micro(micro_images):
+        return {contract.MICRO_FEATURES: trunk(micro_images)}
 
     @tf.function(input_signature=[feats_spec, labels_spec, weights_spec, lr_spec])
     def train_features(features, labels, sample_weight, learning_rate):
@@ -215,6 +228,8 @@ def build_module(model, optimizer="adam", batch=8):
     sigs = {contract.INFER: infer, contract.TRAIN: train, contract.EXTRACT: extract,
             contract.TRAIN_FEATURES: train_features, contract.INFER_FEATURES: infer_features,
             contract.EMBED_FEATURES: embed_features, contract.SAVE: save, contract.RESTORE: restore}
+    if trunk_index and micro_batch is not None and micro_batch < batch:
+        sigs[contract.EXTRACT_MICRO] = extract_micro
     module.opt = opt
     return module, sigs, dict(names=names, groups=groups, feature_shape=list(feat_shape),
                               trunk_end=plan.trunk_end)
@@ -247,9 +262,9 @@ def convert(module, signatures, quantize="int8"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def to_tflite(model, *, optimizer="adam", batch=8, quantize="int8"):
+def to_tflite(model, *, optimizer="adam", batch=8, quantize="int8", micro_batch=None):
     """A built tftl Keras model -> (flatbuffer bytes, signatures, extra metadata)."""
-    module, sigs, extra = build_module(model, optimizer, batch)
+    module, sigs, extra = build_module(model, optimizer, batch, micro_batch)
     return convert(module, sigs, quantize), sigs, extra
 
 
@@ -304,7 +319,7 @@ def check_output(output) -> None:
 
 def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
            image_size=224, batch=8, weights="imagenet", optimizer="adam", quantize="int8",
-           output=None, packed_masks=False, seed=None, log=logging.info) -> ExportResult:
+           output=None, packed_masks=False, seed=None, micro_batch=1, log=logging.info) -> ExportResult:
     """Builds, converts and writes a trainable tftl .tflite.
 
     Args:
@@ -316,6 +331,8 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
         optimizer: "adam" or "sgd". quantize: "int8" (frozen constants) or "none".
         output: path of the .tflite (written atomically).
         seed: seeds Keras' random initialisers (reproducible random-init weights).
+        micro_batch: batch of the streamed `extract_micro` (1..batch; "auto": the largest
+            whose predicted trunk workspace stays under the step's, `tftl.profile.micro_batch_for`).
     Returns:
         ExportResult.
     Raises:
@@ -337,6 +354,10 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
 
     from tftl import models, profile
     estimate = profile.profile_plan(plan, batch)["peak_bytes"]
+    micro_batch = profile.micro_batch_for(plan, batch) if micro_batch == "auto" else micro_batch
+    if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or not 1 <= micro_batch <= batch:
+        raise ValueError(f"--micro-batch must be auto or an integer in 1..{batch} (the batch), got {micro_batch!r}")
+    micro_batch = micro_batch if plan.trunk_index and micro_batch < batch else None
 
     t0 = time.time()
     if seed is not None:
@@ -345,9 +366,12 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
     log(f"building {model_name} ({plan.label}, {len(labels)} labels, {image_size}px)")
     model = models.build(plan, weights)
     log("converting to TFLite (builtin ops only)")
-    flat, sigs, extra = to_tflite(model, optimizer=optimizer, batch=batch, quantize=quantize)
+    flat, sigs, extra = to_tflite(model, optimizer=optimizer, batch=batch, quantize=quantize,
+                                  micro_batch=micro_batch)
     meta = _metadata(plan, model, extra, sigs, batch=batch, optimizer=optimizer,
                      quantize=quantize, estimate=estimate)
+    if micro_batch is not None:
+        meta["micro_batch"] = micro_batch
     from tftl.runtime import modelfile
     modelfile.write_model(output, flat, meta, labels)
     log(f"done in {time.time() - t0:.1f}s")
@@ -403,6 +427,8 @@ def main(argv=None):
     g.add_argument("--labels", default=None, help="file with one label per line")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--micro-batch", default="1", type=lambda v: v if v == "auto" else int(v),
+                   help="batch of extract_micro, the streamed trunk (default 1; auto: by predicted memory)")
     p.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
     p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
     p.add_argument("--quantize", default="int8", choices=("int8", "none"))
@@ -418,7 +444,7 @@ def main(argv=None):
         r = export(a.model, scheme=a.scheme, blocks=a.blocks, labels=labels,
                    image_size=a.image_size, batch=a.batch, weights=weights,
                    optimizer=a.optimizer, quantize=a.quantize, output=a.output,
-                   packed_masks=a.packed_masks, seed=a.seed)
+                   packed_masks=a.packed_masks, seed=a.seed, micro_batch=a.micro_batch)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,15 +29,20 @@ def test_transient_extract_gives_the_same_features_and_is_freed(model, photos):
     s = Session(model, threads=1)
     smp = features.as_samples(str(photos[0]), labels=s.labels)
     images = np.stack([data.load_image(p, s.image_size) for p in smp.paths[:s.batch]])
-    with s.transient(contract.EXTRACT):
-        assert contract.EXTRACT in s._runners
+    name = s.extract_signature
+    assert name == contract.EXTRACT_MICRO and s.micro_batch == 1  # the exporter's default
+    with s.transient(name):
+        assert name in s._runners
         separate = s.extract(images)
-    assert contract.EXTRACT not in s._runners  # the temporary interpreter is gone
+    assert name not in s._runners  # the temporary interpreter is gone
     resident = s.extract(images)  # now on the main interpreter
     np.testing.assert_array_equal(separate, resident)
-    with s.transient(contract.EXTRACT):  # already resident: stays on the main interpreter
-        assert s._runners[contract.EXTRACT] is s.runner(contract.EXTRACT)
-    assert contract.EXTRACT in s._runners
+    with s.transient(name):  # already resident: stays on the main interpreter
+        assert s._runners[name] is s.runner(name)
+    assert name in s._runners
+    # streamed image by image, the trunk gives the training batch's features
+    batched = s._batched(contract.EXTRACT, contract.IMAGES, images, contract.FEATURES)
+    np.testing.assert_allclose(separate, batched, rtol=1e-4, atol=1e-4 * np.abs(batched).max())
     rt.release_memory()  # callable anywhere, any number of times
 
 
@@ -50,7 +55,7 @@ def test_a_cached_run_has_the_losses_of_a_run_with_extract_resident(model, photo
         if resident:
             s.extract(np.zeros((s.batch, s.image_size, s.image_size, 3), np.float32))
         result = Trainer(s, seed=5, cache=True, quiet=True).fit(str(photos[0]), epochs=2, val=str(photos[1]))
-        assert (contract.EXTRACT in s._runners) is resident
+        assert (s.extract_signature in s._runners) is resident
         runs.append([(e["loss"], e["val_accuracy"]) for e in result.history])
     assert runs[0] == runs[1]
     assert runs[0][1][0] < runs[0][0][0]  # and it trains

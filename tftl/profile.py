@@ -446,6 +446,37 @@ def profile_plan(plan, batch=8, *, relu6_mask_bits=1, bool_masks=False):
     }
 
 
+def trunk_pair_bytes(plan, micro_batch=1) -> int:
+    """The largest live pair of frozen-trunk activations (a layer's inputs + its output, fp32)
+    at `micro_batch` images: the workspace the trunk needs when it is streamed."""
+    specs = plan.specs[:plan.trunk_index]
+    shapes = {"input": plan.specs[0].in_shape, **{s.name: s.out_shape for s in plan.specs}}
+    pairs = [sum(_prod(shapes[t]) for t in dict.fromkeys(s.inputs)) + _prod(s.out_shape) for s in specs]
+    return max(pairs, default=0) * FP32 * micro_batch
+
+
+def micro_batch_for(plan, batch=8) -> int:
+    """The exporter's micro-batch for the streamed `extract`: the largest power of two below
+    `batch` whose trunk workspace (`trunk_pair_bytes`) stays under the training step's own
+    live activations, so streaming the trunk never sets the trainer's peak; at least 1."""
+    top = profile_plan(plan, batch, bool_masks=True)["peak_activation_bytes"]
+    m = 1
+    while m * 2 < batch and trunk_pair_bytes(plan, m * 2) <= top:
+        m *= 2
+    return m
+
+
+def physical_limit(plan, batch=8, micro_batch=1) -> dict:
+    """The least memory a streamed MobileTL-style trainer can hold (bytes): weights (trained
+    fp32, frozen int8) + optimizer state + the activations the backward pass saves at `batch`
+    + the largest live pair of trunk activations at `micro_batch`."""
+    p = profile_plan(plan, batch, bool_masks=True)
+    parts = dict(weights=p["trainable_param_bytes"] + p["frozen_param_bytes"],
+                 optimizer_state=p["optimizer_state_bytes"], saved_activations=p["activation_bytes"],
+                 trunk_pair=trunk_pair_bytes(plan, micro_batch))
+    return dict(parts, total=sum(parts.values()), batch=batch, micro_batch=micro_batch)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

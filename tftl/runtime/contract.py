@@ -47,7 +47,13 @@ INFER, TRAIN, EXTRACT = "infer", "train", "extract"
 TRAIN_FEATURES, INFER_FEATURES = "train_features", "infer_features"
 EMBED_FEATURES = "embed_features"  # features -> the classifier's input; optional (files before it lack it)
 SAVE, RESTORE = "save", "restore"
-SIGNATURES = (INFER, TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, EMBED_FEATURES, SAVE, RESTORE)
+# Optional (files with tftl.json `micro_batch`): the frozen trunk at the micro-batch, so a
+# trainer streams images through it (a small trunk workspace) into a feature buffer and its
+# training interpreter never holds the trunk at the training batch. Its tensors have names of
+# their own, so readers that check `images` / `features` against `batch` read these files as before.
+EXTRACT_MICRO = "extract_micro"
+MICRO_IMAGES, MICRO_FEATURES = "micro_images", "micro_features"
+SIGNATURES = (INFER, TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, EMBED_FEATURES, SAVE, RESTORE, EXTRACT_MICRO)
 TRAIN_SIGNATURES = (TRAIN, EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE)
 SAVE_INPUT = "token"          # f32[1], ignored; Android refuses an empty input map
 RESTORE_OUTPUT = "ok"         # f32[1]: 1.0 when every restored value is finite
@@ -199,6 +205,8 @@ class ModelMetadata:
     # The running-statistics momentum of the trained (full) BatchNorms: running = m x running +
     # (1 - m) x batch. Files written before this key used 0.99 (tftl.layers.BatchNorm's default).
     bn_momentum: float = DEFAULT_BN_MOMENTUM
+    # The batch of the optional `extract_micro` signature (1..batch); None: the file has none.
+    micro_batch: int = None
 
     @property
     def has_trunk(self) -> bool:
@@ -245,10 +253,12 @@ class ModelMetadata:
             if value is not None and (not isinstance(value, list)
                                       or not all(isinstance(v, str) for v in value)):
                 raise ContractError(f"{where}: tftl.json field {key!r} must be a list of names — {EXPORT_HINT}")
+        batch = _int(meta, "batch", 1, MAX_BATCH, where)
+        micro_batch = None if meta.get("micro_batch") is None else _int(meta, "micro_batch", 1, batch, where)
         return cls(
             format=fmt, model=_str(meta, "model", where), scheme=_str(meta, "scheme", where),
             blocks=_int(meta, "blocks", 0, 1000, where, default=0), image_size=image_size,
-            batch=_int(meta, "batch", 1, MAX_BATCH, where),
+            batch=batch, micro_batch=micro_batch,
             num_labels=_int(meta, "num_labels", 1, MAX_LABELS, where),
             feature_shape=_feature_shape(meta, image_size, where), trunk_end=trunk_end,
             state_names=names, state_groups={g: tuple(groups[g]) for g in GROUPS},

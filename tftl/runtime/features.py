@@ -376,7 +376,7 @@ def open_sources(session, train, val, pool, *, cache, views, augment, seed, cach
     on_disk = cache_dir is not None and row * (views * len(train) + len(val or ())) > ram_mb * 2**20
     where = (lambda name: os.path.join(cache_dir, name)) if on_disk else (lambda name: None)
     # extract runs on an interpreter of its own, freed before training allocates its arenas
-    with session.transient(contract.EXTRACT):
+    with session.transient(session.extract_signature):
         src = build_cache(session, train, pool, views=views, augment=augment, seed=seed,
                           path=where("features_train.f16"), stop=stop, err=err,
                           desc=f"caching features ({views} view{'s' * (views > 1)})")

@@ -399,6 +399,10 @@ def _check_graph(path: str, meta: contract.ModelMetadata, sigs: dict) -> None:
         contract.PROBABILITIES: ((b, k), FLOAT32, "batch and num_labels (the number of labels)"),
         contract.FEATURES: (feats, FLOAT32, "batch and feature_shape"),
     }
+    if meta.micro_batch is not None:
+        m = meta.micro_batch
+        expected[contract.MICRO_IMAGES] = ((m, r, r, 3), FLOAT32, "micro_batch and image_size")
+        expected[contract.MICRO_FEATURES] = ((m, *meta.feature_shape), FLOAT32, "micro_batch and feature_shape")
     for sig, entry in sigs.items():
         for side in ("inputs", "outputs"):
             for name, (shape, ttype) in entry[side].items():

@@ -77,6 +77,11 @@ class Session:
             raise modelfile.ModelFileError(
                 f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
             ) from e
+        # `extract` streams at the micro-batch where the file has `extract_micro` (tftl.json
+        # micro_batch): the trunk's workspace is that of M images, not of the training batch
+        self.micro_batch = (self.meta.micro_batch if self.meta.micro_batch is not None
+                            and contract.EXTRACT_MICRO in self.signatures else None)
+        self.extract_signature = contract.EXTRACT if self.micro_batch is None else contract.EXTRACT_MICRO
         self._runners = {}
         self._rate_shapes = {}
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
@@ -159,15 +164,17 @@ class Session:
             del interp
             rt.release_memory()
 
-    def _batched(self, name, key, inputs, out_key):
-        """Run signature `name` on any number of rows, padding the last batch."""
+    def _batched(self, name, key, inputs, out_key, batch=None):
+        """Run signature `name` on any number of rows, `batch` (default: the model's) at a
+        time, padding the last one."""
         inputs = np.asarray(inputs, dtype=np.float32)
+        batch = batch or self.batch
         n = len(inputs)
         outs = []
         run = self.runner(name)
-        for start in range(0, n, self.batch):
-            chunk = inputs[start:start + self.batch]
-            out = run(**{key: _pad(chunk, self.batch)})[out_key]
+        for start in range(0, n, batch):
+            chunk = inputs[start:start + batch]
+            out = run(**{key: _pad(chunk, batch)})[out_key]
             outs.append(np.array(out[: len(chunk)]))
         if not outs:
             return np.zeros((0,), np.float32)
@@ -178,8 +185,12 @@ class Session:
         return self._batched("infer", "images", images, "probabilities")
 
     def extract(self, images) -> np.ndarray:
-        """Frozen-trunk features [N, *feature_shape] for images [N, R, R, 3]."""
-        return self._batched("extract", "images", images, "features")
+        """Frozen-trunk features [N, *feature_shape] for images [N, R, R, 3], streamed through
+        `extract_micro` at the micro-batch where the file has it, else `extract` at the batch."""
+        if self.micro_batch is not None:
+            return self._batched(contract.EXTRACT_MICRO, contract.MICRO_IMAGES, images, contract.MICRO_FEATURES,
+                                 self.micro_batch)
+        return self._batched(contract.EXTRACT, contract.IMAGES, images, contract.FEATURES)
 
     def predict_features(self, features) -> np.ndarray:
         """Class probabilities [N, K] from trunk features [N, *feature_shape]."""

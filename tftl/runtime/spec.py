@@ -195,6 +195,10 @@ def schema() -> dict:
             "blocks": {**_int_field(0, 1000), "default": 0},
             "image_size": _int_field(8, contract.MAX_IMAGE_SIZE),
             "batch": _int_field(1, contract.MAX_BATCH),
+            "micro_batch": {**_int_field(1, contract.MAX_BATCH),
+                            "description": f"at most batch; the batch of the optional {contract.EXTRACT_MICRO} "
+                                           f"signature ({contract.MICRO_IMAGES} -> {contract.MICRO_FEATURES}); "
+                                           "absent: the file has none"},
             "num_labels": {**_int_field(1, contract.MAX_LABELS), "description": "equals the lines of labels.txt"},
             "feature_shape": {"type": "array", "minItems": 1, "maxItems": 4, "items": _int_field(1, 1 << 20),
                               "description": f"product at most {contract.MAX_FEATURE_ELEMENTS}; "
