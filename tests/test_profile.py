@@ -237,3 +237,21 @@ def test_bool_masks_count_exact_masks_at_a_byte():
     m = prof.profile("mbv2", "mobiletl", batch=2, image_size=96)
     assert prof.profile("mbv2", "mobiletl", batch=2, image_size=96, bool_masks=True)[
         "activation_bytes"] >= m["activation_bytes"]
+
+
+def test_physical_limit_of_a_streamed_trunk():
+    """The streamed trainer's floor: mbv2's largest live trunk pair is a 112x112x96 BN / ReLU6
+    (input and output, fp32) per image; the other parts are the step's own at the batch."""
+    from tftl.plan import ModelPlan
+    plan = ModelPlan.build("mbv2", scheme="mobiletl", blocks=3, image_size=224, num_classes=10)
+    assert prof.trunk_pair_bytes(plan, 1) == 112 * 112 * 96 * 2 * 4
+    assert prof.trunk_pair_bytes(plan, 4) == 4 * prof.trunk_pair_bytes(plan, 1)
+    lim = prof.physical_limit(plan, 8, 1)
+    full = prof.profile_plan(plan, 8, bool_masks=True)
+    assert lim["saved_activations"] == full["activation_bytes"]
+    assert lim["optimizer_state"] == full["optimizer_state_bytes"]
+    assert lim["total"] == sum(lim[k] for k in ("weights", "optimizer_state", "saved_activations", "trunk_pair"))
+    assert lim["total"] < full["peak_bytes"]  # streaming beats holding the trunk at the batch
+    # the exporter's "auto" micro-batch keeps the trunk's workspace under the step's activations
+    m = prof.micro_batch_for(plan, 8)
+    assert 1 <= m < 8 and prof.trunk_pair_bytes(plan, m) <= full["peak_activation_bytes"]
