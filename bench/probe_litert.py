@@ -18,7 +18,8 @@ Prints one JSON line. RSS numbers are in bytes:
   variables_bytes  resource variables (trainable state + optimizer slots), from `restore`
 --streamed measures tftl's real training path instead of one signature: a first interpreter
 streams the batch's images through `extract_micro` (at the file's micro_batch; `extract` at
-the batch for files without it) into a float32 feature buffer, `--warmup` + `--steps` times;
+the batch for files without it) into a float32 feature buffer, each interpreter built from
+its own signatures only (`tftl.runtime.subset`, as tftl-train does), `--warmup` + `--steps` times;
 it is freed (and the heap trimmed), then a second interpreter runs `train_features` on the
 buffer. step CPU = extract's + train_features' medians; phases' own figures under `extract_phase`
 and `train_phase`; the process peak covers both.
@@ -126,12 +127,23 @@ def signature_io(interp, key):
     return out
 
 
+def _cut(mf, names):
+    """The flatbuffer of signatures `names` only, as tftl-train's interpreters load it."""
+    from tftl.runtime import interpreter as rt
+    from tftl.runtime import subset
+    if not subset.available():
+        return mf.flatbuffer
+    cut = subset.signatures_only(mf.flatbuffer, [n for n in names if n in mf.signatures])
+    rt.release_memory()
+    return cut
+
+
 def streamed(a, mf, res):
     """--streamed: micro-batched extract into a feature buffer, interpreter freed, then
     train_features on its own interpreter (what tftl-train does); fills `res`."""
     import numpy as np
 
-    from tftl.runtime import contract
+    from tftl.runtime import contract, session
     from tftl.runtime import interpreter as rt
     meta = mf.meta
     b, r, m = meta.batch, meta.image_size, meta.micro_batch or meta.batch
@@ -141,7 +153,7 @@ def streamed(a, mf, res):
     images = (rng.random((b, r, r, 3), dtype=np.float32) * 255.0).astype(np.float32)
     labels = rng.integers(0, meta.num_labels, b).astype(np.int32)
     feats = np.empty((b, *meta.feature_shape), np.float32)  # the feature buffer
-    interp = rt.load_interpreter(mf.flatbuffer, a.threads)
+    interp = rt.load_interpreter(_cut(mf, [sig]), a.threads)
     run = interp.get_signature_runner(sig)
 
     def extract():
@@ -152,7 +164,7 @@ def streamed(a, mf, res):
     del run, interp
     rt.release_memory()
     res["rss_after_extract"] = rss_now()
-    interp = rt.load_interpreter(mf.flatbuffer, a.threads)
+    interp = rt.load_interpreter(_cut(mf, session.TRAINING), a.threads)
     train = interp.get_signature_runner(contract.TRAIN_FEATURES)
     feeds = dict(features=feats, labels=labels, sample_weight=np.ones(b, np.float32),
                  learning_rate=np.full((1,), 1e-3, np.float32))

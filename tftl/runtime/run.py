@@ -30,7 +30,7 @@ from tftl.runtime.checkpoint import CHECKPOINT_NAME
 from tftl.runtime.loop import Schedule, Trainer
 from tftl.runtime.metrics import skipped_lines, skipped_report
 from tftl.runtime.modelfile import deployable, save_model, state_npz_bytes
-from tftl.runtime.session import TRAIN_SIGNATURES, Session
+from tftl.runtime.session import TRAIN_SIGNATURES, TRAINING, Session
 from tftl.runtime.stop import StopFlag
 
 # The run's options and what train() raises, importable from here.
@@ -206,7 +206,8 @@ def plan(cfg, session, err):
 
 
 def _open(cfg) -> Session:
-    session = Session(cfg.model, threads=cfg.threads, xnnpack=not cfg.low_memory)
+    # the training interpreter holds only the trained part; the trunk streams on its own
+    session = Session(cfg.model, threads=cfg.threads, xnnpack=not cfg.low_memory, signatures=TRAINING)
     session.require(*TRAIN_SIGNATURES, purpose="training")
     if cfg.batch is not None and cfg.batch != session.batch:
         raise InputError(f"--batch {cfg.batch} does not match the model's fixed batch {session.batch} — drop "

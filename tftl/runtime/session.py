@@ -20,10 +20,16 @@ import numpy as np
 
 from tftl.runtime import contract
 from tftl.runtime import interpreter as rt
-from tftl.runtime import modelfile
+from tftl.runtime import modelfile, subset
 
 # What tftl-train needs from a model; `train` is the image-level step of the same graph.
 TRAIN_SIGNATURES = contract.TRAIN_SIGNATURES
+# What a trainer's own interpreter runs (`Session(signatures=TRAINING)`): the trunk is
+# streamed on an interpreter of its own, so the training interpreter holds neither the
+# trunk of `train` / `infer` nor their XNNPACK-packed weights.
+TRAINING = (contract.TRAIN_FEATURES, contract.INFER_FEATURES, contract.SAVE, contract.RESTORE)
+# Signatures that read no trained state: any interpreter of the file gives the same outputs.
+_STATELESS = (contract.EXTRACT, contract.EXTRACT_MICRO)
 
 
 class SessionError(modelfile.ModelFileError):
@@ -46,10 +52,13 @@ class Session:
     xnnpack: False runs this session's own signatures on builtin kernels only (less
     memory, slower; see interpreter.load_interpreter); `transient` interpreters (the
     feature cache's `extract`) keep XNNPACK, since their memory is freed after use.
+    signatures: build the interpreter from these signatures only (`subset.signatures_only`,
+    where the runtime ships the flatbuffer schema; e.g. TRAINING): the others are refused,
+    except the stateless trunk, which runs on an interpreter of its own.
     Raises modelfile.ModelFileError (a ValueError) with a one-line fix for bad files.
     """
 
-    def __init__(self, model, *, threads=None, restore_embedded=True, xnnpack=True):
+    def __init__(self, model, *, threads=None, restore_embedded=True, xnnpack=True, signatures=None):
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or not 1 <= threads <= rt.MAX_THREADS):
             raise SessionError(f"threads must be an integer in 1..{rt.MAX_THREADS}, got {threads!r}")
@@ -69,8 +78,9 @@ class Session:
         self.feature_shape = self.meta.feature_shape
         self.has_trunk = self.meta.has_trunk
         try:
-            self.interpreter = rt.load_interpreter(mf.flatbuffer, threads, xnnpack=xnnpack)
-            self.signatures = frozenset(self.interpreter.get_signature_list())
+            self.interpreter = rt.load_interpreter(self._flatbuffer_for(signatures), threads, xnnpack=xnnpack)
+            self.resident = frozenset(self.interpreter.get_signature_list())
+            self.signatures = frozenset(mf.signatures) if mf.signatures and signatures else self.resident
         except rt.RuntimeNotFound:
             raise
         except (ValueError, RuntimeError) as e:
@@ -123,10 +133,25 @@ class Session:
                     f"{contract.EXPORT_HINT} (format {contract.FORMAT}), or pip install tflite-runtime "
                     "and set TFTL_RUNTIME=tflite_runtime")
 
+    def _flatbuffer_for(self, names):
+        """The model's flatbuffer, or only signatures `names` of it where the runtime can cut it."""
+        have = self.model_file.signatures
+        if names is None or not have or not subset.available():
+            return self.model_file.flatbuffer
+        cut = subset.signatures_only(self.model_file.flatbuffer, [n for n in names if n in have])
+        rt.release_memory()  # the parse's Python objects
+        return cut
+
     def runner(self, name: str):
         if name not in self._runners:
             self.require(name, purpose=f"the {name} step")
-            self._runners[name] = self.interpreter.get_signature_runner(name)
+            if name not in self.resident and name not in _STATELESS:
+                raise SessionError(f"{self.path}: this session runs only {', '.join(sorted(self.resident))}, not "
+                                   f"{name} — open a Session without signatures= for it")
+            if name not in self.resident:  # the trunk, on an interpreter of its own
+                self._side = rt.load_interpreter(self._flatbuffer_for([name]), self.threads)
+            interp = self.interpreter if name in self.resident else self._side
+            self._runners[name] = interp.get_signature_runner(name)
         return self._runners[name]
 
     def _rate(self, name, learning_rate):
@@ -153,7 +178,7 @@ class Session:
             yield
             return
         self.require(*fresh, purpose="the feature cache")
-        interp = rt.load_interpreter(self.model_file.flatbuffer, self.threads)
+        interp = rt.load_interpreter(self._flatbuffer_for(fresh), self.threads)
         try:
             for name in fresh:
                 self._runners[name] = interp.get_signature_runner(name)
