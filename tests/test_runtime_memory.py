@@ -11,7 +11,7 @@ from tftl.runtime import contract, data, features
 from tftl.runtime import interpreter as rt
 from tftl.runtime.loop import Trainer
 from tftl.runtime.modelfile import save_model, state_npz_bytes
-from tftl.runtime.session import Session
+from tftl.runtime.session import TRAINING, Session, SessionError
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,29 @@ def test_a_cached_run_has_the_losses_of_a_run_with_extract_resident(model, photo
         runs.append([(e["loss"], e["val_accuracy"]) for e in result.history])
     assert runs[0] == runs[1]
     assert runs[0][1][0] < runs[0][0][0]  # and it trains
+
+
+def test_a_training_only_session_trains_exactly_like_the_whole_model(model, photos):
+    """tftl-train's Session(signatures=TRAINING): its interpreter is built from the trained
+    part's signatures alone (tftl.runtime.subset), the trunk streams on one of its own. Same
+    ops, so the same features, losses and trained state bit for bit; what it does not hold it
+    refuses with one line."""
+    from tftl.runtime import subset
+
+    whole, lean = Session(model, threads=1), Session(model, threads=1, signatures=TRAINING)
+    assert lean.resident == set(TRAINING) and lean.signatures == whole.signatures
+    assert len(subset.signatures_only(whole.model_file.flatbuffer, TRAINING)) < len(whole.model_file.flatbuffer)
+    smp = features.as_samples(str(photos[0]), labels=whole.labels)
+    images = np.stack([data.load_image(p, whole.image_size) for p in smp.paths[:whole.batch]])
+    np.testing.assert_array_equal(lean.extract(images), whole.extract(images))  # its own trunk interpreter
+    with pytest.raises(SessionError, match="runs only"):
+        lean.predict(images)
+    runs = []
+    for s in (whole, Session(model, threads=1, signatures=TRAINING)):
+        result = Trainer(s, seed=4, cache=True, quiet=True).fit(str(photos[0]), epochs=2, val=str(photos[1]))
+        runs.append(([(e["loss"], e["val_accuracy"]) for e in result.history], s.state()))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
 
 
 def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path):
