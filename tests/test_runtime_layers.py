@@ -17,7 +17,7 @@ import import_floors  # noqa: E402
 BANDS = {
     "io": {"errors", "files", "safezip", "progress", "schedule", "metrics", "contract", "interpreter", "compiled",
            "stop"},
-    "format": {"data", "checkpoint", "modelfile", "labels", "config", "spec"},
+    "format": {"data", "checkpoint", "modelfile", "labels", "config", "spec", "subset"},
     "engine": {"session", "features", "vectors"},
     "training": {"loop", "evaluate"},
     "app": {"run", "cli", "check"},
