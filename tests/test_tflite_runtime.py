@@ -140,8 +140,8 @@ def test_trains_on_tflite_runtime_2_14(name, tflrt_python, exported, tmp_path):
     assert "load_error" not in rt, f"tflite_runtime {TFLRT_VERSION} cannot load {name}: {rt['load_error']}"
     assert (rt["runtime"], rt["runtime_version"]) == ("tflite_runtime", TFLRT_VERSION)
     assert rt["numpy_version"].startswith("1.")
-    assert rt["signatures"] == ["extract", "extract_micro", "infer", "infer_features", "restore", "save", "train",
-                                "train_features"]
+    assert rt["signatures"] == ["embed_features", "extract", "extract_micro", "infer", "infer_features", "restore",
+                                "save", "train", "train_features"]
     assert rt["probs_sum_ok"] and rt["state_changed"] and rt["restore_ok"] == 1.0
     losses, feature_losses = rt["losses"], rt["feature_losses"]
     assert np.all(np.isfinite(losses + feature_losses))

@@ -27,7 +27,7 @@ TRAIN_SIGNATURES = contract.TRAIN_SIGNATURES
 # What a trainer's own interpreter runs (`Session(signatures=TRAINING)`): the trunk is
 # streamed on an interpreter of its own, so the training interpreter holds neither the
 # trunk of `train` / `infer` nor their XNNPACK-packed weights.
-TRAINING = (contract.TRAIN_FEATURES, contract.INFER_FEATURES, contract.SAVE, contract.RESTORE)
+TRAINING = (contract.TRAIN_FEATURES, contract.INFER_FEATURES, contract.EMBED_FEATURES, contract.SAVE, contract.RESTORE)
 # Signatures that read no trained state: any interpreter of the file gives the same outputs.
 _STATELESS = (contract.EXTRACT, contract.EXTRACT_MICRO)
 
