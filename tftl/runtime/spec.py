@@ -59,6 +59,7 @@ METADATA_CHANGES = [
     {"bn_momentum": "0.99"}, {"bn_momentum": True}, {"bn_momentum": 0}, {"signatures": "infer"},
     {"state_groups": {"trainable": ["a__kernel"]}}, {"preprocessing": {"input": 3}}, {"scheme": 3},
     {"blocks": -1}, {"blocks": 1001}, {"num_labels": None}, {"trained_state": None}, {"state_names": None},
+    {"micro_batch": 0}, {"micro_batch": 1.5}, {"micro_batch": None},
 ]
 # What JSON Schema cannot express; these cases are refused by the readers' own code.
 BEYOND_SCHEMA = [
@@ -79,6 +80,8 @@ FILE_CASES = [
     ("format_tftl1", "fresh", {"meta": {"format": "tftl-1"}}, "accepted",
      {"java": "format", "javascript": "format"}),
     ("graph_batch", "fresh", {"meta": {"batch": 4}}, "metadata"),
+    ("micro_batch_0", "fresh", {"meta": {"micro_batch": 0}}, "metadata"),
+    ("micro_batch_over_batch", "fresh", {"meta": {"micro_batch": 9}}, "metadata"),
     ("graph_image_size", "fresh", {"meta": {"image_size": 64}}, "metadata"),
     ("graph_feature_shape", "fresh", {"meta": {"feature_shape": [1, 1, 1]}}, "metadata"),
     ("graph_state_names", "fresh", {"rename_state": True}, "metadata"),
@@ -195,7 +198,7 @@ def schema() -> dict:
             "blocks": {**_int_field(0, 1000), "default": 0},
             "image_size": _int_field(8, contract.MAX_IMAGE_SIZE),
             "batch": _int_field(1, contract.MAX_BATCH),
-            "micro_batch": {**_int_field(1, contract.MAX_BATCH),
+            "micro_batch": {**_int_field(1, contract.MAX_BATCH), "type": ["integer", "null"],
                             "description": f"at most batch; the batch of the optional {contract.EXTRACT_MICRO} "
                                            f"signature ({contract.MICRO_IMAGES} -> {contract.MICRO_FEATURES}); "
                                            "absent: the file has none"},

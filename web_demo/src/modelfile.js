@@ -170,6 +170,7 @@ function checkMeta(meta, name) {
   str('scheme');
   int('blocks', 0, 1000, 0);
   int('batch', 1, MAX_BATCH);
+  if (meta.micro_batch !== undefined && meta.micro_batch !== null) int('micro_batch', 1, meta.batch);
   int('num_labels', 1, MAX_LABELS);
   const fs = meta.feature_shape;
   if (fs !== undefined && fs !== null) {

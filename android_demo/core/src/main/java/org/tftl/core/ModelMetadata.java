@@ -89,6 +89,10 @@ public final class ModelMetadata {
     scheme = string(raw, "scheme", where);
     blocks = integer(raw, "blocks", 0, 1000, where, 0);
     batch = integer(raw, "batch", 1, MAX_BATCH, where, null);
+    JsonElement micro = raw.get("micro_batch");  // the optional extract_micro signature's batch
+    if (micro != null && !micro.isJsonNull()) {
+      integer(raw, "micro_batch", 1, batch, where, null);
+    }
     numLabels = integer(raw, "num_labels", 1, MAX_LABELS, where, null);
     featureShape = featureShape(raw, imageSize, where);
   }
