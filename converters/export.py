@@ -34,8 +34,12 @@ import tempfile
 import time
 
 from converters.quantize import fill_zero_initial_values, int8_weights
+from tftl.runtime.contract import Recipe
 
 DEFAULT_CLASSES = 10
+# The training recipe every exported file carries (tftl.json `recipe`), read by every host: chosen
+# on bench/accuracy's datasets, never on flowers5 (bench/accuracy/RECIPES.md has the measurements).
+RECIPE = Recipe(lr=1e-4, epochs=10, min_steps=0, cache_views=8, head_init="probe")
 MAX_LABELS_BYTES = 16 << 20
 
 
@@ -394,7 +398,20 @@ def _metadata(plan, model, extra, sigs, *, batch, optimizer, quantize, estimate)
                 feature_shape=extra["feature_shape"], trunk_end=extra["trunk_end"],
                 state_names=extra["names"], state_groups=extra["groups"],
                 signatures=sorted(sigs), bn_momentum=_bn_momentum(model), trainable_params=trainable,
-                frozen_params=total - trainable, memory_estimate_bytes=int(estimate))
+                frozen_params=total - trainable, memory_estimate_bytes=int(estimate),
+                recipe=_recipe(plan, extra["names"]))
+
+
+def _recipe(plan, names):
+    """RECIPE with the classifier's state names (head_init "probe" fits them first)."""
+    from tftl.runtime import contract
+
+    head = sanitize(plan.specs[-1].name) + "__"
+    assert plan.specs[-1].role == "classifier", plan.specs[-1]
+    classifier = [head + "kernel", head + "bias"]
+    if not set(classifier) <= set(names):  # a scheme that freezes the classifier: nothing to fit
+        return dataclasses.replace(RECIPE, head_init="none").to_dict()
+    return dataclasses.replace(RECIPE, classifier=tuple(classifier)).to_dict()
 
 
 def _bn_momentum(model) -> float:

@@ -3,6 +3,7 @@ flags) and the examples, on a real exported model (mbv2 96 px, ImageNet weights,
 fixed at export) and flowers5 photos."""
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import subprocess
@@ -59,13 +60,13 @@ def test_fit_on_arrays_continues_the_schedule_across_rounds(model, arrays):
     assert losses[0] > losses[1] > losses[2], losses
 
 
-def test_default_epochs_give_a_small_training_set_enough_steps(model, arrays, monkeypatch):
-    assert [loop.default_epochs(n, 8) for n in (4000, 400, 200, 150, 1)] == [10, 10, 20, 27, 500]
+def test_default_epochs_give_a_small_training_set_enough_steps(model, arrays):
+    legacy = contract.LEGACY_RECIPE
+    assert [loop.default_epochs(n, 8, legacy) for n in (4000, 400, 200, 150, 1)] == [10, 10, 20, 27, 500]
     # the same rule with a small step floor, so the run is short: 60 photos are 8 steps of 8 an epoch
-    monkeypatch.setattr(config, "MIN_STEPS", 20)
-    monkeypatch.setattr(config, "DEFAULT_EPOCHS", 2)
+    recipe = contract.Recipe(epochs=2, min_steps=20)
     s = Session(model, threads=1)
-    result = Trainer(s, seed=0, quiet=True).fit(arrays, epochs=None)
+    result = Trainer(s, seed=0, quiet=True, recipe=recipe).fit(arrays, epochs=None)
     assert len(arrays[1]) == 60 and s.batch == 8
     assert (result.settings["epochs"], result.settings["total_steps"], len(result.history)) == (3, 24, 3)
     assert result.state.global_step == 24
@@ -382,3 +383,41 @@ def test_every_console_script_resolves_to_a_main():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), target
     assert '"absl-py"' not in (REPO / "setup.py").read_text()  # imported nowhere in tftl
+
+
+def test_the_file_carries_the_exporters_recipe_and_flags_lay_over_it(model):
+    from converters.export import RECIPE
+    s = Session(model, threads=1)
+    recipe = s.meta.recipe
+    assert recipe == contract.Recipe(**{**RECIPE.to_dict(), "classifier": ("predictions__kernel", "predictions__bias")})
+    cfg = config.TrainConfig(model="m", images="i", lr=0.01, epochs=3)
+    over = cfg.recipe(recipe)
+    assert (over.lr, over.epochs, over.min_steps, over.cache_views, over.head_init) == (
+        0.01, 3, 0, recipe.cache_views, recipe.head_init)
+    assert config.TrainConfig(model="m", images="i", head_init="none").recipe(recipe).head_init == "none"
+    with pytest.raises(InputError, match="--head-init"):
+        config.TrainConfig(model="m", images="i", head_init="zero").check()
+
+
+def test_head_init_probe_fits_the_classifier_before_the_first_step(model, arrays):
+    """LP-FT's LP: after the head fit (and before any step) the model classifies its training
+    photos far better than the exported head, and the fit matches tftl.runtime.probe on the
+    same embeddings; a 0-epoch fit changes nothing else."""
+    from tftl.runtime import probe
+    images, y = arrays
+    s = Session(model, threads=1)
+    before = s.state()
+    feats = s.extract(images)
+    acc0 = float((s.predict_features(feats).argmax(1) == y).mean())
+    recipe = dataclasses.replace(s.meta.recipe, head_init="probe", cache_views=1)
+    result = Trainer(s, seed=0, quiet=True, augment=False, recipe=recipe).fit(arrays, epochs=0)
+    fit = result.settings["head_fit"]
+    after = s.state()
+    kernel, bias = recipe.classifier
+    acc1 = float((s.predict_features(feats).argmax(1) == y).mean())
+    assert acc1 >= 0.9 and acc1 > acc0 + 0.3, (acc0, acc1, fit)
+    # the trainer embeds the feature cache (float16 rows with a float32 scale): equal up to its rounding
+    want_k, want_b, _ = probe.fit_head(s.embed_features(feats), y, len(s.labels))
+    np.testing.assert_allclose(after[kernel], want_k, atol=0.02 * np.abs(want_k).max())
+    np.testing.assert_allclose(after[bias], want_b, atol=0.02 * np.abs(want_b).max() + 1e-3)
+    assert all(np.array_equal(before[n], after[n]) for n in before if n not in (kernel, bias))

@@ -10,16 +10,12 @@ import argparse
 import dataclasses
 import math
 
+from tftl.runtime.contract import HEAD_INITS, MAX_VIEWS, Recipe
 from tftl.runtime.errors import InputError
 from tftl.runtime.interpreter import MAX_THREADS
 
-DEFAULT_EPOCHS = 10  # flowers5, mbv2 MobileTL-3, seed 0: 5 ep 0.85, 10 ep 0.87, 10 ep @5e-4 0.88; the floor of
-# default_epochs, which adds epochs on small training sets
-MIN_STEPS = 500  # optimizer steps of the 10-epoch default on flowers5's 400 photos at batch 8
-DEFAULT_LR = 5e-4
-DEFAULT_CACHE_VIEWS = 2
 DEFAULT_CACHE_RAM_MB = 512
-MAX_VIEWS = 64  # cached views per image; each costs a trunk pass and a cache row
+RECIPE = "default: the model's recipe (tftl.json)"
 
 
 def arg(default=None, help=None, *, positional=False, group=None, **kwargs):
@@ -74,21 +70,20 @@ class TrainConfig(ModelArgs):
                       positional=True)
     val: str = arg(help="validation images (same layout)", metavar="DIR", group="val")
     val_split: float = arg(help="hold out this fraction of each class", metavar="F", type=fraction, group="val")
-    epochs: int = arg(help=f"default max({DEFAULT_EPOCHS}, ceil({MIN_STEPS} / steps per epoch)): the tuned "
-                      f"{DEFAULT_EPOCHS} epochs, more on a small training set so a run takes at least "
-                      f"{MIN_STEPS} optimizer steps", type=positive_int)
-    lr: float = arg(DEFAULT_LR, "peak learning rate (linear warm-up, then cosine decay to 0); "
-                    "default %(default)g", type=positive_float)
-    warmup_steps: int = arg(help="default min(50, total steps / 10)", type=nonnegative_int)
+    epochs: int = arg(help=f"{RECIPE}: max(epochs, ceil(min_steps / steps per epoch))", type=positive_int)
+    lr: float = arg(help=f"peak learning rate (linear warm-up, then cosine decay to 0); {RECIPE}",
+                    type=positive_float)
+    warmup_steps: int = arg(help=f"{RECIPE}, else min(50, total steps / 10)", type=nonnegative_int)
+    head_init: str = arg(help=f"probe: fit the classifier on the cached views' embeddings before the first step "
+                         f"(LP-FT); none: train it from the file's weights; {RECIPE}", choices=HEAD_INITS)
     batch: int = arg(help="must equal the model's fixed batch (set at export)", type=positive_int)
     augment: bool = arg(True, "random resized crop + horizontal flip (default on)",
                         action=argparse.BooleanOptionalAction)
     cache_features: bool = arg(help="run the frozen trunk once per image and reuse its features every epoch "
                                "(default: on when the model has a frozen trunk)",
                                action=argparse.BooleanOptionalAction)
-    cache_views: int = arg(DEFAULT_CACHE_VIEWS, "augmented views cached per image, drawn once and never "
-                           "regenerated (a fresh view costs a full trunk pass); each epoch uses one per image "
-                           "(default %(default)s)", type=views)
+    cache_views: int = arg(help="augmented views cached per image, drawn once and never regenerated (a fresh "
+                           f"view costs a full trunk pass); each epoch uses one per image; {RECIPE}", type=views)
     cache_ram_mb: float = arg(DEFAULT_CACHE_RAM_MB, "larger caches go to memmap files in the checkpoint "
                               "folder (default %(default)s)", type=nonnegative_float)
     labels: str = arg(help="file with the model's labels, one per line, naming its class_i slots (use the same "
@@ -120,10 +115,20 @@ class TrainConfig(ModelArgs):
                 ok = False
             if not ok:
                 raise InputError(f"--{f.name.replace('_', '-')} must be {parse.__name__}, got {value!r}")
+        if self.head_init not in (None, *HEAD_INITS):
+            raise InputError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}")
         if self.val and self.val_split is not None:
             raise InputError("pass --val DIR or --val-split F, not both")
         if self.resume and self.overwrite:
             raise InputError("pass --resume or --overwrite, not both")
+
+    def recipe(self, base: Recipe) -> Recipe:
+        """The model's recipe `base` with this run's flags laid over it (--epochs E: exactly E)."""
+        given = {k: getattr(self, k) for k in ("lr", "warmup_steps", "cache_views", "head_init")
+                 if getattr(self, k) is not None}
+        if self.epochs is not None:
+            given.update(epochs=self.epochs, min_steps=0)
+        return dataclasses.replace(base, **given)
 
 
 @dataclasses.dataclass

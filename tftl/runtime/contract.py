@@ -75,6 +75,7 @@ BN_MEAN_SUFFIX, BN_VARIANCE_SUFFIX = "__moving_mean", "__moving_variance"  # BN 
 MAX_LABELS = 100_000
 MAX_FEATURE_ELEMENTS = 1 << 26
 MAX_STATE_TENSORS = 100_000
+MAX_VIEWS = 64  # cached views per image (recipe and --cache-views); each costs a trunk pass and a cache row
 
 MAX_LABEL_CHARS = 256
 MAX_STATE_ELEMENTS = 1 << 28   # 1 GiB of float32 state: far above any mobile network (Java arrays end at 2 GiB)
@@ -183,6 +184,62 @@ def _string_map(meta, key, where):
     return dict(value)
 
 
+HEAD_INITS = ("none", "probe")  # recipe `head_init`: "probe" fits the classifier on embed_features first
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to fine-tune the file (tftl.json `recipe`): every host trains with it unless told otherwise.
+
+    lr: peak learning rate (linear warm-up, then cosine decay to 0). epochs, min_steps: a run takes
+    max(epochs, ceil(min_steps / steps per epoch)) epochs. warmup_steps: None is min(50, total / 10).
+    cache_views: augmented views of each photo cached through the frozen trunk. head_init "probe":
+    before the first step, fit the classifier (state tensors `classifier`: kernel [D, K], bias [K])
+    as a linear probe on the cached views' `embed_features` (LP-FT); "none": train it from the file.
+    Files written before the key train with LEGACY_RECIPE.
+    """
+
+    lr: float = 5e-4
+    epochs: int = 10
+    min_steps: int = 500
+    warmup_steps: object = None
+    cache_views: int = 2
+    head_init: str = "none"
+    classifier: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "classifier": list(self.classifier)}
+
+    @classmethod
+    def from_dict(cls, raw, state_names, where) -> "Recipe":
+        """Validate tftl.json `recipe` (ContractError naming the field and the fix)."""
+        if not isinstance(raw, dict):
+            raise ContractError(f"{where}: tftl.json field 'recipe' must be an object — {EXPORT_HINT}")
+        lr = raw.get("lr", cls.lr)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 1:
+            raise ContractError(f"{where}: tftl.json field 'recipe.lr' must be a number in (0, 1], got {lr!r} — "
+                                f"{EXPORT_HINT}")
+        head_init = raw.get("head_init", cls.head_init)
+        if head_init not in HEAD_INITS:
+            raise ContractError(f"{where}: tftl.json field 'recipe.head_init' must be one of {', '.join(HEAD_INITS)}, "
+                                f"got {head_init!r} — {EXPORT_HINT}")
+        classifier = raw.get("classifier", [])
+        if (not isinstance(classifier, list) or classifier and (len(classifier) != 2 or not set(classifier) <= set(
+                state_names))) or (head_init == "probe" and not classifier):
+            raise ContractError(f"{where}: tftl.json field 'recipe.classifier' must name the classifier's kernel and "
+                                f"bias among 'state_names' (needed by head_init 'probe') — {EXPORT_HINT}")
+        warmup = raw.get("warmup_steps")
+        return cls(lr=float(lr), epochs=_int(raw, "epochs", 1, 100_000, where + " recipe", cls.epochs),
+                   min_steps=_int(raw, "min_steps", 0, 10_000_000, where + " recipe", cls.min_steps),
+                   warmup_steps=None if warmup is None else _int(raw, "warmup_steps", 0, 10_000_000,
+                                                                 where + " recipe"),
+                   cache_views=_int(raw, "cache_views", 1, MAX_VIEWS, where + " recipe", cls.cache_views),
+                   head_init=head_init, classifier=tuple(classifier))
+
+
+LEGACY_RECIPE = Recipe()  # what a file without `recipe` trains with (the defaults before issue 19)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelMetadata:
     """The typed `tftl.json`. `raw` keeps every key as read (unknown keys are preserved)."""
@@ -207,6 +264,7 @@ class ModelMetadata:
     bn_momentum: float = DEFAULT_BN_MOMENTUM
     # The batch of the optional `extract_micro` signature (1..batch); None: the file has none.
     micro_batch: int = None
+    recipe: Recipe = LEGACY_RECIPE
 
     @property
     def has_trunk(self) -> bool:
@@ -263,7 +321,8 @@ class ModelMetadata:
             feature_shape=_feature_shape(meta, image_size, where), trunk_end=trunk_end,
             state_names=names, state_groups={g: tuple(groups[g]) for g in GROUPS},
             content_hash=content_hash, trained_state=bool(meta.get("trained_state", False)),
-            raw=dict(meta), preprocessing=preprocessing, bn_momentum=float(bn_momentum))
+            raw=dict(meta), preprocessing=preprocessing, bn_momentum=float(bn_momentum),
+            recipe=LEGACY_RECIPE if meta.get("recipe") is None else Recipe.from_dict(meta["recipe"], names, where))
 
 
 def label_problem(label) -> str:

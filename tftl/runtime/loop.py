@@ -30,7 +30,7 @@ import numpy as np
 
 from tftl.runtime import checkpoint as ckpt
 from tftl.runtime.checkpoint import TrainState
-from tftl.runtime import config, contract, features
+from tftl.runtime import config, contract, features, probe
 from tftl.runtime.files import printable
 from tftl.runtime.metrics import metrics
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
@@ -39,27 +39,20 @@ from tftl.runtime.schedule import cosine_lr
 
 # Settings that shape the run; a resume with other values is allowed but not exact.
 TRAJECTORY_SETTINGS = ("epochs", "lr", "warmup_steps", "augment", "cache_features", "cache_views", "seed",
-                       "train_images", "schedule_offset")
+                       "train_images", "schedule_offset", "head_init")
 
 
-def default_epochs(train_images, batch, *, min_steps=None, min_epochs=None) -> int:
-    """tftl-train's default epochs: max(min_epochs, ceil(min_steps / steps per epoch)).
+def default_epochs(train_images, batch, recipe=contract.LEGACY_RECIPE) -> int:
+    """The recipe's epochs for a training set: max(recipe.epochs, ceil(recipe.min_steps / steps per epoch)).
 
-    Why: the 10-epoch default was tuned on flowers5's 400 photos, i.e. 500 optimizer steps at
-    batch 8. A fixed epoch count gives a smaller training set fewer steps (200 photos: 250),
-    and the cosine schedule decays to 0 before the trainable blocks have caught up: mbv2
-    MobileTL-3 on 200 photos scored 0.858 at 10 epochs (2 points under ft_blocks-3) and 0.870
-    at 20 (within 1 point), on 150 photos 0.810 at 10 and 0.855 at 27 (bench/ACCURACY.md).
-    So a run takes at least `min_steps` steps, and never fewer than `min_epochs` epochs (a
-    large set keeps the tuned 10). The cost is bounded by steps, not epochs: with the feature
-    cache an epoch of a small set is a few steps, but validation (--val) runs once per epoch,
-    so a tiny set with a large --val folder pays for many validation passes; pass --epochs.
-
-    min_steps, min_epochs: None reads config.MIN_STEPS, config.DEFAULT_EPOCHS (at call time).
+    min_steps gives a small training set more epochs, so that a run takes enough optimizer steps
+    (the legacy recipe's 500 were the 10 epochs of flowers5's 400 photos at batch 8). The cost is
+    bounded by steps, not epochs: with the feature cache an epoch of a small set is a few steps,
+    but validation (--val) runs once per epoch, so a tiny set with a large --val folder pays for
+    many validation passes; pass --epochs.
     """
     steps = max(1, math.ceil(train_images / batch))
-    min_steps = config.MIN_STEPS if min_steps is None else min_steps
-    return max(config.DEFAULT_EPOCHS if min_epochs is None else min_epochs, math.ceil(min_steps / steps))
+    return max(recipe.epochs, math.ceil(recipe.min_steps / steps))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +63,7 @@ class Schedule:
     as the Keras reference. offset: steps already taken in earlier fits (federated rounds).
     """
 
-    lr: float = config.DEFAULT_LR
+    lr: float = contract.Recipe.lr
     total_steps: Optional[int] = None
     warmup_steps: Optional[int] = None
     offset: int = 0
@@ -159,19 +152,23 @@ class Trainer:
 
     augment: random resized crop + flip for image files (in-memory arrays are used as given).
     cache: feature cache on/off; None: on when the model has a frozen trunk.
-    cache_views, cache_ram_mb, cache_dir: views per image; caches above the RAM budget go to
-    memmap files in cache_dir (none: always RAM).
+    recipe: a contract.Recipe (None: the model's, tftl.json): the default epochs, schedule and
+    cached views, and whether the head is first fitted as a linear probe (`head_init`).
+    cache_views, cache_ram_mb, cache_dir: views per image (None: the recipe's); caches above the
+    RAM budget go to memmap files in cache_dir (none: always RAM).
     seed: the run's randomness. threads: decode workers (None: one per CPU).
     stop: an object whose check() raises Interrupted to stop at a step boundary (the CLIs
     pass one that turns SIGINT/SIGTERM/SIGHUP into it); KeyboardInterrupt works as well.
     out, err: where epoch lines and progress go (None: stdout / stderr); quiet: nowhere.
     """
 
-    def __init__(self, session, *, augment=True, cache=None, cache_views=config.DEFAULT_CACHE_VIEWS,
+    def __init__(self, session, *, augment=True, cache=None, cache_views=None, recipe=None,
                  cache_ram_mb=config.DEFAULT_CACHE_RAM_MB, cache_dir=None, seed=0, threads=None, stop=None,
                  out=None, err=None, quiet=False):
         self.session = session
-        self.augment, self.cache, self.cache_views = augment, cache, cache_views
+        self.recipe = recipe or session.meta.recipe
+        self.augment, self.cache = augment, cache
+        self.cache_views = self.recipe.cache_views if cache_views is None else cache_views
         self.cache_ram_mb, self.cache_dir, self.seed, self.threads = cache_ram_mb, cache_dir, seed, threads
         self.stop = stop or _NoStop()
         self.out = _Null() if quiet else (out or sys.stdout)
@@ -249,11 +246,11 @@ class Trainer:
             on_epoch_end=None, settings=None) -> FitResult:
         """Train until `state.epoch == epochs`; returns the state, history and cache info.
 
-        epochs None: `default_epochs` of the readable training images and the model's batch.
+        epochs None: the recipe's (`default_epochs`) for the readable training images.
 
         samples, val: (images, labels) arrays, [(path, label)], an ImageFolder or a folder
-        (classes named after the session's labels). schedule: a Schedule (default
-        Schedule()). state: a TrainState to continue (from `resume`), else a fresh one.
+        (classes named after the session's labels). schedule: a Schedule (default: the
+        recipe's learning rate and warm-up). state: a TrainState to continue (from `resume`), else a fresh one.
         checkpoint: a path written after every epoch and on interrupt. on_epoch_end(result)
         runs after each epoch's checkpoint. settings: extra entries recorded with the run.
 
@@ -265,6 +262,8 @@ class Trainer:
         try:
             run, result = self._prepare(samples, val, epochs, schedule, state, checkpoint, settings, pool)
             self._take_probe(run)
+            if self.recipe.head_init == "probe" and state.global_step == 0 and state.position == 0:
+                self._fit_head(run, state)
             resumed, self.resumed_from = self.resumed_from, None
             if resumed is not None and not self._outputs_finite():
                 raise ckpt.CheckpointError(
@@ -281,7 +280,7 @@ class Trainer:
         except (Interrupted, KeyboardInterrupt) as e:
             raise self._interrupted(e, state, checkpoint) from None
         except Diverged as e:
-            lr = (schedule or Schedule()).lr
+            lr = (schedule or self._schedule()).lr
             if checkpoint and self.kept and os.path.exists(checkpoint):
                 raise Diverged(f"{e}; the last good checkpoint (epoch {self.kept[0]}) is kept in {checkpoint} — "
                                f"continue from it with --resume and a lower --lr (now {lr:g})") from None
@@ -323,8 +322,8 @@ class Trainer:
         if not len(index):
             raise InputError(f"none of the {len(train)} training images could be read — check the files")
         steps = math.ceil(len(index) / s.batch)
-        epochs = default_epochs(len(index), s.batch) if epochs is None else epochs
-        schedule = (schedule or Schedule()).resolved(steps * epochs)
+        epochs = default_epochs(len(index), s.batch, self.recipe) if epochs is None else epochs
+        schedule = (schedule or self._schedule()).resolved(steps * epochs)
         if src.info.get("enabled"):
             self.say(f"feature cache: {src.info['views']} view(s) x {len(index)} images, "
                      f"{src.info['bytes'] / 2**20:.1f} MiB ({src.info['storage']}), {src.info['seconds']:.1f} s",
@@ -332,6 +331,7 @@ class Trainer:
         new = dict(epochs=epochs, lr=schedule.lr, warmup_steps=schedule.warmup_steps, augment=self.augment,
                    cache_features=bool(src.info.get("enabled")), cache_views=src.info.get("views", 1),
                    seed=self.seed, train_images=len(index), batch=s.batch, val_images=len(val or ()),
+                   head_init=self.recipe.head_init,
                    schedule_offset=schedule.offset, total_steps=schedule.total_steps, **(settings or {}))
         self._warn_changed(state.settings, new)
         state.settings = new
@@ -339,6 +339,35 @@ class Trainer:
         run = _Run(src, val_src, index, steps, epochs, schedule, checkpoint)
         self._started = True
         return run, FitResult(state, new, src.info)
+
+    def _schedule(self) -> Schedule:
+        return Schedule(self.recipe.lr, warmup_steps=self.recipe.warmup_steps)
+
+    def _fit_head(self, run, state):
+        """The LP of LP-FT: fit the classifier as a linear probe (tftl.runtime.probe) on each
+        photo's mean `embed_features` over its cached views (the centre crop without a cache),
+        and restore it into the session before the first step."""
+        s, src, t0 = self.session, run.train, time.monotonic()
+        s.require(contract.EMBED_FEATURES, purpose="fitting the head first (head_init probe; pass --head-init none)")
+        views = getattr(src, "views", 1)
+        total = None
+        for v in range(views):
+            draws = np.full(len(src.samples), v) if views > 1 else None
+            rows = []
+            with contextlib.closing(src.batches(run.index, s.batch, draws=draws)) as gen:
+                for idx, feats, _ in gen:
+                    self.stop.check()
+                    rows.append(s.embed_features(feats)[:len(idx)] if len(idx) else None)
+            emb = np.concatenate([r for r in rows if r is not None]).astype(np.float64)
+            total = emb if total is None else total + emb
+        y = src.samples.labels[run.index]
+        kernel_name, bias_name = self.recipe.classifier
+        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels), seed=self.seed)
+        s.restore_state({kernel_name: kernel, bias_name: bias}, what="the fitted head", partial=True)
+        info = dict(info, views=views, images=len(y), seconds=round(time.monotonic() - t0, 2))
+        state.settings["head_fit"] = info
+        self.say(f"head fitted as a linear probe on {len(y)} images x {views} view(s): l2 {info['l2']:g}, "
+                 f"cv accuracy {max(info['cv_accuracy'].values()):.3f}, {info['seconds']:.1f} s", self.err)
 
     def _warn_changed(self, old, new):
         if old is None:

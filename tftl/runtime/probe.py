@@ -105,4 +105,5 @@ def fit_head(x, y, k, *, groups=None, seed=0):
     w, b = solve((x - mu) / sd, y, k, l2)
     kernel = w / sd[:, None]
     bias = b - mu @ kernel
-    return kernel.astype(np.float32), bias.astype(np.float32), {"l2": l2, "cv_accuracy": cv}
+    return kernel.astype(np.float32), bias.astype(np.float32), {
+        "l2": l2, "cv_accuracy": {f"{k:g}": round(v, 4) for k, v in cv.items()}}

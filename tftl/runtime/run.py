@@ -27,7 +27,7 @@ from tftl.runtime.config import TrainConfig
 from tftl.runtime.errors import Diverged, InputError, Interrupted
 from tftl.runtime.features import Samples
 from tftl.runtime.checkpoint import CHECKPOINT_NAME
-from tftl.runtime.loop import Schedule, Trainer
+from tftl.runtime.loop import Trainer
 from tftl.runtime.metrics import skipped_lines, skipped_report
 from tftl.runtime.modelfile import deployable, save_model, state_npz_bytes
 from tftl.runtime.session import TRAIN_SIGNATURES, TRAINING, Session
@@ -244,7 +244,8 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
             on_epoch_end(result)
 
     with locked(paths), StopFlag(err) as stop:
-        trainer = Trainer(session, augment=cfg.augment, cache=cfg.cache_features, cache_views=cfg.cache_views,
+        recipe = cfg.recipe(session.meta.recipe)
+        trainer = Trainer(session, augment=cfg.augment, cache=cfg.cache_features, recipe=recipe,
                           cache_ram_mb=cfg.cache_ram_mb, cache_dir=paths.ckpt_dir, seed=cfg.seed,
                           threads=cfg.threads, stop=stop, out=out, err=err)
         state = None
@@ -254,8 +255,7 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
             err.write(f"note: no checkpoint in {files.printable(paths.ckpt_dir)}; starting from the model's "
                       "weights\n")
         try:
-            result = trainer.fit(train_samples, cfg.epochs, val=val_samples, state=state,
-                                 checkpoint=paths.checkpoint, schedule=Schedule(cfg.lr, warmup_steps=cfg.warmup_steps),
+            result = trainer.fit(train_samples, None, val=val_samples, state=state, checkpoint=paths.checkpoint,
                                  on_epoch_end=epoch_done, settings=dict(val=cfg.val, val_split=cfg.val_split))
         except OSError as e:  # a checkpoint or --history write: the last good checkpoint is untouched
             kept = (f"; the checkpoint of epoch {trainer.kept[0]} is kept, continue with --resume"
@@ -272,7 +272,7 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
 def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
     """The fine-tuned model (only from finite weights), the history, the plot, the report."""
     last = result.history[-1] if result.history else {}
-    summary = {"epochs": len(result.history), "learning_rate": cfg.lr, "train_images": result.settings["train_images"],
+    summary = {"epochs": len(result.history), "learning_rate": trainer.recipe.lr, "train_images": result.settings["train_images"],
                "loss": last.get("loss"), "train_accuracy": last.get("train_accuracy"),
                "val_accuracy": last.get("val_accuracy"), "base_model": session.model_hash}
     try:

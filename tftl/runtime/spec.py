@@ -60,12 +60,23 @@ METADATA_CHANGES = [
     {"state_groups": {"trainable": ["a__kernel"]}}, {"preprocessing": {"input": 3}}, {"scheme": 3},
     {"blocks": -1}, {"blocks": 1001}, {"num_labels": None}, {"trained_state": None}, {"state_names": None},
     {"micro_batch": 0}, {"micro_batch": 1.5}, {"micro_batch": None},
+    {"recipe": {"lr": 1e-4, "epochs": 10, "min_steps": 0, "warmup_steps": None, "cache_views": 8,
+                "head_init": "none", "classifier": []}},
+    {"recipe": {}}, {"recipe": {"lr": 3e-4, "warmup_steps": 5, "head_init": "none", "classifier": []}},
+    {"recipe": "fast"}, {"recipe": {"lr": 0}}, {"recipe": {"lr": 1.5}}, {"recipe": {"lr": "1e-4"}},
+    {"recipe": {"epochs": 0}}, {"recipe": {"epochs": 2.5}}, {"recipe": {"min_steps": -1}},
+    {"recipe": {"warmup_steps": -1}}, {"recipe": {"cache_views": 0}}, {"recipe": {"cache_views": contract.MAX_VIEWS + 1}},
+    {"recipe": {"head_init": "zero"}}, {"recipe": {"classifier": "a__kernel"}},
+    {"recipe": {"lr": True}}, {"recipe": None},
 ]
 # What JSON Schema cannot express; these cases are refused by the readers' own code.
 BEYOND_SCHEMA = [
     ({"feature_shape": [1 << 20, 1 << 20, 3]}, f"feature_shape's product is at most {contract.MAX_FEATURE_ELEMENTS}"),
     ({"state_groups": {"trainable": [], "bn_statistics": [], "optimizer": []}},
      "state_groups must partition state_names"),
+    ({"recipe": {"head_init": "probe"}}, "recipe.classifier is required when head_init is probe"),
+    ({"recipe": {"classifier": ["a__kernel", "x__bias"]}}, "recipe.classifier names two of state_names"),
+    ({"recipe": {"classifier": ["a__kernel"]}}, "recipe.classifier names two of state_names"),
 ]
 
 
@@ -218,8 +229,31 @@ def schema() -> dict:
             "bn_momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
                             "default": contract.DEFAULT_BN_MOMENTUM},
             "signatures": {"type": "array", "items": {"type": "string"}},
+            "recipe": _recipe_schema(),
         },
     }
+
+
+def _recipe_schema() -> dict:
+    legacy = contract.LEGACY_RECIPE.to_dict()
+    return {"type": ["object", "null"], "default": legacy, "additionalProperties": True,
+            "description": "how every host fine-tunes the file unless told otherwise (contract.Recipe); absent or "
+                           "null: the default shown; a missing key takes its value from the default",
+            "properties": {
+                "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                       "description": "peak learning rate: linear warm-up, then cosine decay to 0"},
+                "epochs": _int_field(1, 100_000),
+                "min_steps": {**_int_field(0, 10_000_000), "description": "a run takes max(epochs, "
+                              "ceil(min_steps / steps per epoch)) epochs"},
+                "warmup_steps": {"type": ["integer", "null"], "minimum": 0, "maximum": 10_000_000,
+                                 "description": "null: min(50, total steps / 10)"},
+                "cache_views": _int_field(1, contract.MAX_VIEWS),
+                "head_init": {"enum": list(contract.HEAD_INITS), "description": "probe: before the first step, "
+                              "fit the classifier as an L2 softmax regression on each photo's mean embed_features "
+                              "over its cached views (tftl.runtime.probe), then fine-tune"},
+                "classifier": {"type": "array", "items": {"type": "string"}, "maxItems": 2,
+                               "description": "[kernel, bias] among state_names, or []; required by head_init probe"},
+            }}
 
 
 def rules() -> dict:
