@@ -243,7 +243,9 @@ def test_nan_wrong_shape_and_dead_clients_are_dropped_and_the_round_completes(mo
     received, steps = {}, []
     fail = {0: good, 1: _bad_reply("nan"), 2: _bad_reply("shape"), 3: _bad_reply("dies")}
     simulate.simulate(s, str(train), 4, fail=fail)
-    rejected = history(s.out)["rejected"]["1"]
+    round1 = history(s.out)["rounds"][1]
+    rejected = [r["reason"] for r in round1["rejected"]]
+    assert [p["node"] for p in round1["participants"]] == [1] and [f["node"] for f in round1["failures"]] == [4]
     assert len(rejected) == 2 and any("NaN" in r for r in rejected) and any("shape" in r for r in rejected)
     # Only client 0's update was averaged (the bad ones claimed 10,000 examples each).
     arrays, meta = ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))
@@ -253,6 +255,93 @@ def test_nan_wrong_shape_and_dead_clients_are_dropped_and_the_round_completes(mo
     expected = {k: server.round_statistics(received[k], v, steps[0], m, k.endswith("variance")) if k in bn else v
                 for k, v in sent.items()}  # --bn-stats round: the client's batch statistics of the round
     assert max(float(np.abs(arrays[k] - expected[k]).max()) for k in sent) <= 1e-6
+
+
+def _reply(arrays, metrics, **records):
+    return RecordDict({wire.ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}),
+                       wire.METRICS: MetricRecord(metrics), **records})
+
+
+def test_any_reply_layout_costs_only_that_reply_and_history_names_who_took_part(model, flowers, tmp_path):
+    """Finding 1 (Flower alone refuses the whole round: "All MetricRecords must have the same
+    keys") and 6 (a claim of 10^9 examples weighs no more than --max-examples)."""
+    train, _ = flowers
+    base = Session(str(model))
+    trainable = set(base.meta.state_groups["trainable"])
+    start = base.state(("trainable", "bn_statistics"))
+    d = np.float32(1e-3)
+
+    def moved(msg, sign):
+        return {n: a.numpy() + sign * d if n in trainable else a.numpy() for n, a in msg.content[wire.ARRAYS].items()}
+
+    def greedy(msg, context):  # no num-steps, claims 10^9 examples
+        return Message(content=_reply(moved(msg, 1), {wire.NUM_EXAMPLES: 10**9}), reply_to=msg)
+
+    def chatty(msg, context):  # an extra metric and a second MetricRecord
+        content = _reply(moved(msg, -1), {wire.NUM_EXAMPLES: 10, wire.NUM_STEPS: 0, "battery": 0.5,
+                                          "train_loss": 1.5}, extra=MetricRecord({"x": 1}))
+        return Message(content=content, reply_to=msg)
+
+    def garbled(msg, context):  # metrics in the wrong record
+        return Message(content=RecordDict({wire.ARRAYS: msg.content[wire.ARRAYS]}), reply_to=msg)
+
+    s = settings(model, tmp_path / "run", "", rounds=1, max_examples=10)
+    simulate.simulate(s, str(train), 4, fail={0: greedy, 1: chatty, 2: garbled, 3: ConnectionResetError("gone")})
+    round1 = history(s.out)["rounds"][1]
+    assert [(p["node"], p["num-examples"], p["claimed-examples"]) for p in round1["participants"]] == \
+        [(1, 10, 10**9), (2, 10, 10)]
+    assert round1["participants"][1]["train_loss"] == 1.5 and "battery" not in round1["participants"][1]
+    assert [r["node"] for r in round1["rejected"]] == [3] and "metrics" in round1["rejected"][0]["reason"]
+    assert [f["node"] for f in round1["failures"]] == [4] and "gone" in round1["failures"][0]["reason"]
+    arrays = ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))[0]
+    for name, value in start.items():  # +d and -d at equal (capped) weight cancel
+        np.testing.assert_allclose(arrays[name], value, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_every_wait_has_a_deadline_and_a_failed_round_is_never_counted(model, flowers, tmp_path):
+    """Finding 3: a client dies in round 2 and disconnects; round 2 counts with the other
+    (its failure recorded), round 3 waits --wait-timeout for 2 clients, is retried, then the
+    server stops (RoundsFailed) with the checkpoint still at round 2. Then a round whose every
+    reply fails is not counted either."""
+    train, _ = flowers
+    grid = None
+
+    def echo(msg, context):
+        content = _reply({k: v.numpy() for k, v in msg.content[wire.ARRAYS].items()}, {wire.NUM_EXAMPLES: 8})
+        return Message(content=content, reply_to=msg)
+
+    def dies_in_round_2(msg, context):
+        if int(msg.content[wire.CONFIG][wire.ROUND]) >= 2:
+            grid.contexts.pop(2)  # the device is gone: no longer among the connected nodes
+            raise ConnectionResetError("device lost")
+        return echo(msg, context)
+
+    def run(out, fail, rounds):
+        nonlocal grid
+        s = settings(model, out, "", rounds=rounds, min_clients=2, wait_timeout=1.0, round_retries=1)
+        grid = simulate.LocalGrid(fleet_client.app, simulate.node_configs(str(model), str(train), 2, work_dir=str(out)),
+                                  fail=fail)
+        signal.alarm(60)  # before: Flower waited forever for the second node
+        try:
+            with pytest.raises(server.RoundsFailed, match="run the same command again"):
+                server.Fleet(s).run(grid)
+        finally:
+            signal.alarm(0)
+        return history(out)
+
+    t0 = time.monotonic()
+    h = run(tmp_path / "lost", {0: echo, 1: dies_in_round_2}, rounds=3)
+    assert [r["round"] for r in h["rounds"]] == [0, 1, 2]
+    assert [p["node"] for p in h["rounds"][2]["participants"]] == [1]
+    assert h["rounds"][2]["failures"] == [{"node": 2, "reason": "ConnectionResetError: device lost"}]
+    assert h["gave_up"]["round"] == 3 and len(h["gave_up"]["attempts"]) == 2
+    assert all("1 of 2 clients connected" in a["reason"] for a in h["gave_up"]["attempts"])
+    assert ckpt.load_checkpoint(str(tmp_path / "lost" / server.CHECKPOINT))[1]["round"] == 2
+    assert time.monotonic() - t0 < 30
+    h = run(tmp_path / "all_fail", {0: RuntimeError("oom"), 1: RuntimeError("oom")}, rounds=1)
+    assert [r["round"] for r in h["rounds"]] == [0] and not (tmp_path / "all_fail" / server.CHECKPOINT).exists()
+    assert "0 accepted updates" in h["gave_up"]["attempts"][0]["reason"]
+    assert sorted(f["node"] for f in h["gave_up"]["attempts"][0]["failures"]) == [1, 2]
 
 
 def test_check_update_names_the_problem():

@@ -50,7 +50,18 @@ def _flags():
                      help="all: trainable weights + BN statistics; head: the classifier only")
     srv.add_argument("--optimizer", choices=wire.OPTIMIZER_CHOICES, default="reset",
                      help="reset Adam's state when the global weights arrive, or keep each client's own")
-    srv.add_argument("--round-timeout", type=float, default=600.0, help="seconds to wait for a round's replies")
+    srv.add_argument("--fraction", type=float, default=server.Settings.fraction,
+                     help="share of the connected clients sampled each round (at least --min-clients)")
+    srv.add_argument("--wait-timeout", type=float, default=server.Settings.wait_timeout,
+                     help="seconds a round waits for --min-clients to be connected before it is retried")
+    srv.add_argument("--round-timeout", type=float, default=server.Settings.round_timeout,
+                     help="seconds to wait for a round's replies (stragglers after it are failures)")
+    srv.add_argument("--min-accepted", type=int, default=server.Settings.min_accepted,
+                     help="good updates a round needs to count; fewer: the round is retried, never counted")
+    srv.add_argument("--round-retries", type=int, default=server.Settings.round_retries,
+                     help="retries of a round before the server stops (exit 1; the same command resumes)")
+    srv.add_argument("--max-examples", type=int, default=server.Settings.max_examples,
+                     help="cap on the example count (FedAvg weight) a client may claim")
     srv.add_argument("--seed", type=int, default=0)
     return model, images, srv
 
@@ -60,8 +71,9 @@ def _settings(a, min_clients) -> server.Settings:
                            val=os.path.abspath(a.val) if a.val else "", rounds=a.rounds,
                            local_epochs=a.local_epochs, lr=a.lr, lr_scaling=a.lr_scaling, strategy=a.strategy,
                            server_lr=a.server_lr, server_momentum=a.server_momentum, bn_stats=a.bn_stats, send=a.send,
-                           optimizer=a.optimizer, min_clients=min_clients, round_timeout=a.round_timeout,
-                           seed=a.seed)
+                           optimizer=a.optimizer, min_clients=min_clients, fraction=a.fraction,
+                           wait_timeout=a.wait_timeout, round_timeout=a.round_timeout, min_accepted=a.min_accepted,
+                           round_retries=a.round_retries, max_examples=a.max_examples, seed=a.seed)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -190,6 +202,9 @@ def main(argv=None) -> int:
     except (InputError, ModelFileError, CheckpointError, wire.UpdateError) as e:
         print(f"tftl-fleet: {e}", file=sys.stderr)
         return 2
+    except server.RoundsFailed as e:
+        print(f"tftl-fleet: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

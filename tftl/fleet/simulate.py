@@ -57,7 +57,6 @@ class LocalGrid(Grid):
         ids = []
         for msg in messages:
             msg_id = f"local-{next(self._ids)}"
-            msg.metadata.__dict__["_message_id"] = msg_id
             self._replies[msg_id] = self._deliver(msg)
             ids.append(msg_id)
         return ids
