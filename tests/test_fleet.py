@@ -419,7 +419,7 @@ def test_supernode_killed_mid_round_is_dropped_and_the_next_round_goes_on(model,
     s = settings(model, tmp_path / "run", val, min_clients=2, round_timeout=300.0)
     os.makedirs(s.out)
     port = deploy.free_port()
-    deploy.write_home(tmp_path / "home", port)
+    deploy.write_home(tmp_path / "home", f"{deploy.HOST}:{port}")
     env = deploy.flower_env(tmp_path / "home")
     app = deploy.write_app(tmp_path / "app", s)
     link = deploy.superlink(port, env, tmp_path / "superlink.log")
@@ -447,3 +447,105 @@ def test_supernode_killed_mid_round_is_dropped_and_the_next_round_goes_on(model,
     rounds = history(s.out)["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert Session(str(pathlib.Path(s.out) / server.GLOBAL_MODEL)).has_embedded_state
+
+
+def _fleet(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "tftl.fleet.cli", *map(str, args)], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _alive(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _descendants(root) -> list:
+    parent = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == pid]
+        found += kids
+        todo += kids
+    return found
+
+
+def _until(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {seconds} s waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_join_starts_its_supernode_again_and_exits_non_zero_when_it_gives_up(model, flowers, tmp_path):
+    """Finding 4: Flower's SuperNode gives up reconnecting and then hangs; join ends it, starts
+    it again --reconnect-tries times, then exits 1 so a supervisor restarts it."""
+    train, _ = flowers
+    from tftl.fleet import deploy
+
+    proc = _fleet("join", model, train, "--server", f"127.0.0.1:{deploy.free_port()}", "--insecure",
+                  "--reconnect-tries", 1, "--reconnect-wait", 2, "--work-dir", tmp_path / "w")
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, log[-2000:]
+    assert log.count(deploy.SUPERNODE_GAVE_UP.decode()) == 2 and "starting it again" in log and "gave up" in log
+    assert "--insecure" in log and "WARNING" in log  # said loudly
+    proc = _fleet("join", model, train, "--server", "10.1.2.3:9092", "--insecure")
+    assert proc.wait(60) == 2 and "127.0.0.1 only" in proc.stdout.read()
+
+
+def test_serve_restart_after_kill_9_and_tls_with_device_keys(model, flowers, tmp_path):
+    """Findings 2 and 5 on real processes (127.0.0.1): serve holds out/ (a second serve is
+    refused), its children die with it on kill -9 and the port is free again; the restarted
+    serve keeps the SuperLink database in out/, runs TLS with certificates from
+    `tftl-fleet keys`, refuses a device whose key it does not know, and trains with one it does."""
+    from tftl.fleet import deploy
+
+    train, _ = flowers
+    small = link_subset(tmp_path / "small", "train", 4)
+    keys = tmp_path / "keys"
+    for extra in (["--host", "127.0.0.1"], ["--device", "phone"], ["--device", "stranger"]):
+        assert _fleet("keys", keys, *extra).wait(60) == 0
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "phone.pub").write_bytes((keys / "phone.pub").read_bytes())
+    out, port = tmp_path / "run", deploy.free_port()
+    serve = ["serve", model, "--out", out, "--port", port, "--rounds", 1, "--min-clients", 1, "--certs", keys,
+             "--devices", tmp_path / "devices", "--round-timeout", 240]
+    first = _fleet(*serve, "--wait-timeout", 600)
+    lock = out / deploy.LOCK
+    # the SuperLink and flwr run (listed in the lock), the SuperLink's SuperExec and its ServerApp
+    _until(lambda: len(_descendants(first.pid)) >= 4, 120, "serve to start its SuperLink and run")
+    children = _descendants(first.pid)
+    assert set(json.loads(lock.read_text())["children"]) <= set(children), children
+    second = _fleet(*serve)
+    assert second.wait(60) == 2 and "in use by another tftl-fleet serve" in second.stdout.read()
+    first.kill()
+    first.wait()
+    _until(lambda: deploy.port_free(deploy.HOST, port), 30, "the killed serve's SuperLink to end")
+    assert (out / deploy.DATABASE).exists()
+    restarted = _fleet(*serve, "--wait-timeout", 200)
+    _until(lambda: not any(_alive(p) for p in children), 30, f"the children {children} of the killed serve to end")
+    stranger = _fleet("join", model, small, "--server", f"127.0.0.1:{port}", "--certs", keys / "ca.crt",
+                      "--key", keys / "stranger.key", "--reconnect-tries", 0, "--reconnect-wait", 5,
+                      "--work-dir", tmp_path / "w1")
+    log, _ = stranger.communicate(timeout=120)
+    assert stranger.returncode == 1 and "Failed to activate SuperNode" in log, log[-2000:]
+    phone = _fleet("join", model, small, "--server", f"127.0.0.1:{port}", "--certs", keys / "ca.crt",
+                   "--key", keys / "phone.key", "--work-dir", tmp_path / "w2")
+    try:
+        log, _ = restarted.communicate(timeout=300)
+    finally:
+        phone.kill()
+        phone.wait()
+    assert restarted.returncode == 0, log[-3000:]
+    rounds = history(out)["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and len(rounds[1]["participants"]) == 1
