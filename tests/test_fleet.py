@@ -344,6 +344,38 @@ def test_every_wait_has_a_deadline_and_a_failed_round_is_never_counted(model, fl
     assert sorted(f["node"] for f in h["gave_up"]["attempts"][0]["failures"]) == [1, 2]
 
 
+def test_a_device_with_another_model_is_refused_when_it_connects_before_any_weights(model, flowers, tmp_path):
+    """Finding 7: the server asks each new node for its model's hash and labels (a query, no
+    weights); a node whose file differs never gets a train message, does not count toward
+    --min-clients, and is listed as refused."""
+    from tftl.runtime.modelfile import save_model
+
+    train, _ = flowers
+    base = Session(str(model))
+    other = tmp_path / "other.tflite"  # the same graph, labelled in another order
+    save_model(str(other), base.model_file, list(reversed(base.labels)), base.state())
+    trained = []
+
+    def counted(msg, context):
+        trained.append(context.node_id)
+        return fleet_client.app(msg, context)
+
+    configs = simulate.node_configs(str(model), str(train), 3, work_dir=str(tmp_path / "w"))
+    configs[2]["model"] = str(other)
+    grid = simulate.LocalGrid(fleet_client.app, configs, fail={i: counted for i in range(3)})
+    s = settings(model, tmp_path / "run", "", rounds=1, min_clients=3, wait_timeout=1.0, round_retries=0)
+    with pytest.raises(server.RoundsFailed, match="2 of 3 clients connected with the fleet's model"):
+        server.Fleet(s).run(grid)
+    assert trained == []  # nobody trained: the round never started without 3 good devices
+    refused = history(s.out)["gave_up"]["attempts"][0]["refused"]
+    assert [r["node"] for r in refused] == [3] and "labels" in refused[0]["reason"]
+    s = settings(model, tmp_path / "run2", "", rounds=1, min_clients=2)
+    server.Fleet(s).run(grid)
+    round1 = history(s.out)["rounds"][1]
+    assert sorted(trained) == [1, 2] and [p["node"] for p in round1["participants"]] == [1, 2]
+    assert [r["node"] for r in round1["refused"]] == [3]
+
+
 def test_check_update_names_the_problem():
     shapes = {"a": (2, 3)}
     good = {"a": np.zeros((2, 3), np.float32)}

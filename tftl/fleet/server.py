@@ -24,7 +24,7 @@ import os
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as flwr_strategy
@@ -314,11 +314,12 @@ class SnapshotGrid:
         return list(self.nodes)
 
 
-def wait_for_nodes(grid, need: int, seconds: float) -> list:
-    """The connected node ids once at least `need` are connected, else (after `seconds`) those there are."""
+def wait_for_nodes(grid, need: int, seconds: float, admit=lambda nodes: nodes) -> list:
+    """The connected node ids that `admit` lets in, once at least `need` are, else (after
+    `seconds`) those there are."""
     deadline = time.monotonic() + seconds
     while True:
-        nodes = list(grid.get_node_ids())
+        nodes = admit(list(grid.get_node_ids()))
         if len(nodes) >= need or time.monotonic() >= deadline:
             return nodes
         log(INFO, "waiting for clients: %d connected, %d needed (%.0f s left)", len(nodes), need,
@@ -345,6 +346,7 @@ class Fleet:
         self.gave_up = None  # the failed attempts of the round the server stopped at
         self.done = 0
         self.server_state = {}  # the server optimizer's buffers from the checkpoint
+        self.checked = {}  # node id -> None (its model is the fleet's) or why it was refused
 
     def initial(self) -> dict:
         """The global tensors to start from: the last checkpoint of this run, else the model's own."""
@@ -398,18 +400,41 @@ class Fleet:
             f.write(json.dumps({"settings": dataclasses.asdict(self.s), "rounds": self.history,
                                 "gave_up": self.gave_up}, indent=1).encode())
 
+    def admit(self, grid, nodes) -> list:
+        """The nodes whose model file and labels are the fleet's: each new node is asked once
+        (a small query message, no weights); one that differs or does not answer is refused."""
+        new = [n for n in nodes if n not in self.checked]
+        if new:
+            config = ConfigRecord({wire.MODEL_HASH: self.session.meta.content_hash,
+                                   wire.LABELS: list(self.session.labels)})
+            queries = [Message(RecordDict({wire.CONFIG: config}), dst_node_id=n, message_type=MessageType.QUERY)
+                       for n in new]
+            replies = {int(m.metadata.src_node_id): m for m in grid.send_and_receive(queries,
+                                                                                     timeout=self.s.round_timeout)}
+            for n in new:
+                reply = replies.get(n)
+                if reply is None:
+                    continue  # asked again next time
+                self.checked[n] = str(reply.error.reason)[:500] if reply.has_error() else \
+                    (None if reply.content[wire.CONFIG].get(wire.MODEL_HASH) == self.session.meta.content_hash
+                     else "its model's content hash differs from the fleet's")
+                if self.checked[n]:
+                    log(WARNING, "refused node %d: %s", n, self.checked[n])
+        return [n for n in nodes if n in self.checked and self.checked[n] is None]
+
     def attempt(self, strategy, grid, global_round: int, arrays: ArrayRecord):
         """One try at a round: (the aggregated arrays or None, the round's report)."""
         s = self.s
-        nodes = wait_for_nodes(grid, s.min_clients, s.wait_timeout)
+        nodes = wait_for_nodes(grid, s.min_clients, s.wait_timeout, lambda found: self.admit(grid, found))
+        refused = [{"node": n, "reason": why} for n, why in sorted(self.checked.items()) if why]
         if len(nodes) < s.min_clients:
-            return None, {"reason": f"{len(nodes)} of {s.min_clients} clients connected within "
-                                    f"--wait-timeout {s.wait_timeout:g} s"}
+            return None, {"reason": f"{len(nodes)} of {s.min_clients} clients connected with the fleet's model "
+                                    f"within --wait-timeout {s.wait_timeout:g} s", "refused": refused}
         messages = strategy.configure_train(global_round, arrays, self.config(), SnapshotGrid(nodes))
         sampled = sorted(int(m.metadata.dst_node_id) for m in messages)
         replies = list(grid.send_and_receive(messages, timeout=s.round_timeout))
         result, _ = strategy.aggregate_train(global_round, replies)
-        report = {"sampled": sampled, **strategy.report}
+        report = {"sampled": sampled, **strategy.report, "refused": refused}
         answered = {int(m.metadata.src_node_id) for m in replies}
         report["failures"] += [{"node": n, "reason": f"no reply within --round-timeout {s.round_timeout:g} s"}
                                for n in sampled if n not in answered]
