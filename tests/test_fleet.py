@@ -146,6 +146,35 @@ def test_server_momentum_accumulates_the_trained_weights_updates_and_resumes_wit
         server.Settings(model=str(model), out=str(tmp_path), server_momentum=1.0)
 
 
+def test_fedadam_steps_the_weights_averages_the_bn_statistics_and_resumes_its_moments(model, flowers, tmp_path):
+    """Finding 8: FedAdam's server step applies to the trained weights only (the BN statistics
+    take the clients' average), and its moments are checkpointed: 1 + 1 resumed rounds equal 2."""
+    train, _ = flowers
+    base = Session(str(model))
+    trainable, bn = set(base.meta.state_groups["trainable"]), set(base.meta.state_groups["bn_statistics"])
+
+    def push(msg, context):  # trained weights +1e-3, BN statistics +0.1, as run by a client
+        moved = {n: a.numpy() + np.float32(1e-3 if n in trainable else 0.1) for n, a in msg.content[wire.ARRAYS].items()}
+        return Message(content=_reply(moved, {wire.NUM_EXAMPLES: 8, wire.NUM_STEPS: 0}), reply_to=msg)
+
+    def run(out, rounds):
+        s = settings(model, out, "", rounds=rounds, strategy="fedadam")
+        simulate.simulate(s, str(train), 2, fail={0: push, 1: push})
+        return ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))[0]
+
+    straight = run(tmp_path / "straight", 2)
+    run(tmp_path / "resumed", 1)
+    resumed = run(tmp_path / "resumed", 2)
+    start = base.state(("trainable", "bn_statistics"))
+    assert any(k.startswith("server_m_t__") for k in straight) and any(k.startswith("server_v_t__") for k in straight)
+    for name, value in start.items():
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-7, err_msg=name)
+        if name in bn:
+            np.testing.assert_allclose(straight[name], value + np.float32(0.2), rtol=1e-6, atol=1e-6, err_msg=name)
+    moved = [float(np.abs(straight[n] - start[n]).max()) for n in trainable]
+    assert max(moved) > 0
+
+
 def test_lr_scaling_sqrt_sends_lr_times_root_clients_every_round(model, flowers, tmp_path):
     train, _ = flowers
     seen = []

@@ -246,7 +246,8 @@ def guarded(base):
             arrays, metrics = super().aggregate_train(server_round, kept)
             if arrays is not None and self.s.strategy == "fedadam":  # Adam steps weights, not statistics
                 plain = aggregate_arrayrecords([m.content for m in kept], wire.NUM_EXAMPLES)
-                arrays = ArrayRecord({n: plain[n] if n in self.tensors.bn else a for n, a in arrays.items()})
+                arrays = ArrayRecord({n: plain[n] if n in self.tensors.bn else  # Flower's step is float64
+                                      Array(np.ascontiguousarray(a.numpy(), np.float32)) for n, a in arrays.items()})
             if arrays is not None:
                 arrays = server_step(self.round_global, arrays, self.tensors.stepped, self.s.server_lr,
                                      self.s.server_momentum, self.velocity)
