@@ -595,18 +595,17 @@ def test_serve_restart_after_kill_9_and_tls_with_device_keys(model, flowers, tmp
     assert (out / deploy.DATABASE).exists()
     restarted = _fleet(*serve, "--wait-timeout", 200)
     _until(lambda: not any(_alive(p) for p in children), 30, f"the children {children} of the killed serve to end")
-    stranger = _fleet("join", model, small, "--server", f"127.0.0.1:{port}", "--certs", keys / "ca.crt",
-                      "--key", keys / "stranger.key", "--reconnect-tries", 0, "--reconnect-wait", 5,
-                      "--work-dir", tmp_path / "w1")
-    log, _ = stranger.communicate(timeout=120)
-    assert stranger.returncode == 1 and "Failed to activate SuperNode" in log, log[-2000:]
-    phone = _fleet("join", model, small, "--server", f"127.0.0.1:{port}", "--certs", keys / "ca.crt",
-                   "--key", keys / "phone.key", "--work-dir", tmp_path / "w2")
+    devices = {name: _fleet("join", model, small, "--server", f"127.0.0.1:{port}", "--certs", keys / "ca.crt",
+                            "--key", keys / f"{name}.key", "--reconnect-tries", 0, "--reconnect-wait", 120,
+                            "--work-dir", tmp_path / name) for name in ("stranger", "phone")}
     try:
         log, _ = restarted.communicate(timeout=300)
+        stranger, _ = devices["stranger"].communicate(timeout=30)
     finally:
-        phone.kill()
-        phone.wait()
+        for proc in devices.values():
+            proc.kill()
+            proc.wait()
+    assert devices["stranger"].returncode == 1 and "Failed to activate SuperNode" in stranger, stranger[-2000:]
     assert restarted.returncode == 0, log[-3000:]
     rounds = history(out)["rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and len(rounds[1]["participants"]) == 1
