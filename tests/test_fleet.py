@@ -609,3 +609,23 @@ def test_serve_restart_after_kill_9_and_tls_with_device_keys(model, flowers, tmp
     assert restarted.returncode == 0, log[-3000:]
     rounds = history(out)["rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and len(rounds[1]["participants"]) == 1
+
+
+def test_the_wire_contract_in_contract_is_current_and_its_vectors_are_what_flower_and_the_server_do():
+    """contract/fleet.json and contract/vectors/fleet.json are generated (python -m tftl.fleet.spec);
+    the array vector's bytes are what Flower's Array holds, and decode back to its values."""
+    import base64
+
+    from tftl.fleet import spec
+
+    for path, text in spec.render().items():
+        assert pathlib.Path(path).read_text(encoding="utf-8") == text, f"{path} is stale: python -m tftl.fleet.spec"
+    vectors = json.loads(pathlib.Path(spec.VECTORS).read_text())
+    for v in vectors["arrays"]:
+        values = np.array(v["values"], np.float32).reshape(v["shape"])
+        array = Array(values)
+        assert array.data == base64.b64decode(v["data_base64"]) and array.dtype == "float32"
+        np.testing.assert_array_equal(Array(dtype="float32", shape=tuple(v["shape"]), stype="numpy.ndarray",
+                                            data=base64.b64decode(v["data_base64"])).numpy(), values)
+    verdicts = [r["accepted"] for r in vectors["replies"]]
+    assert True in verdicts and False in verdicts
