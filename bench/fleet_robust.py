@@ -21,14 +21,17 @@ import numpy as np
 
 FLOWERS = os.path.join(os.environ.get("TFTL_SHARED", "/work/shared"), "data", "flowers5")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fleet_robust.json")
-ROWS = [  # (name, strategy, max-examples, attacked)
-    ("fedavg", "fedavg", 10_000, False),
-    ("fedmedian", "fedmedian", 10_000, False),
-    ("fedtrimmedavg", "fedtrimmedavg", 10_000, False),
-    ("fedavg, attacked, no cap", "fedavg", 10**9, True),
-    ("fedavg, attacked, --max-examples 100", "fedavg", 100, True),
-    ("fedmedian, attacked", "fedmedian", 10_000, True),
-    ("fedtrimmedavg, attacked", "fedtrimmedavg", 10_000, True),
+ROWS = [  # (name, strategy, max-examples, attacked, dp-clip, dp-noise)
+    ("fedavg", "fedavg", 10_000, False, 0, 0),
+    ("fedmedian", "fedmedian", 10_000, False, 0, 0),
+    ("fedtrimmedavg", "fedtrimmedavg", 10_000, False, 0, 0),
+    ("fedavg, attacked, no cap", "fedavg", 10**9, True, 0, 0),
+    ("fedavg, attacked, --max-examples 100", "fedavg", 100, True, 0, 0),
+    ("fedmedian, attacked", "fedmedian", 10_000, True, 0, 0),
+    ("fedtrimmedavg, attacked", "fedtrimmedavg", 10_000, True, 0, 0),
+    ("fedavg, --dp-clip 5", "fedavg", 10_000, False, 5.0, 0),
+    ("fedavg, --dp-clip 5 --dp-noise 0.01", "fedavg", 10_000, False, 5.0, 0.01),
+    ("fedavg, --dp-clip 5 --dp-noise 0.1", "fedavg", 10_000, False, 5.0, 0.1),
 ]
 
 
@@ -47,18 +50,21 @@ def attacker(trainable, rng):
     return reply
 
 
-def run(a, name, strategy, cap, attacked) -> dict:
+def run(a, name, strategy, cap, attacked, dp_clip, dp_noise) -> dict:
     from tftl.fleet import server, simulate
     from tftl.runtime.session import Session
 
-    out = os.path.join(a.work, name.replace(", ", "_").replace(" ", "_").replace("-", ""))
+    out = os.path.join(a.work, name.replace(", ", "_").replace(" ", "_").replace("-", "").replace(".", ""))
     s = server.Settings(model=os.path.abspath(a.model), out=out, val=os.path.join(a.data, "val"), rounds=a.rounds,
-                        strategy=strategy, max_examples=cap, seed=a.seed, min_clients=5)
+                        strategy=strategy, max_examples=cap, seed=a.seed, min_clients=5, dp_clip=dp_clip,
+                        dp_noise=dp_noise)
     trainable = set(Session(s.model).meta.state_groups["trainable"])
     fail = {0: attacker(trainable, np.random.default_rng(a.seed))} if attacked else None
+    np.random.seed(a.seed)  # Flower's DP noise draws from numpy's global generator
     t0 = time.monotonic()
     history = simulate.simulate(s, os.path.join(a.data, "train"), 5, shard="iid", fail=fail)
-    return {"name": name, "strategy": strategy, "max_examples": cap, "attacked": attacked,
+    return {"name": name, "strategy": strategy, "max_examples": cap, "attacked": attacked, "dp_clip": dp_clip,
+            "dp_noise": dp_noise,
             "val_accuracy": [round(r["val_accuracy"], 4) for r in history],
             "final": round(history[-1]["val_accuracy"], 4), "seconds": round(time.monotonic() - t0, 1)}
 
@@ -70,10 +76,19 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=FLOWERS, help="folder with train/ and val/")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", nargs="+", default=None,
+                   help="run only these row names; the others are kept from bench/fleet_robust.json")
     a = p.parse_args(argv)
+    kept = {}
+    if a.rows and os.path.exists(OUT):
+        with open(OUT, encoding="utf-8") as f:
+            kept = {r["name"]: r for r in json.load(f)["rows"]}
     rows = []
-    for name, strategy, cap, attacked in ROWS:
-        rows.append(run(a, name, strategy, cap, attacked))
+    for name, *config in ROWS:
+        if a.rows and name not in a.rows and name in kept:
+            rows.append(kept[name])
+            continue
+        rows.append(run(a, name, *config))
         print(json.dumps(rows[-1]), flush=True)
     from tftl.runtime import files
 

@@ -175,6 +175,37 @@ def test_fedadam_steps_the_weights_averages_the_bn_statistics_and_resumes_its_mo
     assert max(moved) > 0
 
 
+def test_dp_fixed_clipping_scales_each_update_to_the_norm_and_noise_keeps_variances_non_negative(model, flowers, tmp_path):
+    """Finding 6 (privacy): --dp-clip scales each client's update (every sent tensor, BN round
+    statistics included) to that L2 norm with Flower's own clipping; --dp-noise adds Gaussian
+    noise of sd noise x clip / clients to the average, after which BN variances are clipped at 0."""
+    train, _ = flowers
+    base = Session(str(model))
+    start = base.state(("trainable", "bn_statistics"))
+    d = np.float32(1e-3)
+    norm = float(d) * np.sqrt(sum(v.size for v in start.values()))
+
+    def push(msg, context):
+        moved = {n: a.numpy() + d for n, a in msg.content[wire.ARRAYS].items()}
+        return Message(content=_reply(moved, {wire.NUM_EXAMPLES: 8, wire.NUM_STEPS: 0}), reply_to=msg)
+
+    def run(out, **kw):
+        s = settings(model, out, "", rounds=1, **kw)
+        simulate.simulate(s, str(train), 2, fail={0: push, 1: push})
+        return ckpt.load_checkpoint(os.path.join(s.out, server.CHECKPOINT))[0], history(out)["rounds"][1]
+
+    clipped, round1 = run(tmp_path / "clip", dp_clip=norm / 4)
+    assert [p["update-norm"] for p in round1["participants"]] == [pytest.approx(norm, rel=1e-3)] * 2
+    for name, value in start.items():
+        np.testing.assert_allclose(clipped[name] - value, d / 4, rtol=1e-2, atol=1e-6, err_msg=name)
+    noisy, _ = run(tmp_path / "noise", dp_clip=norm / 4, dp_noise=1.0)
+    spread = np.concatenate([(noisy[n] - clipped[n]).ravel() for n in start if not n.endswith("variance")])
+    assert np.std(spread) == pytest.approx(norm / 4 / 2, rel=0.05)  # sd = noise x clip / clients
+    assert all((noisy[n] >= 0).all() for n in start if n.endswith("variance"))
+    with pytest.raises(InputError, match="dp-noise needs dp-clip"):
+        server.Settings(model=str(model), out=str(tmp_path), dp_noise=1.0)
+
+
 def test_lr_scaling_sqrt_sends_lr_times_root_clients_every_round(model, flowers, tmp_path):
     train, _ = flowers
     seen = []

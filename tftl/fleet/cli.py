@@ -63,6 +63,11 @@ def _flags():
                      help="retries of a round before the server stops (exit 1; the same command resumes)")
     srv.add_argument("--max-examples", type=int, default=server.Settings.max_examples,
                      help="cap on the example count (FedAvg weight) a client may claim")
+    srv.add_argument("--dp-clip", type=float, default=server.Settings.dp_clip,
+                     help="differential privacy (fedavg): clip each update to this L2 norm (history.json "
+                          "lists each participant's update-norm); 0: off")
+    srv.add_argument("--dp-noise", type=float, default=server.Settings.dp_noise,
+                     help="noise multiplier: Gaussian noise of sd dp-noise x dp-clip / clients on the average")
     srv.add_argument("--seed", type=int, default=0)
     return model, images, srv
 
@@ -74,7 +79,8 @@ def _settings(a, min_clients) -> server.Settings:
                            server_lr=a.server_lr, server_momentum=a.server_momentum, bn_stats=a.bn_stats, send=a.send,
                            optimizer=a.optimizer, min_clients=min_clients, fraction=a.fraction,
                            wait_timeout=a.wait_timeout, round_timeout=a.round_timeout, min_accepted=a.min_accepted,
-                           round_retries=a.round_retries, max_examples=a.max_examples, seed=a.seed)
+                           round_retries=a.round_retries, max_examples=a.max_examples, dp_clip=a.dp_clip,
+                           dp_noise=a.dp_noise, seed=a.seed)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update, compute_stdv
 
 from tftl.fleet import wire
 from tftl.fleet.client import from_record, to_record
@@ -76,6 +77,8 @@ class Settings:
     min_accepted: int = 1
     round_retries: int = 3
     max_examples: int = 10_000
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -95,6 +98,10 @@ class Settings:
                 or not self.wait_timeout > 0 or not self.round_timeout > 0:
             raise InputError("fraction must be in (0, 1], min-accepted and max-examples >= 1, round-retries >= 0, "
                              "wait-timeout and round-timeout > 0")
+        if self.dp_clip < 0 or self.dp_noise < 0 or (self.dp_noise and not self.dp_clip):
+            raise InputError("dp-clip and dp-noise must be >= 0, and dp-noise needs dp-clip")
+        if self.dp_clip and self.strategy != "fedavg":
+            raise InputError(f"--dp-clip applies to fedavg only, not {self.strategy}")
         if self.min_accepted > self.min_clients:
             raise InputError(f"min-accepted ({self.min_accepted}) cannot exceed min-clients ({self.min_clients})")
         if not 0 <= self.server_momentum < 1:
@@ -243,7 +250,11 @@ def guarded(base):
                     report["rejected"].append({"node": node, "reason": _reason(e, where)[:500]})
             if len(kept) < self.s.min_accepted:
                 return None, None
+            if self.s.dp_clip:
+                self.clip(kept)
             arrays, metrics = super().aggregate_train(server_round, kept)
+            if arrays is not None and self.s.dp_noise:
+                arrays = self.add_noise(arrays, len(kept))
             if arrays is not None and self.s.strategy == "fedadam":  # Adam steps weights, not statistics
                 plain = aggregate_arrayrecords([m.content for m in kept], wire.NUM_EXAMPLES)
                 arrays = ArrayRecord({n: plain[n] if n in self.tensors.bn else  # Flower's step is float64
@@ -268,7 +279,30 @@ def guarded(base):
             if self.s.bn_stats == "round":
                 self.round_statistics(record, metrics[wire.NUM_STEPS])
             msg.content = RecordDict({wire.ARRAYS: record, wire.METRICS: MetricRecord(metrics)})
-            return {**reported, **metrics}
+            norm = math.sqrt(sum(float(np.sum((record[n].numpy().astype(np.float64) - self.round_global[n].numpy()) ** 2))
+                                 for n in self.tensors.shapes))
+            return {**reported, **metrics, "update-norm": round(norm, 6)}
+
+        def clip(self, kept) -> None:
+            """Differential privacy, server-side fixed clipping (Flower's functions): each update
+            (reply - global, every sent tensor: the BN round statistics are computed from the
+            device's photos too) is scaled to L2 norm <= --dp-clip."""
+            names = list(self.tensors.shapes)
+            current = [self.round_global[n].numpy() for n in names]
+            for msg in kept:
+                record = msg.content[wire.ARRAYS]
+                values = [record[n].numpy().astype(np.float32) for n in names]
+                compute_clip_model_update(values, current, self.s.dp_clip)
+                msg.content[wire.ARRAYS] = ArrayRecord({n: Array(np.ascontiguousarray(v, np.float32))
+                                                        for n, v in zip(names, values)})
+
+        def add_noise(self, arrays, clients: int) -> ArrayRecord:
+            """Gaussian noise of sd dp-noise x dp-clip / clients on every tensor of the average
+            (Flower's compute_stdv); variances are then clipped at 0 (post-processing)."""
+            values = {n: a.numpy().astype(np.float32) for n, a in arrays.items()}
+            add_gaussian_noise_inplace(list(values.values()), compute_stdv(self.s.dp_noise, self.s.dp_clip, clients))
+            return ArrayRecord({n: Array(np.ascontiguousarray(np.maximum(v, 0) if self.tensors.bn.get(n) else v))
+                                for n, v in values.items()})
 
         def round_statistics(self, record, steps):
             """Replace the reply's BN running statistics by the means of its round's batch statistics."""
@@ -410,8 +444,8 @@ class Fleet:
                                    wire.LABELS: list(self.session.labels)})
             queries = [Message(RecordDict({wire.CONFIG: config}), dst_node_id=n, message_type=MessageType.QUERY)
                        for n in new]
-            replies = {int(m.metadata.src_node_id): m for m in grid.send_and_receive(queries,
-                                                                                     timeout=self.s.round_timeout)}
+            wait = min(self.s.round_timeout, self.s.wait_timeout)
+            replies = {int(m.metadata.src_node_id): m for m in grid.send_and_receive(queries, timeout=wait)}
             for n in new:
                 reply = replies.get(n)
                 if reply is None:
