@@ -222,6 +222,7 @@ def guarded(base):
             self.velocity = {}  # name -> the server momentum's buffer
             self.round_global = None  # the global tensors (ArrayRecord) of the round in progress
             self.report = {}
+            self.origin = {}  # message id -> the node it was sent to (set by Fleet.attempt)
             self.load_server_state(server_state or {})
 
         def configure_train(self, server_round, arrays, config, grid):
@@ -237,7 +238,7 @@ def guarded(base):
             self.report = report = {"participants": [], "failures": [], "rejected": []}
             kept = []
             for msg in replies:
-                node = int(msg.metadata.src_node_id)
+                node = reply_node(msg, self.origin)
                 if msg.has_error():
                     report["failures"].append({"node": node, "reason": str(msg.error.reason)[:500]})
                     continue
@@ -337,6 +338,17 @@ def make_strategy(s: Settings, sent: Sent, server_state=None):
     extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
     return guarded(kind)(fraction_train=s.fraction, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
                          min_available_nodes=s.min_clients, s=s, sent=sent, server_state=server_state, **extra)
+
+
+def origins(messages) -> dict:
+    """{message id: destination node} of sent messages (a deployment's grid sets the ids on send)."""
+    return {m.metadata.message_id: int(m.metadata.dst_node_id) for m in messages if m.metadata.message_id}
+
+
+def reply_node(msg, origin: dict) -> int:
+    """The node a reply is about: the SuperLink answers for a node that died (its error reply
+    comes from the SuperLink's own id), so the message it replies to says which node."""
+    return origin.get(msg.metadata.reply_to_message_id, int(msg.metadata.src_node_id))
 
 
 class SnapshotGrid:
@@ -445,7 +457,9 @@ class Fleet:
             queries = [Message(RecordDict({wire.CONFIG: config}), dst_node_id=n, message_type=MessageType.QUERY)
                        for n in new]
             wait = min(self.s.round_timeout, self.s.wait_timeout)
-            replies = {int(m.metadata.src_node_id): m for m in grid.send_and_receive(queries, timeout=wait)}
+            answers = list(grid.send_and_receive(queries, timeout=wait))
+            origin = origins(queries)
+            replies = {reply_node(m, origin): m for m in answers}
             for n in new:
                 reply = replies.get(n)
                 if reply is None:
@@ -468,9 +482,10 @@ class Fleet:
         messages = strategy.configure_train(global_round, arrays, self.config(), SnapshotGrid(nodes))
         sampled = sorted(int(m.metadata.dst_node_id) for m in messages)
         replies = list(grid.send_and_receive(messages, timeout=s.round_timeout))
+        strategy.origin = origins(messages)
         result, _ = strategy.aggregate_train(global_round, replies)
         report = {"sampled": sampled, **strategy.report, "refused": refused}
-        answered = {int(m.metadata.src_node_id) for m in replies}
+        answered = {reply_node(m, strategy.origin) for m in replies}
         report["failures"] += [{"node": n, "reason": f"no reply within --round-timeout {s.round_timeout:g} s"}
                                for n in sampled if n not in answered]
         for key in ("participants", "failures", "rejected"):
