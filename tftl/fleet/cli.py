@@ -1,8 +1,10 @@
 """tftl-fleet: federated fine-tuning of one tftl .tflite over Flower.
 
   tftl-fleet simulate MODEL IMAGES --clients 3 --rounds 5 --val VAL --out run/   (one machine)
-  tftl-fleet serve MODEL --out run/ --val VAL --rounds 5 --port 9092              (the server)
-  tftl-fleet join MODEL IMAGES --server 127.0.0.1:9092                            (each device)
+  tftl-fleet keys certs/ --host HOST;  tftl-fleet keys dev/ --device NAME        (TLS and device keys)
+  tftl-fleet serve MODEL --out run/ --val VAL --rounds 5 --host 0.0.0.0 --certs certs/ --devices pubs/
+  tftl-fleet join MODEL IMAGES --server HOST:9092 --certs ca.crt --key dev/NAME.key   (each device)
+  (--insecure instead of --certs/--key: 127.0.0.1 only)
 
 `simulate --engine inprocess` (default) runs the clients one after another in this process;
 `--engine processes` starts a SuperLink and one SuperNode per client on 127.0.0.1 (Flower's
@@ -145,11 +147,13 @@ def _with_superlink(out, port, body, *, host=deploy.HOST, tls=None, devices=()) 
         deploy.write_home(home, f"{deploy.HOST}:{port}", tls)  # the server reaches its SuperLink on loopback
         env = deploy.flower_env(home)
         log = os.path.join(out, "superlink.log")
-        link = deploy.superlink(port, env, log, host=host, database=os.path.join(out, deploy.DATABASE), tls=tls,
+        database = os.path.join(out, deploy.DATABASE)
+        restarted = os.path.exists(database)
+        link = deploy.superlink(port, env, log, host=host, database=database, tls=tls,
                                 auth=bool(devices))
         lock.add(link)
         try:
-            stopped = deploy.stop_unfinished_runs(env, log)
+            stopped = deploy.stop_unfinished_runs(env, log) if restarted else []
             if stopped:
                 print(f"tftl-fleet: stopped the unfinished run(s) {stopped} of a previous serve", file=sys.stderr)
             for public_key in devices:
