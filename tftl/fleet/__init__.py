@@ -4,7 +4,9 @@
     server.py  the Flower ServerApp (Flower's FedAvg / FedAdam, guarded; checkpoints; global.tflite)
     wire.py    what crosses the wire, and the checks on it (README.md in this folder has the layout)
     local.py   one client's round, without Flower
-    simulate.py, deploy.py, cli.py   tftl-fleet simulate / serve / join
+    keys.py    tftl-fleet keys: the CA, server certificate and device keys TLS and authentication use
+    spec.py    the wire contract as data (contract/fleet.json, contract/vectors/fleet.json)
+    simulate.py, deploy.py, cli.py   tftl-fleet simulate / serve / join / keys
 
 Importing this package turns Flower's telemetry and update check off unless the environment
 already sets them (FLWR_TELEMETRY_ENABLED=1 and FLWR_DISABLE_UPDATE_CHECK=0 turn them back on).

@@ -16,7 +16,7 @@ send back the same tensors with the example count. `tftl/fleet/README.md` has th
 import os
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from tftl.fleet import local, wire
@@ -76,6 +76,18 @@ def plan_of(config) -> local.Plan:
     return local.Plan(round=int(config[wire.ROUND]), rounds=int(config[wire.ROUNDS]),
                       local_epochs=int(config.get(wire.EPOCHS, 1)), lr=float(config.get(wire.LR, 5e-4)),
                       optimizer=str(config.get(wire.OPTIMIZER, "reset")), seed=int(config.get(wire.SEED, 0)))
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """The server's check when this device connects, before any weights are sent: refuse (an
+    error reply) unless this device's model file and labels are the fleet's."""
+    config = msg.content[wire.CONFIG]
+    session = _session(context.node_config)
+    local.check_model(session, str(config.get(wire.MODEL_HASH, "")), config.get(wire.LABELS))
+    content = RecordDict({wire.CONFIG: ConfigRecord({wire.MODEL_HASH: session.meta.content_hash,
+                                                     wire.LABELS: list(session.labels)})})
+    return Message(content=content, reply_to=msg)
 
 
 @app.train()

@@ -4,13 +4,16 @@ Run config (`flwr run --run-config` or `tftl-fleet serve` flags):
   model           the fleet's .tflite (its labels, state groups and content hash rule the fleet)
   out             folder for checkpoint.npz, history.json and the global model (global.tflite)
   val             optional image folder for server-side evaluation after every round
-  rounds, local-epochs, lr, lr-scaling, strategy, server-lr, server-momentum, bn-stats, send, optimizer, min-clients, round-timeout, seed
+  rounds, local-epochs, lr, lr-scaling, strategy, server-lr, server-momentum, bn-stats, send, optimizer,
+  min-clients, fraction, wait-timeout, round-timeout, min-accepted, round-retries, max-examples, seed
 
-Every round: sample clients, send the global tensors, drop error replies (a client that died
-or raised) and updates that do not fit (wrong names, shapes, dtype, NaN/inf, bad example
-count), aggregate the rest, evaluate on `val`, then write checkpoint.npz (atomically) and the
-self-contained `global.tflite` (`tftl.runtime.modelfile.save_model`). A restarted server
-with the same `out` resumes after the last finished round.
+Every round (the loop is ours; each step in it is Flower's strategy): wait up to wait-timeout
+for min-clients, sample a fraction of them, send the global tensors, wait up to round-timeout
+for replies, drop error replies and updates that do not fit (recorded with their reasons),
+aggregate the rest if there are at least min-accepted, evaluate on `val`, then write
+checkpoint.npz (atomically), history.json and the self-contained `global.tflite`. A round that
+found too few clients or updates is retried, never counted; after round-retries it stops
+(RoundsFailed). A restarted server with the same `out` resumes after the last finished round.
 """
 
 import dataclasses
@@ -21,10 +24,12 @@ import os
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as flwr_strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update, compute_stdv
 
 from tftl.fleet import wire
 from tftl.fleet.client import from_record, to_record
@@ -42,7 +47,8 @@ CHECKPOINT_FORMAT = "tftl-fleet-1"
 VELOCITY = "server_velocity__"  # checkpoint.npz prefix of the server momentum's buffers
 GLOBAL_MODEL = "global.tflite"
 HISTORY = "history.json"
-STRATEGIES = ("fedavg", "fedadam")
+ADAM_STATE = ("m_t", "v_t")  # FedAdam's server moments (checkpointed as server_m_t__NAME, server_v_t__NAME)
+STRATEGIES = ("fedavg", "fedadam", "fedmedian", "fedtrimmedavg")
 LR_SCALING = ("none", "sqrt")
 BN_STATS = ("round", "running")
 
@@ -65,7 +71,14 @@ class Settings:
     send: str = "all"
     optimizer: str = "reset"
     min_clients: int = 2
+    fraction: float = 1.0
+    wait_timeout: float = 600.0
     round_timeout: float = 600.0
+    min_accepted: int = 1
+    round_retries: int = 3
+    max_examples: int = 10_000
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -81,6 +94,16 @@ class Settings:
         if self.rounds < 1 or self.local_epochs < 1 or self.min_clients < 1 or not self.lr > 0 \
                 or not self.server_lr > 0:
             raise InputError("rounds, local-epochs and min-clients must be >= 1, lr and server-lr > 0")
+        if not 0 < self.fraction <= 1 or self.min_accepted < 1 or self.round_retries < 0 or self.max_examples < 1 \
+                or not self.wait_timeout > 0 or not self.round_timeout > 0:
+            raise InputError("fraction must be in (0, 1], min-accepted and max-examples >= 1, round-retries >= 0, "
+                             "wait-timeout and round-timeout > 0")
+        if self.dp_clip < 0 or self.dp_noise < 0 or (self.dp_noise and not self.dp_clip):
+            raise InputError("dp-clip and dp-noise must be >= 0, and dp-noise needs dp-clip")
+        if self.dp_clip and self.strategy != "fedavg":
+            raise InputError(f"--dp-clip applies to fedavg only, not {self.strategy}")
+        if self.min_accepted > self.min_clients:
+            raise InputError(f"min-accepted ({self.min_accepted}) cannot exceed min-clients ({self.min_clients})")
         if not 0 <= self.server_momentum < 1:
             raise InputError(f"server-momentum must be in [0, 1), got {self.server_momentum!r}")
         if (self.server_lr != 1.0 or self.server_momentum) and self.strategy != "fedavg":
@@ -141,19 +164,6 @@ def round_statistics(sent: np.ndarray, running: np.ndarray, steps: int, momentum
     return np.maximum(value, 0.0).astype(np.float32) if variance else value.astype(np.float32)
 
 
-def client_steps(metrics, examples: int, batch: int, local_epochs: int, where: str) -> int:
-    """The train steps a client ran this round: its `num-steps` metric, else what its
-    (already checked) example count implies.
-
-    Raises:
-        wire.UpdateError: `num-steps` is not a count.
-    """
-    steps = metrics.get(wire.NUM_STEPS)
-    if steps is None:
-        return math.ceil(examples / batch) * local_epochs
-    return wire.check_count(steps, wire.NUM_STEPS, where, low=0, high=wire.MAX_STEPS, what="a count of steps")
-
-
 @dataclasses.dataclass(frozen=True)
 class Sent:
     """What crosses the wire and how the server treats each tensor, from the model file.
@@ -180,28 +190,43 @@ class Sent:
                    bn_momentum=meta.bn_momentum, batch=meta.batch)
 
 
-def guarded(base):
-    """A subclass of Flower strategy `base` that refuses bad updates, numbers rounds globally,
-    turns the clients' BN running statistics into their round's (`--bn-stats round`) and
-    applies the server learning rate and momentum (`server_step`).
+def _reason(e: Exception, where: str) -> str:
+    """One line for a reply the server drops."""
+    if isinstance(e, wire.UpdateError):
+        return str(e)
+    if isinstance(e, KeyError):
+        return f"{where}: record {e} missing"
+    return f"{where}: unreadable reply ({type(e).__name__}: {e})"
 
-    s: the run's Settings; sent: the Sent tensors; round_offset: rounds finished before a
-    resume; velocity: the momentum buffers (continued after a resume, updated in place).
-    With `--lr-scaling sqrt` the clients train at the peak lr x √(clients in the round),
-    Adam's square-root scaling rule (Malladi et al. 2022) for the K-times larger effective
-    batch of K averaged clients.
+
+def guarded(base):
+    """A subclass of Flower strategy `base` that takes only replies that fit, normalised:
+
+    every reply is checked (names, shapes, dtype, finite values, a positive example count,
+    capped at --max-examples) and rebuilt as exactly one ArrayRecord of the sent names and one
+    MetricRecord of wire.AGGREGATED, so no reply can make Flower refuse the round; with
+    `--bn-stats round` the BN running statistics become the round's (`round_statistics`);
+    FedAdam's server step leaves the BN statistics at their plain average; the server learning
+    rate and momentum apply (`server_step`). Below --min-accepted updates nothing is
+    aggregated (the round is retried, and no server state moves). `self.report` holds the
+    round's participants, failures (error replies) and rejections (dropped replies, with reasons).
+
+    s: the run's Settings; sent: the Sent tensors; server_state: the server optimizer's
+    buffers (momentum, or FedAdam's m and v), continued after a resume.
     """
 
     class Guarded(base):
-        def __init__(self, *args, s: Settings, sent: Sent, round_offset=0, velocity=None, **kwargs):
+        def __init__(self, *args, s: Settings, sent: Sent, server_state=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.s, self.tensors, self.round_offset = s, sent, round_offset
-            self.velocity = velocity if velocity is not None else {}  # name -> the server momentum's buffer
+            self.s, self.tensors = s, sent
+            self.velocity = {}  # name -> the server momentum's buffer
             self.round_global = None  # the global tensors (ArrayRecord) of the round in progress
-            self.rejected = {}  # round -> [reasons]
+            self.report = {}
+            self.origin = {}  # message id -> the node it was sent to (set by Fleet.attempt)
+            self.load_server_state(server_state or {})
 
         def configure_train(self, server_round, arrays, config, grid):
-            config[wire.ROUND] = server_round + self.round_offset
+            config[wire.ROUND] = server_round
             self.round_global = arrays
             messages = list(super().configure_train(server_round, arrays, config, grid))
             if self.s.lr_scaling == "sqrt":  # K averaged clients: a K x larger effective batch
@@ -210,49 +235,148 @@ def guarded(base):
             return messages
 
         def aggregate_train(self, server_round, replies):
+            self.report = report = {"participants": [], "failures": [], "rejected": []}
             kept = []
             for msg in replies:
+                node = reply_node(msg, self.origin)
                 if msg.has_error():
-                    kept.append(msg)  # Flower logs and drops it
+                    report["failures"].append({"node": node, "reason": str(msg.error.reason)[:500]})
                     continue
-                where = f"update from node {msg.metadata.src_node_id}"
+                where = f"update from node {node}"
                 try:
-                    from_record(msg.content[wire.ARRAYS], self.tensors.shapes, where)
-                    examples = wire.check_weight(msg.content[wire.METRICS].get(wire.NUM_EXAMPLES), where)
-                    if self.s.bn_stats == "round":
-                        self.round_statistics(msg, examples, where)
-                except (wire.UpdateError, KeyError, ValueError) as e:
-                    reason = str(e) if not isinstance(e, KeyError) else f"{where}: record {e} missing"
-                    log(WARNING, "rejected %s", reason)
-                    self.rejected.setdefault(server_round + self.round_offset, []).append(reason)
-                    continue
-                kept.append(msg)
+                    report["participants"].append({"node": node, **self.normalise(msg, where)})
+                    kept.append(msg)
+                except Exception as e:  # noqa: BLE001 — any reply, however malformed, costs only itself
+                    log(WARNING, "rejected %s", _reason(e, where))
+                    report["rejected"].append({"node": node, "reason": _reason(e, where)[:500]})
+            if len(kept) < self.s.min_accepted:
+                return None, None
+            if self.s.dp_clip:
+                self.clip(kept)
             arrays, metrics = super().aggregate_train(server_round, kept)
+            if arrays is not None and self.s.dp_noise:
+                arrays = self.add_noise(arrays, len(kept))
+            if arrays is not None and self.s.strategy == "fedadam":  # Adam steps weights, not statistics
+                plain = aggregate_arrayrecords([m.content for m in kept], wire.NUM_EXAMPLES)
+                arrays = ArrayRecord({n: plain[n] if n in self.tensors.bn else  # Flower's step is float64
+                                      Array(np.ascontiguousarray(a.numpy(), np.float32)) for n, a in arrays.items()})
             if arrays is not None:
-                arrays = server_step(self.round_global, arrays, self.tensors.stepped, self.s.server_lr, self.s.server_momentum,
-                                     self.velocity)
+                arrays = server_step(self.round_global, arrays, self.tensors.stepped, self.s.server_lr,
+                                     self.s.server_momentum, self.velocity)
             return arrays, metrics
 
-        def round_statistics(self, msg, examples, where):
+        def normalise(self, msg, where) -> dict:
+            """Check a reply and rebuild its content as the fixed layout; returns what it reported."""
+            content = msg.content
+            record = content[wire.ARRAYS]
+            if not isinstance(record, ArrayRecord):
+                raise wire.UpdateError(f"{where}: {wire.ARRAYS!r} is not an ArrayRecord")
+            from_record(record, self.tensors.shapes, where)
+            batch, epochs = self.tensors.batch, self.s.local_epochs
+            metrics, reported = wire.normalise_metrics(
+                content[wire.METRICS], where, cap=self.s.max_examples,
+                default_steps=lambda n: math.ceil(n / batch) * epochs)
+            record = ArrayRecord({n: record[n] for n in self.tensors.shapes})
+            if self.s.bn_stats == "round":
+                self.round_statistics(record, metrics[wire.NUM_STEPS])
+            msg.content = RecordDict({wire.ARRAYS: record, wire.METRICS: MetricRecord(metrics)})
+            norm = math.sqrt(sum(float(np.sum((record[n].numpy().astype(np.float64) - self.round_global[n].numpy()) ** 2))
+                                 for n in self.tensors.shapes))
+            return {**reported, **metrics, "update-norm": round(norm, 6)}
+
+        def clip(self, kept) -> None:
+            """Differential privacy, server-side fixed clipping (Flower's functions): each update
+            (reply - global, every sent tensor: the BN round statistics are computed from the
+            device's photos too) is scaled to L2 norm <= --dp-clip."""
+            names = list(self.tensors.shapes)
+            current = [self.round_global[n].numpy() for n in names]
+            for msg in kept:
+                record = msg.content[wire.ARRAYS]
+                values = [record[n].numpy().astype(np.float32) for n in names]
+                compute_clip_model_update(values, current, self.s.dp_clip)
+                msg.content[wire.ARRAYS] = ArrayRecord({n: Array(np.ascontiguousarray(v, np.float32))
+                                                        for n, v in zip(names, values)})
+
+        def add_noise(self, arrays, clients: int) -> ArrayRecord:
+            """Gaussian noise of sd dp-noise x dp-clip / clients on every tensor of the average
+            (Flower's compute_stdv); variances are then clipped at 0 (post-processing)."""
+            values = {n: a.numpy().astype(np.float32) for n, a in arrays.items()}
+            add_gaussian_noise_inplace(list(values.values()), compute_stdv(self.s.dp_noise, self.s.dp_clip, clients))
+            return ArrayRecord({n: Array(np.ascontiguousarray(np.maximum(v, 0) if self.tensors.bn.get(n) else v))
+                                for n, v in values.items()})
+
+        def round_statistics(self, record, steps):
             """Replace the reply's BN running statistics by the means of its round's batch statistics."""
-            steps = client_steps(msg.content[wire.METRICS], examples, self.tensors.batch, self.s.local_epochs, where)
-            record = msg.content[wire.ARRAYS]
             for name, variance in self.tensors.bn.items():
                 value = round_statistics(self.round_global[name].numpy(), record[name].numpy(), steps,
                                          self.tensors.bn_momentum, variance)
                 record[name] = Array(np.ascontiguousarray(value))
 
+        def server_state(self) -> dict:
+            """The server optimizer's buffers, for the checkpoint: {prefix + name: array}."""
+            out = {VELOCITY + k: v for k, v in self.velocity.items()}
+            for attr in ADAM_STATE:
+                out.update({f"server_{attr}__{k}": v for k, v in (getattr(self, attr, None) or {}).items()})
+            return out
+
+        def load_server_state(self, state: dict) -> None:
+            self.velocity.update({k[len(VELOCITY):]: v for k, v in state.items() if k.startswith(VELOCITY)})
+            for attr in ADAM_STATE:
+                prefix = f"server_{attr}__"
+                found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                if found:
+                    setattr(self, attr, found)
+
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
 
 
-def make_strategy(s: Settings, sent: Sent, round_offset=0, velocity=None):
+def make_strategy(s: Settings, sent: Sent, server_state=None):
     """The Flower strategy of `s.strategy`, guarded (see `guarded`)."""
-    kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam}[s.strategy]
+    kind = {"fedavg": flwr_strategy.FedAvg, "fedadam": flwr_strategy.FedAdam, "fedmedian": flwr_strategy.FedMedian,
+            "fedtrimmedavg": flwr_strategy.FedTrimmedAvg}[s.strategy]
     extra = {"eta": 1e-3} if s.strategy == "fedadam" else {}
-    return guarded(kind)(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
-                         min_available_nodes=s.min_clients, s=s, sent=sent, round_offset=round_offset,
-                         velocity=velocity, **extra)
+    return guarded(kind)(fraction_train=s.fraction, fraction_evaluate=0.0, min_train_nodes=s.min_clients,
+                         min_available_nodes=s.min_clients, s=s, sent=sent, server_state=server_state, **extra)
+
+
+def origins(messages) -> dict:
+    """{message id: destination node} of sent messages (a deployment's grid sets the ids on send)."""
+    return {m.metadata.message_id: int(m.metadata.dst_node_id) for m in messages if m.metadata.message_id}
+
+
+def reply_node(msg, origin: dict) -> int:
+    """The node a reply is about: the SuperLink answers for a node that died (its error reply
+    comes from the SuperLink's own id), so the message it replies to says which node."""
+    return origin.get(msg.metadata.reply_to_message_id, int(msg.metadata.src_node_id))
+
+
+class SnapshotGrid:
+    """The nodes that were connected when a round started: Flower's sampling then never waits."""
+
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+
+def wait_for_nodes(grid, need: int, seconds: float, admit=lambda nodes: nodes) -> list:
+    """The connected node ids that `admit` lets in, once at least `need` are, else (after
+    `seconds`) those there are."""
+    deadline = time.monotonic() + seconds
+    while True:
+        nodes = admit(list(grid.get_node_ids()))
+        if len(nodes) >= need or time.monotonic() >= deadline:
+            return nodes
+        log(INFO, "waiting for clients: %d connected, %d needed (%.0f s left)", len(nodes), need,
+            deadline - time.monotonic())
+        time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+
+
+class RoundsFailed(RuntimeError):
+    """A round found too few clients or too few good updates in every attempt (exit non-zero;
+    the checkpoint holds the last finished round, and the same command resumes from it)."""
 
 
 class Fleet:
@@ -266,9 +390,10 @@ class Fleet:
         os.makedirs(s.out, exist_ok=True)
         self.ckpt_path = os.path.join(s.out, CHECKPOINT)
         self.history = []
+        self.gave_up = None  # the failed attempts of the round the server stopped at
         self.done = 0
-        self.rejected = {}
-        self.velocity = {}  # the server momentum's buffers (the strategy updates this dict)
+        self.server_state = {}  # the server optimizer's buffers from the checkpoint
+        self.checked = {}  # node id -> None (its model is the fleet's) or why it was refused
 
     def initial(self) -> dict:
         """The global tensors to start from: the last checkpoint of this run, else the model's own."""
@@ -279,12 +404,12 @@ class Fleet:
             raise ckpt.CheckpointError(f"{self.ckpt_path} is not a tftl-fleet checkpoint — use another --out")
         ckpt.check_compatible(meta, model_hash=self.session.meta.content_hash, labels=self.session.labels,
                               path=self.ckpt_path)
-        if meta.get("send") != self.s.send:
-            raise ckpt.CheckpointError(f"{self.ckpt_path} was written with --send {meta.get('send')} — "
-                                       "resume with the same setting or use another --out")
+        for key in ("send", "strategy"):
+            if meta.get(key, getattr(self.s, key)) != getattr(self.s, key):
+                raise ckpt.CheckpointError(f"{self.ckpt_path} was written with --{key} {meta.get(key)} — "
+                                           "resume with the same setting or use another --out")
         self.done, self.history = int(meta["round"]), list(meta.get("history", []))
-        self.velocity.update({k[len(VELOCITY):]: v for k, v in arrays.items()
-                              if k.startswith(VELOCITY) and k[len(VELOCITY):] in self.names})
+        self.server_state = {k: v for k, v in arrays.items() if k.startswith("server_")}
         log(INFO, "resuming after round %d from %s", self.done, self.ckpt_path)
         return {n: arrays[n] for n in self.names}
 
@@ -294,9 +419,8 @@ class Fleet:
                              wire.MODEL_HASH: self.session.meta.content_hash, wire.LABELS: list(self.session.labels),
                              wire.OPTIMIZER: s.optimizer, wire.SEED: s.seed})
 
-    def evaluate(self, server_round: int, record: ArrayRecord) -> MetricRecord:
-        """Server-side evaluation after a round, then the checkpoint and the global model file."""
-        global_round = server_round + self.done_at_start
+    def evaluate(self, global_round: int, record: ArrayRecord, report=None, server_state=None) -> None:
+        """Server-side evaluation of a finished round, then the checkpoint, history.json and global.tflite."""
         arrays = from_record(record, self.sent.shapes, "the aggregated model")
         self.session.restore_state(arrays, what="the aggregated model", partial=True)
         metrics = {"round": global_round, "bytes_per_client": wire.payload_bytes(arrays),
@@ -304,35 +428,105 @@ class Fleet:
         if self.s.val:
             result = evaluation.evaluate(self.session, self.s.val, threads=1)
             metrics["val_accuracy"] = float(result["accuracy"])
-        if server_round == 0:  # the starting point (not re-recorded after a resume)
-            if not self.history:
-                self.history.append(metrics)
-            return MetricRecord({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        metrics.update(report or {})
         self.history.append(metrics)
+        if global_round == 0:  # the starting point: recorded in history.json, no checkpoint yet
+            self.write_history()
+            return
         meta = {"format": CHECKPOINT_FORMAT, "round": global_round, "model_hash": self.session.meta.content_hash,
-                "labels": list(self.session.labels), "send": self.s.send, "history": self.history}
-        ckpt.save_checkpoint(self.ckpt_path, {**arrays, **{VELOCITY + k: v for k, v in self.velocity.items()}}, meta)
+                "labels": list(self.session.labels), "send": self.s.send, "strategy": self.s.strategy,
+                "history": self.history}
+        ckpt.save_checkpoint(self.ckpt_path, {**arrays, **(server_state or {})}, meta)
         save_model(os.path.join(self.s.out, GLOBAL_MODEL), self.session.model_file, self.session.labels,
                    self.session.state(), {"fleet": {"round": global_round, "strategy": self.s.strategy}})
+        self.write_history()
+        log(INFO, "round %d: %s", global_round, {k: v for k, v in metrics.items() if not isinstance(v, list)})
+
+    def write_history(self) -> None:
         with files.atomic_write(os.path.join(self.s.out, HISTORY)) as f:
             f.write(json.dumps({"settings": dataclasses.asdict(self.s), "rounds": self.history,
-                                "rejected": self.rejected}, indent=1).encode())
-        log(INFO, "round %d: %s", global_round, metrics)
-        return MetricRecord({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+                                "gave_up": self.gave_up}, indent=1).encode())
+
+    def admit(self, grid, nodes) -> list:
+        """The nodes whose model file and labels are the fleet's: each new node is asked once
+        (a small query message, no weights); one that differs or does not answer is refused."""
+        new = [n for n in nodes if n not in self.checked]
+        if new:
+            config = ConfigRecord({wire.MODEL_HASH: self.session.meta.content_hash,
+                                   wire.LABELS: list(self.session.labels)})
+            queries = [Message(RecordDict({wire.CONFIG: config}), dst_node_id=n, message_type=MessageType.QUERY)
+                       for n in new]
+            wait = min(self.s.round_timeout, self.s.wait_timeout)
+            answers = list(grid.send_and_receive(queries, timeout=wait))
+            origin = origins(queries)
+            replies = {reply_node(m, origin): m for m in answers}
+            for n in new:
+                reply = replies.get(n)
+                if reply is None:
+                    continue  # asked again next time
+                self.checked[n] = str(reply.error.reason)[:500] if reply.has_error() else \
+                    (None if reply.content[wire.CONFIG].get(wire.MODEL_HASH) == self.session.meta.content_hash
+                     else "its model's content hash differs from the fleet's")
+                if self.checked[n]:
+                    log(WARNING, "refused node %d: %s", n, self.checked[n])
+        return [n for n in nodes if n in self.checked and self.checked[n] is None]
+
+    def attempt(self, strategy, grid, global_round: int, arrays: ArrayRecord):
+        """One try at a round: (the aggregated arrays or None, the round's report)."""
+        s = self.s
+        nodes = wait_for_nodes(grid, s.min_clients, s.wait_timeout, lambda found: self.admit(grid, found))
+        refused = [{"node": n, "reason": why} for n, why in sorted(self.checked.items()) if why]
+        if len(nodes) < s.min_clients:
+            return None, {"reason": f"{len(nodes)} of {s.min_clients} clients connected with the fleet's model "
+                                    f"within --wait-timeout {s.wait_timeout:g} s", "refused": refused}
+        messages = strategy.configure_train(global_round, arrays, self.config(), SnapshotGrid(nodes))
+        sampled = sorted(int(m.metadata.dst_node_id) for m in messages)
+        replies = list(grid.send_and_receive(messages, timeout=s.round_timeout))
+        strategy.origin = origins(messages)
+        result, _ = strategy.aggregate_train(global_round, replies)
+        report = {"sampled": sampled, **strategy.report, "refused": refused}
+        answered = {reply_node(m, strategy.origin) for m in replies}
+        report["failures"] += [{"node": n, "reason": f"no reply within --round-timeout {s.round_timeout:g} s"}
+                               for n in sampled if n not in answered]
+        for key in ("participants", "failures", "rejected"):
+            report[key].sort(key=lambda entry: entry["node"])
+        if result is None:
+            report["reason"] = (f"{len(report['participants'])} accepted updates, --min-accepted is "
+                                f"{s.min_accepted}")
+        return result, report
 
     def run(self, grid: Grid):
-        """Run the remaining rounds; returns the history (one entry per finished round)."""
+        """Run the remaining rounds; returns the history (one entry per finished round).
+
+        Raises:
+            RoundsFailed: a round failed --round-retries + 1 attempts in a row (not counted).
+        """
         start = self.initial()
-        self.done_at_start = self.done
-        remaining = self.s.rounds - self.done
         self.t0 = time.monotonic()
-        if remaining <= 0:
+        if self.done >= self.s.rounds:
             log(INFO, "all %d rounds already done in %s", self.s.rounds, self.s.out)
             return self.history
-        strategy = make_strategy(self.s, self.sent, self.done, self.velocity)
-        self.rejected = strategy.rejected
-        strategy.start(grid=grid, initial_arrays=to_record(start, self.names), num_rounds=remaining,
-                       timeout=self.s.round_timeout, train_config=self.config(), evaluate_fn=self.evaluate)
+        strategy = make_strategy(self.s, self.sent, self.server_state)
+        arrays = to_record(start, self.names)
+        if not self.history:
+            self.evaluate(0, arrays)
+        for global_round in range(self.done + 1, self.s.rounds + 1):
+            failed = []
+            while True:
+                log(INFO, "[ROUND %d/%d] attempt %d", global_round, self.s.rounds, len(failed) + 1)
+                result, report = self.attempt(strategy, grid, global_round, arrays)
+                if result is not None:
+                    break
+                failed.append(report)
+                log(WARNING, "round %d not counted: %s", global_round, report["reason"])
+                if len(failed) > self.s.round_retries:
+                    self.gave_up = {"round": global_round, "attempts": failed}
+                    self.write_history()
+                    raise RoundsFailed(f"round {global_round} failed {len(failed)} times (last: {report['reason']}) "
+                                       f"— {self.s.out} keeps round {global_round - 1}; run the same command "
+                                       "again to resume")
+            arrays = result
+            self.evaluate(global_round, arrays, {**report, "failed_attempts": failed}, strategy.server_state())
         return self.history
 
 

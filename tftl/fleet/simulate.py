@@ -11,7 +11,7 @@ the same `client.app`, the same Message / RecordDict serialisation objects, the 
 import itertools
 import traceback
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
@@ -26,7 +26,8 @@ class LocalGrid(Grid):
 
     def __init__(self, client_app, node_configs, *, run_config=None, fail=None):
         """node_configs: one node config dict per client. fail: {node index: exception or
-        callable(message, context) -> Message} to inject faults in tests."""
+        callable(message, context) -> Message} to inject faults in tests (train messages only:
+        the connect-time model check, a query, always reaches the real ClientApp)."""
         self.client_app = client_app
         self.contexts = {i + 1: Context(run_id=1, node_id=i + 1, node_config=dict(cfg), state=RecordDict(),
                                         run_config=dict(run_config or {}))
@@ -57,14 +58,13 @@ class LocalGrid(Grid):
         ids = []
         for msg in messages:
             msg_id = f"local-{next(self._ids)}"
-            msg.metadata.__dict__["_message_id"] = msg_id
             self._replies[msg_id] = self._deliver(msg)
             ids.append(msg_id)
         return ids
 
     def _deliver(self, msg) -> Message:
         node = msg.metadata.dst_node_id
-        fault = self.fail.get(node - 1)
+        fault = self.fail.get(node - 1) if msg.metadata.message_type == MessageType.TRAIN else None
         try:
             if callable(fault) and not isinstance(fault, BaseException):
                 return fault(msg, self.contexts[node])

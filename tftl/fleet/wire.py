@@ -22,6 +22,11 @@ METRICS = "metrics"    # MetricRecord: client -> server (num-examples, train los
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
 NUM_STEPS = "num-steps"        # optional: train steps the client ran (the server's BN round statistics)
 MAX_STEPS = 10**7
+# The MetricRecord keys Flower aggregates: every accepted reply is normalised to exactly these
+# (Flower refuses a round whose replies' keys differ). Other numbers a client reports are
+# kept per participant in history.json, never aggregated.
+AGGREGATED = (NUM_EXAMPLES, NUM_STEPS)
+REPORTED = ("train_loss", "train_accuracy", "seconds", "images_per_second", "peak_rss_mb")
 
 # ConfigRecord keys (server -> client).
 ROUND = "tftl.round"                 # int, 1-based global round (continues after a server resume)
@@ -109,3 +114,23 @@ def check_count(value, key: str, where: str = "update", *, low=1, high=math.inf,
 def check_weight(value, where: str = "update") -> int:
     """The example count a client reports (the FedAvg weight): a positive integer."""
     return check_count(value, NUM_EXAMPLES, where)
+
+
+def normalise_metrics(metrics, where: str, *, default_steps, cap: int) -> tuple:
+    """A reply's metrics as (the fixed AGGREGATED key set, the REPORTED numbers it sent).
+
+    metrics: the reply's MetricRecord (any mapping). num-examples is required and capped at
+    `cap` (a claim of 10^9 weighs as `cap`); num-steps is optional (default_steps(examples)
+    when absent). Unknown keys and REPORTED values that are not finite numbers are dropped.
+
+    Raises:
+        UpdateError: num-examples missing or not a positive count, num-steps not a count.
+    """
+    examples = check_weight(metrics.get(NUM_EXAMPLES), where)
+    steps = metrics.get(NUM_STEPS)
+    steps = default_steps(examples) if steps is None else \
+        check_count(steps, NUM_STEPS, where, low=0, high=MAX_STEPS, what="a count of steps")
+    reported = {k: float(metrics[k]) for k in REPORTED if isinstance(metrics.get(k), (int, float))
+                and not isinstance(metrics.get(k), bool) and math.isfinite(metrics[k])}
+    reported["claimed-examples"] = examples
+    return {NUM_EXAMPLES: min(examples, int(cap)), NUM_STEPS: steps}, reported
