@@ -5,6 +5,7 @@ import android.content.Intent;
 import android.net.Uri;
 import android.os.Bundle;
 import android.provider.MediaStore;
+import android.view.View;
 import android.widget.Button;
 import android.widget.LinearLayout;
 import android.widget.TextView;
@@ -22,16 +23,24 @@ public final class InferenceActivity extends Activity {
     root.setOrientation(LinearLayout.VERTICAL);
     Button camera = new Button(this);
     camera.setText("Camera");
-    camera.setOnClickListener(v -> {
+    camera.setOnClickListener(new View.OnClickListener() {
+      @Override
+      public void onClick(View v) {
       Intent i = new Intent(MediaStore.ACTION_IMAGE_CAPTURE);
       i.putExtra(MediaStore.EXTRA_OUTPUT, PhotoProvider.uri(PhotoProvider.CAPTURE));
       i.addFlags(Intent.FLAG_GRANT_WRITE_URI_PERMISSION | Intent.FLAG_GRANT_READ_URI_PERMISSION);
       startActivityForResult(i, TAKE);
+      }
     });
     Button gallery = new Button(this);
     gallery.setText("Gallery");
-    gallery.setOnClickListener(v -> startActivityForResult(new Intent(Intent.ACTION_OPEN_DOCUMENT)
-        .addCategory(Intent.CATEGORY_OPENABLE).setType("image/*"), PICK));
+    gallery.setOnClickListener(new View.OnClickListener() {
+      @Override
+      public void onClick(View v) {
+        startActivityForResult(new Intent(Intent.ACTION_OPEN_DOCUMENT)
+            .addCategory(Intent.CATEGORY_OPENABLE).setType("image/*"), PICK);
+      }
+    });
     result = new TextView(this);
     root.addView(camera);
     root.addView(gallery);

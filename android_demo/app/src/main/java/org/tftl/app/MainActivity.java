@@ -49,7 +49,12 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
     }
     LinearLayout root = new LinearLayout(this);
     root.setOrientation(LinearLayout.VERTICAL);
-    root.addView(button("Load model…", v -> pick(PICK_MODEL, "*/*")));
+    root.addView(button("Load model…", new View.OnClickListener() {
+      @Override
+      public void onClick(View v) {
+        pick(PICK_MODEL, "*/*");
+      }
+    }));
     classes = new LinearLayout(this);
     classes.setOrientation(LinearLayout.VERTICAL);
     root.addView(classes);
@@ -57,14 +62,29 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
     threads = field("threads", "4");
     root.addView(epochs);
     root.addView(threads);
-    train = button("Train", v -> toggleTraining());
+    train = button("Train", new View.OnClickListener() {
+      @Override
+      public void onClick(View v) {
+        toggleTraining();
+      }
+    });
     root.addView(train);
     progress = new ProgressBar(this, null, android.R.attr.progressBarStyleHorizontal);
     root.addView(progress);
     status = new TextView(this);
     root.addView(status);
-    root.addView(button("Share fine-tuned model", v -> share()));
-    root.addView(button("Classify a photo", v -> startActivity(new Intent(this, InferenceActivity.class))));
+    root.addView(button("Share fine-tuned model", new View.OnClickListener() {
+      @Override
+      public void onClick(View v) {
+        share();
+      }
+    }));
+    root.addView(button("Classify a photo", new View.OnClickListener() {
+      @Override
+      public void onClick(View v) {
+        startActivity(new Intent(MainActivity.this, InferenceActivity.class));
+      }
+    }));
     ScrollView scroll = new ScrollView(this);
     scroll.addView(root);
     setContentView(scroll);
@@ -174,8 +194,13 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
   }
 
   @Override
-  public void onState(PersonalizeViewModel.State s) {
-    runOnUiThread(() -> render(s));
+  public void onState(final PersonalizeViewModel.State s) {
+    runOnUiThread(new Runnable() {
+      @Override
+      public void run() {
+        render(s);
+      }
+    });
   }
 
   private void render(PersonalizeViewModel.State s) {
@@ -200,24 +225,35 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
     for (int i = 0; i < labels.size(); i++) {
       final int slot = i;
       LinearLayout row = new LinearLayout(this);
-      EditText name = new EditText(this);
+      final EditText name = new EditText(this);
       name.setText(labels.get(i));
-      name.setOnFocusChangeListener((v, focused) -> {
+      name.setOnFocusChangeListener(new View.OnFocusChangeListener() {
+        @Override
+        public void onFocusChange(View v, boolean focused) {
         if (!focused) {
           try {
             vm.renameClass(slot, name.getText().toString());
           } catch (Exception e) {
-            Toast.makeText(this, e.getMessage(), Toast.LENGTH_LONG).show();
+            Toast.makeText(MainActivity.this, e.getMessage(), Toast.LENGTH_LONG).show();
             name.setText(vm.labels().get(slot));
           }
+        }
         }
       });
       row.addView(name);
       row.addView(new TextView(this));
-      row.addView(button("Camera", v -> capture(slot)));
-      row.addView(button("Gallery", v -> {
-        pendingSlot = slot;
-        pick(PICK_PHOTO, "image/*");
+      row.addView(button("Camera", new View.OnClickListener() {
+        @Override
+        public void onClick(View v) {
+          capture(slot);
+        }
+      }));
+      row.addView(button("Gallery", new View.OnClickListener() {
+        @Override
+        public void onClick(View v) {
+          pendingSlot = slot;
+          pick(PICK_PHOTO, "image/*");
+        }
       }));
       classes.addView(row);
       names.add(name);

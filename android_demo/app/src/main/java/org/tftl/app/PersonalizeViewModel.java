@@ -13,6 +13,7 @@ import java.util.concurrent.CancellationException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.tftl.core.Checkpoint;
 import org.tftl.core.FeatureCache;
@@ -82,10 +83,13 @@ public final class PersonalizeViewModel implements AutoCloseable {
 
   private final File dir;
   private final InterpreterFactory factory;
-  private final ExecutorService worker = Executors.newSingleThreadExecutor(r -> {
-    Thread t = new Thread(r, "tftl-train");
-    t.setDaemon(true);
-    return t;
+  private final ExecutorService worker = Executors.newSingleThreadExecutor(new ThreadFactory() {
+    @Override
+    public Thread newThread(Runnable r) {
+      Thread t = new Thread(r, "tftl-train");
+      t.setDaemon(true);
+      return t;
+    }
   });
   private final AtomicBoolean cancel = new AtomicBoolean();
   private final State state = new State();
@@ -131,7 +135,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
     if (model != null) {
       model.close();
     }
-    model = new TftlModel(mf, fb -> factory.create(fb, state.threads));
+    model = new TftlModel(mf, interpreters());
     state.model = state.model == null ? MODEL : state.model;
     labels = new ArrayList<>(mf.labels);
     File classes = new File(dir, CLASSES);
@@ -160,6 +164,16 @@ public final class PersonalizeViewModel implements AutoCloseable {
     publish();
   }
 
+  private TftlModel.Factory interpreters() {
+    final int threads = state.threads;
+    return new TftlModel.Factory() {
+      @Override
+      public SignatureInterpreter create(byte[] flatbuffer) {
+        return factory.create(flatbuffer, threads);
+      }
+    };
+  }
+
   /** Renames class slot {@code slot} (up to the model's K slots); the checkpoint follows the new names. */
   public synchronized void renameClass(int slot, String name) throws IOException {
     requireModel();
@@ -171,7 +185,9 @@ public final class PersonalizeViewModel implements AutoCloseable {
     if (ckpt.isFile()) {
       Checkpoint c = Checkpoint.load(ckpt, model.file.modelHash(), labels);
       com.google.gson.JsonArray l = new com.google.gson.JsonArray();
-      next.forEach(l::add);
+      for (String n : next) {
+        l.add(n);
+      }
       c.meta.add("labels", l);
       c.save(ckpt);
     }
@@ -208,7 +224,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
       Map<String, Npy.Array> weights = model.state();
       ModelFile mf = model.file;
       model.close();
-      model = new TftlModel(mf, fb -> factory.create(fb, state.threads));
+      model = new TftlModel(mf, interpreters());
       model.restore(weights, "the current weights");
     }
     publish();
@@ -238,7 +254,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
     Trainer.Config cfg = new Trainer.Config();
     cfg.epochs = epochs;
     cfg.lr = lr;
-    Trainer trainer = new Trainer(model, labels, cfg, ckpt, resume);
+    final Trainer trainer = new Trainer(model, labels, cfg, ckpt, resume);
     cancel.set(false);
     state.training = true;
     state.epochs = epochs;
@@ -248,7 +264,12 @@ public final class PersonalizeViewModel implements AutoCloseable {
     state.accuracy = Double.NaN;
     state.message = resume != null ? "continuing from epoch " + (trainer.epoch() + 1) : "training";
     publish();
-    running = worker.submit(() -> runTraining(trainer));
+    running = worker.submit(new Runnable() {
+      @Override
+      public void run() {
+        runTraining(trainer);
+      }
+    });
     return running;
   }
 
@@ -271,7 +292,12 @@ public final class PersonalizeViewModel implements AutoCloseable {
           state.message = "epoch " + entry.get("epoch").getAsInt() + " saved";
           publish();
         }
-      }, cancel::get);
+      }, new java.util.function.BooleanSupplier() {
+        @Override
+        public boolean getAsBoolean() {
+          return cancel.get();
+        }
+      });
       state.message = "done: loss " + String.format("%.3f", state.loss) + ", accuracy "
           + String.format("%.2f", state.accuracy);
     } catch (CancellationException e) {
@@ -310,13 +336,18 @@ public final class PersonalizeViewModel implements AutoCloseable {
     requireIdle();
     float[] image = preprocess(photo);
     long t0 = System.nanoTime();
-    float[] probs = model.predict(image);
+    final float[] probs = model.predict(image);
     double ms = (System.nanoTime() - t0) / 1e6;
     Integer[] order = new Integer[probs.length];
     for (int i = 0; i < order.length; i++) {
       order[i] = i;
     }
-    Arrays.sort(order, (a, b) -> Float.compare(probs[b], probs[a]));
+    Arrays.sort(order, new java.util.Comparator<Integer>() {
+      @Override
+      public int compare(Integer a, Integer b) {
+        return Float.compare(probs[b], probs[a]);
+      }
+    });
     int k = Math.min(3, probs.length);
     List<String> top = new ArrayList<>();
     float[] p = new float[k];

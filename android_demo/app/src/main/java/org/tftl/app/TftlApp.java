@@ -14,7 +14,12 @@ public final class TftlApp extends Application {
   static final String BUNDLED_MODEL = "model.tflite";
   static final String PREFS = "settings";
   /** How interpreters are made: LiteRT's Interpreter; JVM tests (Robolectric) put the host backend here. */
-  static PersonalizeViewModel.InterpreterFactory interpreters = LiteRtInterpreter::new;
+  static PersonalizeViewModel.InterpreterFactory interpreters = new PersonalizeViewModel.InterpreterFactory() {
+    @Override
+    public org.tftl.core.SignatureInterpreter create(byte[] flatbuffer, int threads) {
+      return new LiteRtInterpreter(flatbuffer, threads);
+    }
+  };
   private PersonalizeViewModel viewModel;
   private String startupError;
 

@@ -362,12 +362,16 @@ public final class ModelFile {
   static JsonElement sorted(JsonElement e) {
     if (e.isJsonObject()) {
       JsonObject out = new JsonObject();
-      new TreeMap<>(e.getAsJsonObject().asMap()).forEach((k, v) -> out.add(k, sorted(v)));
+      for (Map.Entry<String, JsonElement> kv : new TreeMap<>(e.getAsJsonObject().asMap()).entrySet()) {
+        out.add(kv.getKey(), sorted(kv.getValue()));
+      }
       return out;
     }
     if (e.isJsonArray()) {
       com.google.gson.JsonArray out = new com.google.gson.JsonArray();
-      e.getAsJsonArray().forEach(v -> out.add(sorted(v)));
+      for (JsonElement v : e.getAsJsonArray()) {
+        out.add(sorted(v));
+      }
       return out;
     }
     return e;

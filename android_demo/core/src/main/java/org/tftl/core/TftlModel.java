@@ -96,15 +96,17 @@ public final class TftlModel implements AutoCloseable {
 
   private Map<String, ByteBuffer> buffers(String sig, boolean in) {
     Map<String, Map<String, ByteBuffer>> cache = in ? inputs : outputs;
-    return cache.computeIfAbsent(sig, k -> {
-      Map<String, ByteBuffer> m = new LinkedHashMap<>();
-      String[] names = in ? interpreter.getSignatureInputs(k) : interpreter.getSignatureOutputs(k);
+    Map<String, ByteBuffer> m = cache.get(sig);
+    if (m == null) {
+      m = new LinkedHashMap<>();
+      String[] names = in ? interpreter.getSignatureInputs(sig) : interpreter.getSignatureOutputs(sig);
       for (String n : names) {
-        int[] shape = in ? interpreter.getInputShape(k, n) : interpreter.getOutputShape(k, n);
+        int[] shape = in ? interpreter.getInputShape(sig, n) : interpreter.getOutputShape(sig, n);
         m.put(n, direct(elements(shape) * 4));
       }
-      return m;
-    });
+      cache.put(sig, m);
+    }
+    return m;
   }
 
   private void run(String sig) {
@@ -223,7 +225,9 @@ public final class TftlModel implements AutoCloseable {
       // A deployable fine-tuned file carries no optimizer state: keep this interpreter's own.
       Map<String, Npy.Array> full = new java.util.LinkedHashMap<>(state);
       Map<String, Npy.Array> own = state();
-      optimizer.forEach(n -> full.put(n, own.get(n)));
+      for (String n : optimizer) {
+        full.put(n, own.get(n));
+      }
       state = full;
       missing.clear();
     }

@@ -291,7 +291,9 @@ public final class Trainer {
     meta.addProperty("format", Checkpoint.FORMAT);
     meta.addProperty("model_hash", model.file.modelHash());
     JsonArray l = new JsonArray();
-    labels.forEach(l::add);
+    for (String label : labels) {
+      l.add(label);
+    }
     meta.add("labels", l);
     meta.addProperty("epoch", epoch());
     meta.addProperty("position", state.get("position").getAsInt());
