@@ -48,7 +48,7 @@ VERSION_NAME=0.1.0
 
 B=$HERE/build
 DEPS=$B/deps
-rm -rf "$B/classes" "$B/stage" "$B/unpacked" "$B"/*.apk
+rm -rf "$B/classes" "$B/gen" "$B/stage" "$B/unpacked" "$B"/*.apk
 mkdir -p "$DEPS" "$B/classes" "$B/stage/lib/arm64-v8a" "$B/unpacked"
 
 fetch() {  # group:artifact:version[:type] into $DEPS (Maven's local repository caches it)
@@ -71,8 +71,14 @@ done
 cp "$B/unpacked/tensorflow-lite/jni/arm64-v8a/libtensorflowlite_jni.so" "$B/stage/lib/arm64-v8a/"
 LIBS="$B/unpacked/tensorflow-lite/classes.jar:$B/unpacked/tensorflow-lite-api/classes.jar:$DEPS/gson-$GSON.jar"
 
+# The manifest with the package, versions and SDK levels the Gradle build adds; R.java of the resources.
+sed 's|<manifest xmlns:android="http://schemas.android.com/apk/res/android"|& package="org.tftl.app"|' \
+  app/src/main/AndroidManifest.xml >"$B/AndroidManifest.xml"
+mkdir -p "$B/gen"
+aapt package -f -m -J "$B/gen" -M "$B/AndroidManifest.xml" -S app/src/main/res -I "$FRAMEWORK"
+
 # Java 8 bytecode against the framework classes; android-all is compile-only (the phone has it).
-find core/src/main/java app/src/main/java -name '*.java' >"$B/sources.txt"
+find core/src/main/java app/src/main/java "$B/gen" -name '*.java' >"$B/sources.txt"
 javac --release 8 -nowarn -encoding UTF-8 -d "$B/classes" \
   -cp "$DEPS/android-all-$ANDROID_ALL.jar:$LIBS" @"$B/sources.txt" 2>&1 | { grep -v '^Note:' || true; }
 # Gson's classes without its META-INF (module-info is Java 9 bytecode, which dx refuses).
@@ -81,9 +87,6 @@ java -cp "$DEPS/dalvik-dx-$DX.jar" com.android.dx.command.Main --dex --min-sdk-v
   "$B/classes" "$B/unpacked/gson" "$B/unpacked/tensorflow-lite/classes.jar" \
   "$B/unpacked/tensorflow-lite-api/classes.jar"
 
-# The manifest with the package, versions and SDK levels the Gradle build adds.
-sed 's|<manifest xmlns:android="http://schemas.android.com/apk/res/android"|& package="org.tftl.app"|' \
-  app/src/main/AndroidManifest.xml >"$B/AndroidManifest.xml"
 ASSETS=()
 if [ -n "$MODEL" ]; then
   mkdir -p "$B/assets" && cp "$MODEL" "$B/assets/model.tflite"
@@ -91,9 +94,9 @@ if [ -n "$MODEL" ]; then
 else
   rm -rf "$B/assets"
 fi
-aapt package -f -M "$B/AndroidManifest.xml" -I "$FRAMEWORK" "${ASSETS[@]}" \
+aapt package -f -M "$B/AndroidManifest.xml" -S app/src/main/res -I "$FRAMEWORK" "${ASSETS[@]}" \
   --min-sdk-version $MIN_SDK --target-sdk-version $TARGET_SDK \
-  --version-code $VERSION_CODE --version-name $VERSION_NAME -0 tflite -F "$B/unsigned.apk"
+  --version-code $VERSION_CODE --version-name $VERSION_NAME --debug-mode -0 tflite -F "$B/unsigned.apk"
 (cd "$B/stage" && aapt add -f "$B/unsigned.apk" classes.dex lib/arm64-v8a/libtensorflowlite_jni.so >/dev/null)
 zipalign -f -p 4 "$B/unsigned.apk" "$B/aligned.apk"
 

@@ -72,6 +72,10 @@ public final class ModelFile {
     if (!file.isFile()) {
       throw new TftlException("model file " + file + " does not exist — " + ModelMetadata.EXPORT_HINT);
     }
+    if (file.length() > MAX_FILE_BYTES) {  // refused before a byte is read
+      throw new TftlException("model file " + file + " is " + (file.length() >> 20) + " MiB, more than a model file "
+          + "can be (" + (MAX_FILE_BYTES >> 20) + " MiB) — pick the right file");
+    }
     try (InputStream in = new FileInputStream(file)) {
       return read(in, "model file " + file);
     }

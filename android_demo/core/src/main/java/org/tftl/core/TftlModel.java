@@ -25,9 +25,12 @@ public final class TftlModel implements AutoCloseable {
   public static final String RESTORE = "restore";
   static final List<String> TRAIN_SIGNATURES = Arrays.asList(EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE);
 
-  /** Creates an interpreter for a flatbuffer (the Android Interpreter or the host backend). */
+  /**
+   * Creates an interpreter for the flatbuffer of a model file (the Android Interpreter, which maps
+   * the stored file instead of copying it, or the host backend).
+   */
   public interface Factory {
-    SignatureInterpreter create(byte[] flatbuffer);
+    SignatureInterpreter create(ModelFile file);
   }
 
   public final ModelFile file;
@@ -47,7 +50,7 @@ public final class TftlModel implements AutoCloseable {
    */
   public TftlModel(ModelFile file, Factory factory) {
     this.file = file;
-    this.interpreter = factory.create(file.flatbuffer());
+    this.interpreter = factory.create(file);
     this.batch = file.meta.batch;
     this.imageSize = file.meta.imageSize;
     this.featureElements = file.meta.featureElements();
