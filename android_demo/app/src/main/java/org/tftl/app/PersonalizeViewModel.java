@@ -121,6 +121,8 @@ public final class PersonalizeViewModel implements AutoCloseable {
     }
   }
 
+  /** State.busy while a training task runs. */
+  static final String TRAINING = "training";
   static final String MODEL = "model.tflite";
   static final String INCOMING = "incoming.tflite";
   static final String CLASSES = "classes.txt";
@@ -407,7 +409,11 @@ public final class PersonalizeViewModel implements AutoCloseable {
     cache = new FeatureCache(model.featureElements);
     File features = new File(dir, FEATURES);
     if (features.isFile()) {
-      cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements);
+      try {
+        cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements);
+      } catch (IOException | RuntimeException e) {
+        throw new IOException(features.getName() + ": " + e.getMessage(), e);
+      }
       for (int r = 0; r < cache.size(); r++) {
         if (cache.label(r) < 0 || cache.label(r) >= labels.size()) {
           throw new IOException(features + " holds class " + cache.label(r) + " but the model has " + labels.size());
@@ -614,7 +620,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
    * weights. Every FeatureCache.HOLDOUT_EVERY-th photo per class is held out for validation.
    */
   public Future<?> startTraining(final Integer epochs, final double lr) {
-    return submit(new Task("training") {
+    return submit(new Task(TRAINING) {
       @Override
       void work() throws IOException {
         trainNow(epochs, lr);

@@ -9,7 +9,9 @@ import android.content.Context;
 import android.content.Intent;
 import android.content.pm.ServiceInfo;
 import android.os.Build;
+import android.os.Handler;
 import android.os.IBinder;
+import android.os.Looper;
 import android.os.PowerManager;
 
 /**
@@ -25,9 +27,13 @@ public final class TrainingService extends Service implements PersonalizeViewMod
   static final String EXTRA_LR = "lr";
   static final String CHANNEL = "training";
   static final int NOTIFICATION = 1;
+  static final String TRAINING = PersonalizeViewModel.TRAINING;
   private PersonalizeViewModel vm;
   private PowerManager.WakeLock wakeLock;
   private boolean started;
+  /** Seen the training task run; the service ends when it no longer does. */
+  private volatile boolean running;
+  private final Handler main = new Handler(Looper.getMainLooper());
 
   /** Starts training in the service (a new run of {@code epochs}, or null to continue the saved one). */
   static void start(Context context, Integer epochs, double lr) {
@@ -72,12 +78,12 @@ public final class TrainingService extends Service implements PersonalizeViewMod
       Integer epochs = intent != null && intent.hasExtra(EXTRA_EPOCHS) ? intent.getIntExtra(EXTRA_EPOCHS, 10) : null;
       double lr = intent != null ? intent.getDoubleExtra(EXTRA_LR, 5e-4) : 5e-4;
       wakeLock.acquire(6 * 60 * 60 * 1000L);  // dataSync services get at most 6 hours on Android 15
+      vm.addObserver(this);  // first: the training task's own start must not be missed
       try {
         vm.startTraining(epochs, lr);
       } catch (RuntimeException e) {  // training already runs: keep following it
-        started = true;
+        running = true;
       }
-      vm.addObserver(this);
     }
     // Killed with the process: Android starts the service again without the epochs, and the
     // view model continues the run from its checkpoint.
@@ -109,10 +115,19 @@ public final class TrainingService extends Service implements PersonalizeViewMod
   /** Called on the view model's worker thread: the notification follows the steps; the service ends with the run. */
   @Override
   public void onState(PersonalizeViewModel.State s) {
-    if (s.training) {
-      ((NotificationManager) getSystemService(NOTIFICATION_SERVICE)).notify(NOTIFICATION, notification(s));
-    } else if (s.busy == null || !"training".equals(s.busy)) {
-      finish();
+    if (TRAINING.equals(s.busy)) {
+      running = true;
+      if (s.training) {
+        ((NotificationManager) getSystemService(NOTIFICATION_SERVICE)).notify(NOTIFICATION, notification(s));
+      }
+    } else if (running) {
+      running = false;
+      main.post(new Runnable() {
+        @Override
+        public void run() {
+          finish();
+        }
+      });
     }
   }
 

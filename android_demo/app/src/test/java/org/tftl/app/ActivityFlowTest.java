@@ -29,6 +29,7 @@ import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import org.junit.After;
 import org.junit.Before;
 import org.junit.Test;
 import org.junit.runner.RunWith;
@@ -62,6 +63,12 @@ public class ActivityFlowTest {
     app = (TftlApp) RuntimeEnvironment.getApplication();
     app.onCreate();  // a new view model with the host backend, restored from (empty) storage
     app.viewModel().awaitIdle();
+  }
+
+  /** Interpreters are native: close them before the JVM exits (a multi-threaded one left open crashes its exit). */
+  @After
+  public void closeViewModel() {
+    app.viewModel().close();
   }
 
   private void settle() throws Exception {
