@@ -51,6 +51,15 @@ def require_java():
     require_tools(("java", "mvn"), "a JDK 17+ and Maven", "the Android core tests")
 
 
+ANDROID_FRAMEWORK_RES = "/usr/share/android-framework-res/framework-res.apk"  # aapt's -I (Debian)
+
+
+def require_aapt():
+    """Debian's aapt and framework resources, which compile android_demo's string resources."""
+    require_tools(("aapt",), "Debian's aapt and android-framework-res", "the Android app tests",
+                  files=(ANDROID_FRAMEWORK_RES,))
+
+
 def need(path):
     if not os.path.exists(path):
         pytest.skip(f"{path} not found (set TFTL_SHARED to the shared/ folder)")

@@ -14,12 +14,11 @@ import zipfile
 
 import pytest
 
-from conftest import REPO, require_java, require_tools
+from conftest import REPO, require_aapt, require_java, require_tools
 
 ANDROID = os.path.join(REPO, "android_demo")
 APK = os.path.join(ANDROID, "build", "tftl-demo-debug.apk")
-TOOLS = ("aapt", "zipalign", "apksigner", "dexdump")
-FRAMEWORK = "/usr/share/android-framework-res/framework-res.apk"  # aapt's -I: the framework's resource table
+TOOLS = ("zipalign", "apksigner", "dexdump")
 APP_CLASSES = ("org.tftl.app.MainActivity", "org.tftl.app.InferenceActivity", "org.tftl.app.TftlApp",
                "org.tftl.app.PersonalizeViewModel", "org.tftl.app.TrainingService", "org.tftl.app.PhotoProvider",
                "org.tftl.app.LiteRtInterpreter", "org.tftl.core.Trainer", "org.tftl.core.ModelFile",
@@ -29,8 +28,8 @@ APP_CLASSES = ("org.tftl.app.MainActivity", "org.tftl.app.InferenceActivity", "o
 @pytest.fixture(scope="module")
 def apk(mbv2_flowers):
     require_java()
-    require_tools(TOOLS, "Debian's aapt, android-framework-res, zipalign, apksigner and dexdump", "the APK test",
-                  files=(FRAMEWORK,))
+    require_aapt()
+    require_tools(TOOLS, "Debian's zipalign, apksigner and dexdump", "the APK test")
     r = subprocess.run(["bash", os.path.join(ANDROID, "build_apk.sh"), str(mbv2_flowers)], capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
