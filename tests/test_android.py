@@ -229,3 +229,13 @@ def test_java_checkpoint_and_finetuned_model_open_in_tftl_eval(work, capsys):
     with open(os.path.join(work_dir, "java_steps.json")) as f:
         java = json.load(f)
     assert abs(java["val_accuracy"] - result["accuracy"]) <= 0.1
+
+
+def test_bare_maven_run_fails_instead_of_passing_on_nothing():
+    """Without the prepared folder (-Dtftl.work, -Dtftl.litert) the JUnit tests fail and say how to
+    run them: a bare `mvn verify` must not pass having tested nothing."""
+    require_java()
+    proc = subprocess.run(["mvn", "-B", "-q", "test", "-pl", "host", "-am", "-Dtest=HostBackendTest",
+                           "-Dsurefire.failIfNoSpecifiedTests=false"], cwd=ANDROID, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "run through tests/test_android.py" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
