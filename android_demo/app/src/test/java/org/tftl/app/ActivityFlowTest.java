@@ -264,6 +264,52 @@ public class ActivityFlowTest {
     assertEquals(5, buttons(broken, R.string.camera).size());
   }
 
+  /**
+   * The service's notification has progress and Cancel; Cancel stops the run at a step, and when
+   * Android restarts the service without its intent (after killing the process) it continues
+   * that run with the run's own epochs.
+   */
+  @Test
+  public void serviceCancelsFromItsNotificationAndResumesWithoutItsIntent() throws Exception {
+    loadModel(Robolectric.buildActivity(MainActivity.class).setup());
+    PersonalizeViewModel vm = app.viewModel();
+    for (int cls = 0; cls < 2; cls++) {
+      List<ViewModelFlowTest.HostPhoto> p = new ArrayList<>();
+      for (File f : Arrays.copyOf(photos(cls), 6)) {
+        p.add(new ViewModelFlowTest.HostPhoto(f));
+      }
+      vm.addPhotos(cls, p, null).get();
+    }
+    List<PersonalizeViewModel.State> seen = new java.util.concurrent.CopyOnWriteArrayList<>();
+    vm.addObserver(seen::add);
+    Intent start = new Intent(app, TrainingService.class).putExtra(TrainingService.EXTRA_EPOCHS, 3);
+    ServiceController<TrainingService> service = Robolectric.buildService(TrainingService.class, start).create();
+    PersonalizeViewModel.Observer cancelAtStep1 = st -> {
+      if (st.training && st.step == 1) {
+        vm.cancel();  // what the service does on ACTION_CANCEL, the notification's Cancel
+      }
+    };
+    vm.addObserver(cancelAtStep1);
+    service.startCommand(0, 1);
+    Notification n = shadowOf(service.get()).getLastForegroundNotification();  // before its stopForeground
+    settle();
+    vm.removeObserver(cancelAtStep1);
+    assertTrue(vm.state().message, vm.state().message.startsWith("cancelled"));
+    assertNotNull(n);
+    assertEquals(app.getString(R.string.cancel), n.actions[0].title.toString());
+    Intent cancel = shadowOf(n.actions[0].actionIntent).getSavedIntent();
+    assertEquals(TrainingService.ACTION_CANCEL, cancel.getAction());
+    assertEquals(TrainingService.class.getName(), cancel.getComponent().getClassName());
+    assertTrue(shadowOf(service.get()).isStoppedBySelf());
+
+    ServiceController<TrainingService> restarted = Robolectric.buildService(TrainingService.class, null).create();
+    restarted.get().onStartCommand(null, 0, 3);  // START_STICKY's restart: no intent, no epochs
+    settle();
+    assertTrue(seen.stream().anyMatch(st -> st.message != null && st.message.startsWith("continuing from epoch 1")));
+    assertTrue(vm.state().message, vm.state().message.startsWith("done"));
+    assertEquals(3, vm.state().epochs);
+  }
+
   @Test
   public void contentIsPaddedByTheSystemBars() {
     MainActivity main = Robolectric.buildActivity(MainActivity.class).setup().get();
