@@ -36,13 +36,28 @@ PI_MODEL = dict(model="mbv3_small", blocks=2, image_size=96, batch=8, labels=FLO
 _CHILD = "TFTL_ISOLATED_CHILD"
 
 
-def require_java():
-    """A JDK and Maven for the Android core, or a skip with the reason (a failure on CI)."""
-    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
+def require_tools(tools, what, purpose, files=()):
+    """Every command in `tools` on PATH and every path in `files`, or a skip with the reason (a failure
+    on CI, which installs them)."""
+    missing = [t for t in tools if shutil.which(t) is None] + [f for f in files if not os.path.exists(f)]
     if missing:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{' and '.join(missing)} not found: CI must install a JDK 17+ and Maven")
-        pytest.skip(f"{' and '.join(missing)} not found (install a JDK 17+ and Maven to run the Android core tests)")
+            pytest.fail(f"{' and '.join(missing)} not found: CI must install {what} (tests/run_all.sh)")
+        pytest.skip(f"{' and '.join(missing)} not found (install {what} to run {purpose})")
+
+
+def require_java():
+    """A JDK and Maven for the Android core, or a skip with the reason (a failure on CI)."""
+    require_tools(("java", "mvn"), "a JDK 17+ and Maven", "the Android core tests")
+
+
+ANDROID_FRAMEWORK_RES = "/usr/share/android-framework-res/framework-res.apk"  # aapt's -I (Debian)
+
+
+def require_aapt():
+    """Debian's aapt and framework resources, which compile android_demo's string resources."""
+    require_tools(("aapt",), "Debian's aapt and android-framework-res", "the Android app tests",
+                  files=(ANDROID_FRAMEWORK_RES,))
 
 
 def need(path):

@@ -7,7 +7,8 @@ test vectors, a tftl-train checkpoint and fine-tuned file), run the JUnit tests 
 wrote: its losses replay bit for bit here, its checkpoint resumes in tftl-train and its fine-tuned
 model scores above a floor in tftl-eval.
 
-Needs a JDK (17+) and Maven; skipped with the reason when they are missing, failed when CI=true.
+Needs a JDK (17+), Maven and Debian's aapt with android-framework-res (the app's string
+resources); skipped with the reason when they are missing, failed when CI=true.
 """
 
 import json
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset, require_java
+from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL, REPO, flowers_subset, require_aapt, require_java
 from tftl.runtime import checkpoint as ck
 from tftl.runtime import data, modelfile
 from tftl.runtime.checkpoint import TRAIN_FORMAT as CHECKPOINT_FORMAT
@@ -110,6 +111,7 @@ def _python_step_seconds(model_path, features, labels, steps=30):
 def work(tmp_path_factory, request):
     """Everything the Java tests read, then the Maven run itself; returns (work dir, mvn output)."""
     require_java()
+    require_aapt()
     lib = _litert_library()
     work = str(tmp_path_factory.mktemp("android"))
     model = os.path.join(work, "model.tflite")
@@ -169,7 +171,7 @@ def test_maven_junit_suite_passes(work):
     assert counts, output[-3000:]
     passed = sum(int(p) for p, _ in counts)
     failed = sum(int(f) for _, f in counts)
-    assert failed == 0 and passed >= 18, counts
+    assert failed == 0 and passed >= 28, counts  # host 18 + app 10 (ViewModel flows, Robolectric)
 
 
 def test_java_losses_replay_bitwise_in_python(work):
@@ -227,3 +229,13 @@ def test_java_checkpoint_and_finetuned_model_open_in_tftl_eval(work, capsys):
     with open(os.path.join(work_dir, "java_steps.json")) as f:
         java = json.load(f)
     assert abs(java["val_accuracy"] - result["accuracy"]) <= 0.1
+
+
+def test_bare_maven_run_fails_instead_of_passing_on_nothing():
+    """Without the prepared folder (-Dtftl.work, -Dtftl.litert) the JUnit tests fail and say how to
+    run them: a bare `mvn verify` must not pass having tested nothing."""
+    require_java()
+    proc = subprocess.run(["mvn", "-B", "-q", "test", "-pl", "host", "-am", "-Dtest=HostBackendTest",
+                           "-Dsurefire.failIfNoSpecifiedTests=false"], cwd=ANDROID, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "run through tests/test_android.py" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]

@@ -46,7 +46,7 @@ android {
 
 dependencies {
     implementation(project(":core"))
-    implementation("com.google.code.gson:gson:2.13.1")
+    implementation("com.google.code.gson:gson:2.10.1")
     // The plain LiteRT runtime (org.tensorflow.lite.Interpreter with runSignature); no select-tf-ops:
     // tftl models use builtin ops only.
     implementation("com.google.ai.edge.litert:litert:2.1.4")

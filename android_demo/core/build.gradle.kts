@@ -9,5 +9,5 @@ java {
 }
 
 dependencies {
-    implementation("com.google.code.gson:gson:2.13.1")
+    implementation("com.google.code.gson:gson:2.10.1")
 }

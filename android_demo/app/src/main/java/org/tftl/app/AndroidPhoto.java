@@ -24,6 +24,12 @@ final class AndroidPhoto implements Photo {
     this.uri = uri;
   }
 
+  @Override
+  public String name() {
+    String s = uri.getLastPathSegment();
+    return s == null ? uri.toString() : s.substring(s.lastIndexOf('/') + 1);
+  }
+
   private InputStream open() throws IOException {
     InputStream in = resolver.openInputStream(uri);
     if (in == null) {
@@ -79,6 +85,10 @@ final class AndroidPhoto implements Photo {
     int h = upright.getHeight();
     int[] argb = new int[w * h];
     upright.getPixels(argb, 0, w, 0, 0, w, h);
+    if (upright != bitmap) {
+      upright.recycle();
+    }
+    bitmap.recycle();  // the pixels are copied: give the native memory back now, not at some GC
     byte[] rgb = new byte[w * h * 3];
     for (int i = 0; i < argb.length; i++) {
       rgb[3 * i] = (byte) (argb[i] >> 16);

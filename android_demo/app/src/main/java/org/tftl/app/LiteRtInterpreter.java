@@ -1,9 +1,14 @@
 package org.tftl.app;
 
+import java.io.File;
+import java.io.FileInputStream;
+import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.util.Map;
 import org.tensorflow.lite.Interpreter;
 import org.tftl.core.SignatureInterpreter;
+import org.tftl.core.TftlException;
 
 /**
  * The core's {@link SignatureInterpreter} on Android: LiteRT's {@code org.tensorflow.lite.Interpreter}
@@ -11,12 +16,18 @@ import org.tftl.core.SignatureInterpreter;
  */
 public final class LiteRtInterpreter implements SignatureInterpreter {
   private final Interpreter interpreter;
-  private final ByteBuffer model;  // the Interpreter reads the model from this buffer for its lifetime
+  private final ByteBuffer model;  // the Interpreter reads the model from this mapping for its lifetime
 
-  public LiteRtInterpreter(byte[] flatbuffer, int threads) {
-    model = ByteBuffer.allocateDirect(flatbuffer.length).order(java.nio.ByteOrder.nativeOrder());
-    model.put(flatbuffer);
-    ((java.nio.Buffer) model).rewind();
+  /**
+   * Maps the first {@code flatbufferLength} bytes of the stored model file (the flatbuffer; the
+   * ZIP with tftl.json follows it) read-only: the pages come from the file, not from the heap.
+   */
+  public LiteRtInterpreter(File stored, int flatbufferLength, int threads) {
+    try (FileInputStream in = new FileInputStream(stored); FileChannel channel = in.getChannel()) {
+      model = channel.map(FileChannel.MapMode.READ_ONLY, 0, flatbufferLength);
+    } catch (IOException e) {
+      throw new TftlException("cannot map " + stored + " (" + e.getMessage() + ")");
+    }
     Interpreter.Options options = new Interpreter.Options().setNumThreads(threads);
     interpreter = new Interpreter(model, options);
   }

@@ -1,19 +1,27 @@
 package org.tftl.app;
 
+import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import java.io.File;
+import java.io.FileOutputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CancellationException;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.BooleanSupplier;
 import org.tftl.core.Checkpoint;
 import org.tftl.core.FeatureCache;
 import org.tftl.core.Files2;
@@ -21,36 +29,67 @@ import org.tftl.core.ModelFile;
 import org.tftl.core.Npy;
 import org.tftl.core.Preprocess;
 import org.tftl.core.SignatureInterpreter;
+import org.tftl.core.Text;
 import org.tftl.core.TftlException;
 import org.tftl.core.TftlModel;
 import org.tftl.core.Trainer;
 
 /**
- * Everything the app's screens do, without android.*: load a model, name its classes, add photos
- * (kept as trunk features, not pixels), train in the background with progress and cancel,
- * persist after every photo and epoch, restore at start-up, export the fine-tuned model, and
- * classify with top-3 and latency. Activities call it and render {@link State}; it lives in the
- * Application, so it outlives configuration changes, and its storage outlives the process.
+ * Everything the app's screens do, without android.*: load a model, name its classes, add and
+ * delete photos (kept as trunk features, not pixels), train with progress and cancel, restore at
+ * start-up, export the fine-tuned model, classify with top-3 and latency.
+ *
+ * <p>Every file, decode, extract and interpreter operation runs on one worker thread ({@link
+ * #requireWorker} refuses any other), so the calling (UI) thread only submits work and renders
+ * {@link State}. Errors land in {@link State#error}; a storage that cannot be restored lands in
+ * {@link State#storageError} with {@link #recover} as the way out, never in a missing view model.
  *
  * <p>Storage (app-private folder, every file written atomically): model.tflite (the loaded
- * model), classes.txt, features.npz (the feature cache), checkpoint.npz (tftl-train's format).
+ * model, mapped by the interpreter), classes.txt, features.npz (the feature cache), photos.txt
+ * (the photos' names), checkpoint.npz (tftl-train's format, every {@link #checkpointEverySteps}
+ * steps and every epoch).
  */
 public final class PersonalizeViewModel implements AutoCloseable {
-  /** Creates the interpreter: LiteRT's Interpreter on Android, the host backend in tests. */
+  /** Creates the interpreter of {@code mf}, stored at {@code stored}: LiteRT's Interpreter on Android, the host backend in tests. */
   public interface InterpreterFactory {
-    SignatureInterpreter create(byte[] flatbuffer, int threads);
+    SignatureInterpreter create(ModelFile mf, File stored, int threads);
   }
 
-  /** What the screens show; delivered on the calling or the training thread (Activities post it). */
+  /** What the screens show; called on the worker thread (Activities post it to the UI thread). */
   public interface Observer {
     void onState(State state);
+  }
+
+  /** A model file to load: opened and measured on the worker thread. */
+  public interface Source {
+    /** The bytes, or null when there is no such file (a build without a bundled model). */
+    InputStream open() throws IOException;
+
+    /** The size in bytes, or -1 when unknown. */
+    long size() throws IOException;
+
+    String name();
+  }
+
+  /** Receives a result on the worker thread. */
+  public interface Result<T> {
+    void done(T value);
   }
 
   /** A snapshot for the UI. */
   public static final class State {
     public String model;
     public List<String> labels = Collections.emptyList();
+    /** Photos per class. */
     public int[] photos = new int[0];
+    /** Per photo (row): its name and class. */
+    public List<String> photoNames = Collections.emptyList();
+    public int[] photoLabels = new int[0];
+    public boolean canUndo;
+    /** What the worker does now ("adding photos", "training", ...), null when idle; done of total. */
+    public String busy;
+    public int done;
+    public int total;
     public boolean training;
     public int epoch;
     public int epochs;
@@ -59,8 +98,14 @@ public final class PersonalizeViewModel implements AutoCloseable {
     public double loss = Double.NaN;
     public double accuracy = Double.NaN;
     public double valAccuracy = Double.NaN;
+    public int valPhotos;
     public int threads;
+    /** An unfinished run that Train continues ("epoch 2 of 6, step 3"), or null. */
+    public String resumable;
     public String message;
+    public String error;
+    /** Why the stored data could not be restored; the screen offers {@link #recover}. */
+    public String storageError;
   }
 
   /** One classification: the best labels with their probabilities, and the time it took. */
@@ -76,67 +121,286 @@ public final class PersonalizeViewModel implements AutoCloseable {
     }
   }
 
+  /** State.busy while a training task runs. */
+  static final String TRAINING = "training";
   static final String MODEL = "model.tflite";
+  static final String INCOMING = "incoming.tflite";
   static final String CLASSES = "classes.txt";
   static final String FEATURES = "features.npz";
+  static final String PHOTOS = "photos.txt";
+  /** What a model switch or a reset discards: everything the user made. */
+  private static final String[] USER_DATA = {CLASSES, FEATURES, PHOTOS, Checkpoint.NAME};
 
+  /** Checkpoint every this many steps as well as at each epoch's end. */
+  public volatile int checkpointEverySteps = 10;
   private final File dir;
   private final InterpreterFactory factory;
-  private final ExecutorService worker = Executors.newSingleThreadExecutor(r -> {
-    Thread t = new Thread(r, "tftl-train");
-    t.setDaemon(true);
-    return t;
-  });
+  private final ExecutorService worker;
+  private volatile Thread workerThread;
   private final AtomicBoolean cancel = new AtomicBoolean();
+  private final List<Observer> observers = new CopyOnWriteArrayList<>();
   private final State state = new State();
-  private volatile Observer observer;
+  private volatile State last;
+  private volatile boolean userData;
   private TftlModel model;
   private FeatureCache cache;
   private List<String> labels;
-  private Future<?> running;
+  private List<String> names = new ArrayList<>();
+  private FeatureCache undoCache;
+  private List<String> undoNames;
 
-  /** Restores what a previous run left in {@code storageDir} (model, classes, photos' features, weights). */
-  public PersonalizeViewModel(File storageDir, InterpreterFactory factory, int threads) throws IOException {
+  /** Nothing is read here: {@link #restore} does it on the worker thread. */
+  public PersonalizeViewModel(File storageDir, InterpreterFactory factory, int threads) {
     this.dir = storageDir;
     this.factory = factory;
     state.threads = Math.max(1, threads);
-    File saved = new File(dir, MODEL);
-    if (saved.isFile()) {
-      open(ModelFile.read(saved), false);
-      state.message = "restored " + cache.size() + " photos" + (new File(dir, Checkpoint.NAME).isFile()
-          ? " and the trained weights" : "");
+    worker = Executors.newSingleThreadExecutor(new ThreadFactory() {
+      @Override
+      public Thread newThread(Runnable r) {
+        Thread t = new Thread(r, "tftl-worker");
+        t.setDaemon(true);
+        workerThread = t;
+        return t;
+      }
+    });
+  }
+
+  /** A unit of work on the worker thread: errors (out of memory included) become State.error. */
+  private abstract class Task implements Runnable {
+    final String what;
+
+    Task(String what) {
+      this.what = what;
+    }
+
+    abstract void work() throws IOException;
+
+    @Override
+    public final void run() {
+      state.busy = what;
+      state.done = 0;
+      state.total = 0;
+      publish();
+      try {
+        work();
+      } catch (CancellationException e) {
+        state.message = e.getMessage();
+      } catch (OutOfMemoryError e) {
+        state.error = what + ": out of memory — close other apps, or use a model with a smaller image size";
+      } catch (IOException | RuntimeException e) {
+        state.error = what + ": " + e.getMessage();
+      } finally {
+        state.busy = null;
+        state.training = false;
+        publish();
+      }
     }
   }
 
-  public void setObserver(Observer o) {
-    observer = o;
-    publish();
+  private Future<?> submit(Task t) {
+    State now = last;
+    if (now != null && now.training) {
+      throw new TftlException("training is running — cancel it or wait until it finishes");
+    }
+    cancel.set(false);
+    state.error = null;
+    return worker.submit(t);
   }
 
-  /** Loads a model (from assets or a picked file); replaces the current one and its photos. */
-  public synchronized void loadModel(byte[] data, String name) throws IOException {
-    requireIdle();
-    ModelFile mf = ModelFile.parse(data, "model file " + name);
-    for (String f : new String[] {MODEL, CLASSES, FEATURES, Checkpoint.NAME}) {
+  /** Refuses to touch storage or the interpreter on any thread but the worker (the UI thread above all). */
+  void requireWorker() {
+    if (Thread.currentThread() != workerThread) {
+      throw new IllegalStateException("storage and interpreter work runs on the worker thread, not on "
+          + Thread.currentThread().getName());
+    }
+  }
+
+  public void addObserver(Observer o) {
+    observers.add(o);
+    State s = last;
+    if (s != null) {
+      o.onState(s);
+    }
+  }
+
+  public void removeObserver(Observer o) {
+    observers.remove(o);
+  }
+
+  /** The latest snapshot (null before the first). */
+  public State state() {
+    return last;
+  }
+
+  /** Whether loading another model would discard photos or training (the screen asks first). */
+  public boolean hasUserData() {
+    return userData;
+  }
+
+  /**
+   * Restores what a previous run left in the storage folder; on the very first start loads
+   * {@code bundled} (may be null or absent). A failure leaves State.storageError, and the app usable.
+   */
+  public Future<?> restore(final Source bundled) {
+    return submit(new Task("restoring your data") {
+      @Override
+      void work() throws IOException {
+        restoreNow(bundled);
+      }
+    });
+  }
+
+  private void restoreNow(Source bundled) throws IOException {
+    requireWorker();
+    state.storageError = null;
+    if (!dir.isDirectory() && !dir.mkdirs()) {
+      state.storageError = "cannot create " + dir + " — free some storage, then reset";
+      return;
+    }
+    try {
+      if (new File(dir, MODEL).isFile()) {
+        open();
+        state.message = "restored " + cache.size() + " photos" + (new File(dir, Checkpoint.NAME).isFile()
+            ? " and the trained weights" : "");
+        state.resumable = describe(resumable(cache.split()[0].length));
+      } else if (bundled != null) {
+        install(bundled);
+      }
+    } catch (IOException | RuntimeException | OutOfMemoryError e) {
+      closeModel();
+      state.storageError = "the saved data cannot be restored (" + e.getMessage() + ")";
+    }
+  }
+
+  /**
+   * The way out of a storage error: discards the photos, names and training, and with
+   * {@code keepModel} false the stored model too (then {@code bundled} is loaded again).
+   */
+  public Future<?> recover(final boolean keepModel, final Source bundled) {
+    return submit(new Task("resetting") {
+      @Override
+      void work() throws IOException {
+        requireWorker();
+        closeModel();
+        deleteUserData();
+        if (!keepModel) {
+          new File(dir, MODEL).delete();
+        }
+        restoreNow(bundled);
+      }
+    });
+  }
+
+  /**
+   * Loads a model: it is copied (bounded) beside the current one and built first; only a model
+   * that opens replaces the current one, and only then are the old photos and training deleted.
+   * With photos or training present, {@code discardConfirmed} must say the user agreed.
+   */
+  public Future<?> loadModel(final Source source, boolean discardConfirmed) {
+    if (userData && !discardConfirmed) {
+      throw new TftlException("loading a model discards your photos and training — confirm first");
+    }
+    return submit(new Task("loading " + source.name()) {
+      @Override
+      void work() throws IOException {
+        install(source);
+      }
+    });
+  }
+
+  private void install(Source source) throws IOException {
+    requireWorker();
+    File incoming = new File(dir, INCOMING);
+    long size = source.size();
+    if (size > ModelFile.MAX_FILE_BYTES) {
+      throw new TftlException(source.name() + " is " + (size >> 20) + " MiB, more than a model file can be — pick "
+          + "the right file");
+    }
+    try (InputStream in = source.open()) {
+      if (in == null) {
+        return;
+      }
+      copyBounded(in, incoming, source.name());
+    }
+    TftlModel next;
+    ModelFile mf;
+    try {
+      mf = ModelFile.read(incoming);
+      next = new TftlModel(mf, interpreters(incoming));
+    } catch (IOException | RuntimeException | OutOfMemoryError e) {
+      incoming.delete();  // the current model and data stay as they were
+      throw e;
+    }
+    closeModel();
+    deleteUserData();
+    if (!incoming.renameTo(new File(dir, MODEL))) {  // the interpreter keeps its mapping across the rename
+      next.close();
+      throw new IOException("cannot rename " + incoming + " to " + MODEL);
+    }
+    model = next;
+    labels = new ArrayList<>(mf.labels);
+    cache = new FeatureCache(model.featureElements);
+    names = new ArrayList<>();
+    undoCache = null;
+    state.model = source.name();
+    state.message = "loaded " + source.name();
+  }
+
+  private static void copyBounded(InputStream in, File target, String what) throws IOException {
+    byte[] buf = new byte[1 << 16];
+    long total = 0;
+    try (OutputStream out = new FileOutputStream(target)) {
+      int n;
+      while ((n = in.read(buf)) > 0) {
+        total += n;
+        if (total > ModelFile.MAX_FILE_BYTES) {
+          throw new TftlException(what + " is larger than " + (ModelFile.MAX_FILE_BYTES >> 20) + " MiB — pick the right file");
+        }
+        out.write(buf, 0, n);
+      }
+    } catch (IOException | RuntimeException e) {
+      target.delete();
+      throw e;
+    }
+  }
+
+  private void deleteUserData() {
+    for (String f : USER_DATA) {
       new File(dir, f).delete();
     }
-    Files2.writeAtomically(new File(dir, MODEL), data);
-    open(mf, true);
-    state.model = name;
-    state.message = "loaded " + name;
-    publish();
   }
 
-  private void open(ModelFile mf, boolean fresh) throws IOException {
+  private void closeModel() {
     if (model != null) {
       model.close();
     }
-    model = new TftlModel(mf, fb -> factory.create(fb, state.threads));
+    model = null;
+    cache = null;
+    labels = null;
+    names = new ArrayList<>();
+    undoCache = null;
+  }
+
+  private TftlModel.Factory interpreters(final File stored) {
+    final int threads = state.threads;
+    return new TftlModel.Factory() {
+      @Override
+      public SignatureInterpreter create(ModelFile mf) {
+        return factory.create(mf, stored, threads);
+      }
+    };
+  }
+
+  private void open() throws IOException {
+    File stored = new File(dir, MODEL);
+    ModelFile mf = ModelFile.read(stored);
+    closeModel();
+    model = new TftlModel(mf, interpreters(stored));
     state.model = state.model == null ? MODEL : state.model;
     labels = new ArrayList<>(mf.labels);
     File classes = new File(dir, CLASSES);
-    if (!fresh && classes.isFile()) {
-      List<String> saved = ModelFileText.lines(classes);
+    if (classes.isFile()) {
+      List<String> saved = lines(classes);
       if (saved.size() != mf.meta.numLabels) {
         throw new IOException(classes + " has " + saved.size() + " names, the model " + mf.meta.numLabels);
       }
@@ -144,179 +408,394 @@ public final class PersonalizeViewModel implements AutoCloseable {
     }
     cache = new FeatureCache(model.featureElements);
     File features = new File(dir, FEATURES);
-    if (!fresh && features.isFile()) {
-      cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements);
+    if (features.isFile()) {
+      try {
+        cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements);
+      } catch (IOException | RuntimeException e) {
+        throw new IOException(features.getName() + ": " + e.getMessage(), e);
+      }
       for (int r = 0; r < cache.size(); r++) {
         if (cache.label(r) < 0 || cache.label(r) >= labels.size()) {
           throw new IOException(features + " holds class " + cache.label(r) + " but the model has " + labels.size());
         }
       }
     }
+    File photos = new File(dir, PHOTOS);
+    names = photos.isFile() ? lines(photos) : new ArrayList<String>();
+    while (names.size() < cache.size()) {
+      names.add("photo " + (names.size() + 1));
+    }
+    names = new ArrayList<>(names.subList(0, cache.size()));
     File ckpt = new File(dir, Checkpoint.NAME);
-    if (!fresh && ckpt.isFile()) {
+    if (ckpt.isFile()) {
       Checkpoint c = Checkpoint.load(ckpt, mf.modelHash(), labels);
       model.restore(c.state, "checkpoint " + ckpt);
     }
-    publish();
   }
 
-  /** Renames class slot {@code slot} (up to the model's K slots); the checkpoint follows the new names. */
-  public synchronized void renameClass(int slot, String name) throws IOException {
+  private static List<String> lines(File f) throws IOException {
+    List<String> out = new ArrayList<>();
+    for (String l : new String(Files2.readFile(f, 1 << 20), StandardCharsets.UTF_8).split("\n")) {
+      if (!l.isEmpty()) {
+        out.add(l);
+      }
+    }
+    return out;
+  }
+
+  /** Renames class slot {@code slot}; the checkpoint follows the new names. Nothing is written when unchanged. */
+  public Future<?> renameClass(final int slot, final String name) {
+    return submit(new Task("renaming a class") {
+      @Override
+      void work() throws IOException {
+        renameNow(slot, name.trim());
+      }
+    });
+  }
+
+  private void renameNow(int slot, String name) throws IOException {
+    requireWorker();
     requireModel();
-    requireIdle();
+    if (slot < 0 || slot >= labels.size() || labels.get(slot).equals(name)) {
+      return;
+    }
     List<String> next = new ArrayList<>(labels);
-    next.set(slot, name.trim());
+    next.set(slot, name);
     ModelFile.checkLabels(next);
     File ckpt = new File(dir, Checkpoint.NAME);
     if (ckpt.isFile()) {
       Checkpoint c = Checkpoint.load(ckpt, model.file.modelHash(), labels);
       com.google.gson.JsonArray l = new com.google.gson.JsonArray();
-      next.forEach(l::add);
+      for (String n : next) {
+        l.add(n);
+      }
       c.meta.add("labels", l);
       c.save(ckpt);
     }
     labels = next;
-    Files2.writeAtomically(new File(dir, CLASSES), (org.tftl.core.Text.join("\n", labels) + "\n").getBytes(StandardCharsets.UTF_8));
-    publish();
+    Files2.writeAtomically(new File(dir, CLASSES), (Text.join("\n", labels) + "\n").getBytes(StandardCharsets.UTF_8));
   }
 
   /** Preprocesses a photo exactly as tftl does: float32 [R, R, 3]. */
   float[] preprocess(Photo photo) throws IOException {
+    requireWorker();
     int[] full = photo.uprightSize();
     int size = model.imageSize;
     Photo.Decoded d = photo.decode(Preprocess.draftScale(full[0], full[1], size));
     return Preprocess.fromDecoded(d.rgb, d.width, d.height, full[0], full[1], d.rawWidth, d.rawDecodedWidth, size);
   }
 
-  /** Adds a photo to class {@code slot}: its trunk features are extracted once and kept; saved at once. */
-  public synchronized void addPhoto(int slot, Photo photo) throws IOException {
+  /**
+   * Adds photos to class {@code slot}, one extract each, with progress; Cancel stops between
+   * photos and keeps those added. {@code capture} (the camera's file, or null) must hold a new
+   * photo, and is deleted afterwards, so a camera app that returns without writing adds nothing.
+   */
+  public Future<?> addPhotos(final int slot, final List<? extends Photo> photos, final File capture) {
+    return submit(new Task("adding photos") {
+      @Override
+      void work() throws IOException {
+        try {
+          addNow(slot, photos, capture);
+        } finally {
+          if (capture != null) {
+            capture.delete();
+          }
+        }
+      }
+    });
+  }
+
+  private void addNow(int slot, List<? extends Photo> photos, File capture) throws IOException {
+    requireWorker();
     requireModel();
-    requireIdle();
     if (slot < 0 || slot >= labels.size()) {
       throw new TftlException("class " + slot + " does not exist: the model has " + labels.size() + " classes");
     }
-    cache.add(model.extract(preprocess(photo)), new int[] {slot});
-    Files2.writeAtomically(new File(dir, FEATURES), cache.toNpz());
-    publish();
+    if (capture != null && (!capture.isFile() || capture.length() == 0)) {
+      throw new TftlException("the camera app returned without a photo — take it again");
+    }
+    int added = 0;
+    state.total = photos.size();
+    try {
+      for (Photo p : photos) {
+        if (cancel.get()) {
+          throw new CancellationException("added " + added + " of " + photos.size() + " photos; cancelled");
+        }
+        cache.add(model.extract(preprocess(p)), new int[] {slot});
+        names.add(p.name().replace('\n', ' '));
+        state.done = ++added;
+        publish();
+      }
+      state.message = "added " + added + " photos to " + labels.get(slot);
+    } finally {
+      if (added > 0) {
+        undoCache = null;
+        saveFeatures();
+      }
+    }
   }
 
-  /** Changes the interpreter's thread count; the trained state carries over. */
-  public synchronized void setThreads(int threads) throws IOException {
-    requireIdle();
-    state.threads = Math.max(1, threads);
-    if (model != null) {
-      Map<String, Npy.Array> weights = model.state();
-      ModelFile mf = model.file;
-      model.close();
-      model = new TftlModel(mf, fb -> factory.create(fb, state.threads));
-      model.restore(weights, "the current weights");
-    }
-    publish();
+  private void saveFeatures() throws IOException {
+    requireWorker();
+    Files2.writeAtomically(new File(dir, FEATURES), cache.toNpz());
+    Files2.writeAtomically(new File(dir, PHOTOS), (Text.join("\n", names) + "\n").getBytes(StandardCharsets.UTF_8));
+  }
+
+  /** Deletes {@code file} (the camera's capture file) on the worker thread, so no stale photo is added later. */
+  public void discard(final File file) {
+    worker.execute(new Runnable() {
+      @Override
+      public void run() {
+        file.delete();
+      }
+    });
+  }
+
+  /** Deletes photo (row) {@code row}; {@link #undoDelete} brings it back. */
+  public Future<?> deletePhoto(final int row) {
+    return submit(new Task("deleting a photo") {
+      @Override
+      void work() throws IOException {
+        requireModel();
+        if (row < 0 || row >= cache.size()) {
+          throw new TftlException("photo " + row + " does not exist");
+        }
+        int[] keep = new int[cache.size() - 1];
+        for (int r = 0, k = 0; r < cache.size(); r++) {
+          if (r != row) {
+            keep[k++] = r;
+          }
+        }
+        undoCache = cache;
+        undoNames = new ArrayList<>(names);
+        cache = cache.select(keep);
+        names.remove(row);
+        saveFeatures();
+        state.message = "deleted " + undoNames.get(row);
+      }
+    });
+  }
+
+  public Future<?> undoDelete() {
+    return submit(new Task("undoing the delete") {
+      @Override
+      void work() throws IOException {
+        if (undoCache == null) {
+          return;
+        }
+        cache = undoCache;
+        names = undoNames;
+        undoCache = null;
+        saveFeatures();
+        state.message = "photo restored";
+      }
+    });
+  }
+
+  /** Changes the interpreter's thread count (rebuilt only when it changes); the trained state carries over. */
+  public Future<?> setThreads(final int threads) {
+    return submit(new Task("changing threads") {
+      @Override
+      void work() throws IOException {
+        int t = Math.max(1, threads);
+        if (t == state.threads) {
+          return;
+        }
+        state.threads = t;
+        if (model != null) {
+          Map<String, Npy.Array> weights = model.state();
+          ModelFile mf = model.file;
+          model.close();
+          model = new TftlModel(mf, interpreters(new File(dir, MODEL)));
+          model.restore(weights, "the current weights");
+        }
+      }
+    });
   }
 
   /**
-   * Starts training in the background: continues an interrupted run of the same photos, else a
-   * new run from the current weights. Progress arrives through the observer.
+   * Trains on the worker thread: continues an unfinished run of the same photos with its own
+   * epochs, learning rate and Adam state (so {@code epochs} may be null: after process death the
+   * service resumes without asking), else starts a new run of {@code epochs} from the current
+   * weights. Every FeatureCache.HOLDOUT_EVERY-th photo per class is held out for validation.
    */
-  public synchronized Future<?> startTraining(int epochs, double lr) throws IOException {
+  public Future<?> startTraining(final Integer epochs, final double lr) {
+    return submit(new Task(TRAINING) {
+      @Override
+      void work() throws IOException {
+        trainNow(epochs, lr);
+      }
+    });
+  }
+
+  private void trainNow(Integer epochs, double lr) throws IOException {
+    requireWorker();
     requireModel();
-    requireIdle();
-    if (cache.size() == 0) {
+    int[][] split = cache.split();
+    FeatureCache train = cache.select(split[0]);
+    FeatureCache val = split[1].length == 0 ? null : cache.select(split[1]);
+    if (train.size() == 0) {
       throw new TftlException("no photos yet — add photos to at least one class first");
     }
-    File ckpt = new File(dir, Checkpoint.NAME);
-    Checkpoint resume = null;
-    if (ckpt.isFile()) {
-      Checkpoint c = Checkpoint.load(ckpt, model.file.modelHash(), labels);
-      JsonObject s = c.meta.getAsJsonObject("settings");
-      boolean unfinished = c.meta.get("epoch").getAsInt() < epochs || c.meta.get("position").getAsInt() > 0;
-      if (unfinished && s != null && s.get("train_images").getAsInt() == cache.size()
-          && s.get("epochs").getAsInt() == epochs) {
-        resume = c;
-      }
-    }
+    Checkpoint resume = resumable(train.size());
     Trainer.Config cfg = new Trainer.Config();
-    cfg.epochs = epochs;
-    cfg.lr = lr;
-    Trainer trainer = new Trainer(model, labels, cfg, ckpt, resume);
-    cancel.set(false);
+    if (resume != null) {
+      JsonObject s = resume.meta.getAsJsonObject("settings");
+      cfg.epochs = s.get("epochs").getAsInt();
+      cfg.lr = s.get("lr").getAsDouble();
+    } else if (epochs == null) {
+      state.message = "no unfinished run to continue";
+      return;
+    } else {
+      cfg.epochs = epochs;
+      cfg.lr = lr;
+    }
+    cfg.checkpointEverySteps = checkpointEverySteps;
+    final Trainer trainer = new Trainer(model, labels, cfg, new File(dir, Checkpoint.NAME), resume);
     state.training = true;
-    state.epochs = epochs;
+    state.epochs = cfg.epochs;
     state.epoch = trainer.epoch();
     state.step = 0;
     state.loss = Double.NaN;
     state.accuracy = Double.NaN;
+    state.valAccuracy = Double.NaN;
+    state.valPhotos = val == null ? 0 : val.size();
     state.message = resume != null ? "continuing from epoch " + (trainer.epoch() + 1) : "training";
     publish();
-    running = worker.submit(() -> runTraining(trainer));
-    return running;
-  }
-
-  private void runTraining(Trainer trainer) {
     try {
-      trainer.train(cache, null, new Trainer.Listener() {
+      trainer.train(train, val, listener(), new BooleanSupplier() {
         @Override
-        public void onStep(int epoch, int step, int stepsPerEpoch, int globalStep, float lr, int[] rows, float loss,
-            double runningLoss, double runningAccuracy) {
-          state.epoch = epoch + 1;
-          state.step = step + 1;
-          state.steps = stepsPerEpoch;
-          state.loss = runningLoss;
-          state.accuracy = runningAccuracy;
-          publish();
+        public boolean getAsBoolean() {
+          return cancel.get();
         }
-
-        @Override
-        public void onEpoch(JsonObject entry) {
-          state.message = "epoch " + entry.get("epoch").getAsInt() + " saved";
-          publish();
-        }
-      }, cancel::get);
-      state.message = "done: loss " + String.format("%.3f", state.loss) + ", accuracy "
-          + String.format("%.2f", state.accuracy);
+      });
+      state.message = String.format("done: loss %.3f, training accuracy %.2f", state.loss, state.accuracy);
     } catch (CancellationException e) {
       state.message = "cancelled; Train continues where it stopped";
-    } catch (IOException | RuntimeException e) {
-      state.message = e.getMessage();
     } finally {
-      synchronized (this) {
-        state.training = false;
-      }
-      publish();
+      state.training = false;
+      state.resumable = describe(resumable(train.size()));
     }
   }
 
-  /** Asks the running training to stop after the current step (it saves a checkpoint). */
-  public void cancelTraining() {
+  private Trainer.Listener listener() {
+    return new Trainer.Listener() {
+      @Override
+      public void onStep(int epoch, int step, int stepsPerEpoch, int globalStep, float lr, int[] rows, float loss,
+          double runningLoss, double runningAccuracy) {
+        state.epoch = epoch + 1;
+        state.step = step + 1;
+        state.steps = stepsPerEpoch;
+        state.done = epoch * stepsPerEpoch + step + 1;
+        state.total = state.epochs * stepsPerEpoch;
+        state.loss = runningLoss;
+        state.accuracy = runningAccuracy;
+        publish();
+      }
+
+      @Override
+      public void onEpoch(JsonObject entry) {
+        JsonElement v = entry.get("val_accuracy");
+        state.valAccuracy = v == null || v.isJsonNull() ? Double.NaN : v.getAsDouble();
+        state.message = "epoch " + entry.get("epoch").getAsInt() + " saved";
+        publish();
+      }
+    };
+  }
+
+  /** The stored checkpoint when it is an unfinished run over {@code trainImages} photos, else null. */
+  private Checkpoint resumable(int trainImages) throws IOException {
+    File ckpt = new File(dir, Checkpoint.NAME);
+    if (model == null || !ckpt.isFile()) {
+      return null;
+    }
+    Checkpoint c = Checkpoint.load(ckpt, model.file.modelHash(), labels);
+    JsonObject s = c.meta.getAsJsonObject("settings");
+    if (s == null || !s.has("epochs") || !s.has("lr") || !s.has("train_images")) {
+      return null;
+    }
+    boolean unfinished = c.meta.get("epoch").getAsInt() < s.get("epochs").getAsInt()
+        || c.meta.get("position").getAsInt() > 0;
+    return unfinished && s.get("train_images").getAsInt() == trainImages ? c : null;
+  }
+
+  private static String describe(Checkpoint c) {
+    if (c == null) {
+      return null;
+    }
+    return "epoch " + (c.meta.get("epoch").getAsInt() + 1) + " of " + c.meta.getAsJsonObject("settings").get("epochs")
+        .getAsInt() + ", step " + (c.meta.get("position").getAsInt() + 1);
+  }
+
+  /** Waits until everything submitted so far has run (tests; never called on the UI thread). */
+  void awaitIdle() throws Exception {
+    worker.submit(new Runnable() {
+      @Override
+      public void run() {
+        // a barrier: the worker runs tasks in order
+      }
+    }).get(10, java.util.concurrent.TimeUnit.MINUTES);
+  }
+
+  /** Asks the running work (training, adding photos) to stop after the current step or photo. */
+  public void cancel() {
     cancel.set(true);
   }
 
-  /** Writes the fine-tuned model (tftl-train --output's format) to {@code out}. */
-  public synchronized void exportFineTuned(File out) throws IOException {
-    requireModel();
-    requireIdle();
-    JsonObject training = new JsonObject();
-    training.addProperty("trainer", "android_demo");
-    training.addProperty("photos", cache.size());
-    training.addProperty("base_model", model.file.modelHash());
-    JsonObject updates = new JsonObject();
-    updates.add("training", training);
-    model.file.writeFineTuned(out, labels, model.state(), updates);
+  /** Writes the fine-tuned model (tftl-train --output's format) to {@code out}, then calls {@code done}. */
+  public Future<?> exportFineTuned(final File out, final Result<File> done) {
+    return submit(new Task("writing the fine-tuned model") {
+      @Override
+      void work() throws IOException {
+        requireWorker();
+        requireModel();
+        JsonObject training = new JsonObject();
+        training.addProperty("trainer", "android_demo");
+        training.addProperty("photos", cache.size());
+        training.addProperty("base_model", model.file.modelHash());
+        JsonObject updates = new JsonObject();
+        updates.add("training", training);
+        model.file.writeFineTuned(out, labels, model.state(), updates);
+        done.done(out);
+      }
+    });
   }
 
-  /** The top-3 classes of a photo and the inference latency in milliseconds. */
-  public synchronized Prediction classify(Photo photo) throws IOException {
+  /** The top-3 classes of a photo and the inference latency; {@code capture} as in {@link #addPhotos}. */
+  public Future<?> classify(final Photo photo, final File capture, final Result<Prediction> done) {
+    return submit(new Task("classifying") {
+      @Override
+      void work() throws IOException {
+        try {
+          if (capture != null && (!capture.isFile() || capture.length() == 0)) {
+            throw new TftlException("the camera app returned without a photo — take it again");
+          }
+          done.done(classifyNow(photo));
+        } finally {
+          if (capture != null) {
+            capture.delete();
+          }
+        }
+      }
+    });
+  }
+
+  private Prediction classifyNow(Photo photo) throws IOException {
     requireModel();
-    requireIdle();
     float[] image = preprocess(photo);
     long t0 = System.nanoTime();
-    float[] probs = model.predict(image);
+    final float[] probs = model.predict(image);
     double ms = (System.nanoTime() - t0) / 1e6;
     Integer[] order = new Integer[probs.length];
     for (int i = 0; i < order.length; i++) {
       order[i] = i;
     }
-    Arrays.sort(order, (a, b) -> Float.compare(probs[b], probs[a]));
+    Arrays.sort(order, new Comparator<Integer>() {
+      @Override
+      public int compare(Integer a, Integer b) {
+        return Float.compare(probs[b], probs[a]);
+      }
+    });
     int k = Math.min(3, probs.length);
     List<String> top = new ArrayList<>();
     float[] p = new float[k];
@@ -327,40 +806,29 @@ public final class PersonalizeViewModel implements AutoCloseable {
     return new Prediction(top, p, ms);
   }
 
-  public synchronized List<String> labels() {
-    return labels == null ? Collections.emptyList() : Collections.unmodifiableList(new ArrayList<>(labels));
-  }
-
-  public int photos() {
-    return cache == null ? 0 : cache.size();
-  }
-
   private void requireModel() {
     if (model == null) {
       throw new TftlException("no model loaded — load a .tflite exported with python -m converters.export");
     }
   }
 
-  private void requireIdle() {
-    if (state.training) {
-      throw new TftlException("training is running — cancel it or wait until it finishes");
-    }
-  }
-
+  /** Builds a snapshot and hands it to every observer; on the worker thread (or before it starts). */
   private void publish() {
-    Observer o = observer;
-    if (o == null) {
-      return;
-    }
     State s = new State();
     s.model = state.model;
-    s.labels = labels();
+    s.labels = labels == null ? Collections.<String>emptyList() : Collections.unmodifiableList(new ArrayList<>(labels));
     s.photos = new int[s.labels.size()];
-    if (cache != null) {
-      for (int r = 0; r < cache.size(); r++) {
-        s.photos[cache.label(r)]++;
-      }
+    int rows = cache == null ? 0 : cache.size();
+    s.photoLabels = new int[rows];
+    for (int r = 0; r < rows; r++) {
+      s.photoLabels[r] = cache.label(r);
+      s.photos[cache.label(r)]++;
     }
+    s.photoNames = Collections.unmodifiableList(new ArrayList<>(names));
+    s.canUndo = undoCache != null;
+    s.busy = state.busy;
+    s.done = state.done;
+    s.total = state.total;
     s.training = state.training;
     s.epoch = state.epoch;
     s.epochs = state.epochs;
@@ -369,22 +837,33 @@ public final class PersonalizeViewModel implements AutoCloseable {
     s.loss = state.loss;
     s.accuracy = state.accuracy;
     s.valAccuracy = state.valAccuracy;
+    s.valPhotos = state.valPhotos;
     s.threads = state.threads;
+    s.resumable = state.resumable;
     s.message = state.message;
-    o.onState(s);
+    s.error = state.error;
+    s.storageError = state.storageError;
+    userData = rows > 0 || (model != null && new File(dir, Checkpoint.NAME).isFile());
+    last = s;
+    for (Observer o : observers) {
+      o.onState(s);
+    }
   }
 
   @Override
   public void close() {
     cancel.set(true);
+    worker.submit(new Runnable() {
+      @Override
+      public void run() {
+        closeModel();
+      }
+    });
     worker.shutdown();
     try {
       worker.awaitTermination(30, java.util.concurrent.TimeUnit.SECONDS);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-    }
-    if (model != null) {
-      model.close();
     }
   }
 }

@@ -14,6 +14,11 @@ public interface Photo {
   /** The pixels decoded at 1/{@code sampleSize} scale, rotated upright. */
   Decoded decode(int sampleSize) throws IOException;
 
+  /** What the photo list shows. */
+  default String name() {
+    return "photo";
+  }
+
   /** Decoded upright RGB pixels and what Preprocess.fromDecoded needs to place the crop. */
   final class Decoded {
     public final byte[] rgb;

@@ -1,57 +1,71 @@
 package org.tftl.app;
 
 import android.app.Application;
+import android.content.res.AssetManager;
 import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
+import java.util.Arrays;
+import org.tftl.core.ModelFile;
+import org.tftl.core.SignatureInterpreter;
 
 /**
  * Holds the one {@link PersonalizeViewModel}: it survives rotations (Activities come and go) and
- * restores the app's storage at start-up. On the very first start, the model bundled in assets
- * (assets/model.tflite, if the build put one there) is loaded.
+ * restores the app's storage at start-up, on its worker thread. The view model always exists; a
+ * storage it cannot restore shows as State.storageError with a way to reset. On the very first
+ * start, the model bundled in assets (assets/model.tflite, if the build put one there) is loaded.
  */
 public final class TftlApp extends Application {
   static final String BUNDLED_MODEL = "model.tflite";
   static final String PREFS = "settings";
+  static final String THREADS = "threads";
   /** How interpreters are made: LiteRT's Interpreter; JVM tests (Robolectric) put the host backend here. */
-  static PersonalizeViewModel.InterpreterFactory interpreters = LiteRtInterpreter::new;
+  static PersonalizeViewModel.InterpreterFactory interpreters = new PersonalizeViewModel.InterpreterFactory() {
+    @Override
+    public SignatureInterpreter create(ModelFile mf, File stored, int threads) {
+      return new LiteRtInterpreter(stored, mf.flatbufferLength, threads);
+    }
+  };
   private PersonalizeViewModel viewModel;
-  private String startupError;
 
   @Override
   public void onCreate() {
     super.onCreate();
-    int threads = getSharedPreferences(PREFS, MODE_PRIVATE)
-        .getInt("threads", Math.min(4, Runtime.getRuntime().availableProcessors()));
-    File dir = new File(getFilesDir(), "tftl");
-    dir.mkdirs();
-    try {
-      viewModel = new PersonalizeViewModel(dir, interpreters, threads);
-      if (viewModel.labels().isEmpty()) {
-        loadBundledModel();
-      }
-    } catch (IOException | RuntimeException e) {
-      startupError = e.getMessage();
+    if (viewModel != null) {
+      viewModel.close();
     }
+    viewModel = new PersonalizeViewModel(new File(getFilesDir(), "tftl"), interpreters, threads());
+    viewModel.restore(bundledModel());
   }
 
-  private void loadBundledModel() throws IOException {
-    String[] assets = getAssets().list("");
-    if (assets == null || !java.util.Arrays.asList(assets).contains(BUNDLED_MODEL)) {
-      return;
-    }
-    try (InputStream in = getAssets().open(BUNDLED_MODEL)) {
-      byte[] data = org.tftl.core.Files2.readBounded(in, org.tftl.core.ModelFile.MAX_FILE_BYTES, "assets/" + BUNDLED_MODEL);
-      viewModel.loadModel(data, "assets/" + BUNDLED_MODEL);
-    }
+  int threads() {
+    return getSharedPreferences(PREFS, MODE_PRIVATE)
+        .getInt(THREADS, Math.min(4, Runtime.getRuntime().availableProcessors()));
+  }
+
+  /** assets/model.tflite, opened on the worker thread; absent in a build without a bundled model. */
+  PersonalizeViewModel.Source bundledModel() {
+    final AssetManager assets = getAssets();
+    return new PersonalizeViewModel.Source() {
+      @Override
+      public InputStream open() throws IOException {
+        String[] names = assets.list("");
+        return names != null && Arrays.asList(names).contains(BUNDLED_MODEL) ? assets.open(BUNDLED_MODEL) : null;
+      }
+
+      @Override
+      public long size() {
+        return -1;  // a compressed asset has no cheap size; the copy is bounded instead
+      }
+
+      @Override
+      public String name() {
+        return "assets/" + BUNDLED_MODEL;
+      }
+    };
   }
 
   PersonalizeViewModel viewModel() {
     return viewModel;
-  }
-
-  /** Why the app could not restore its storage at start-up, or null. */
-  String startupError() {
-    return startupError;
   }
 }

@@ -43,7 +43,12 @@ public final class Check {
 
   /** {"verdict": "accepted" or the refusal class, "message"} for one file. */
   public static JsonObject verdict(File file) {
-    return judge(() -> ModelFile.read(file), "model file " + file);
+    return judge(new Read() {
+      @Override
+      public void run() throws IOException {
+        ModelFile.read(file);
+      }
+    }, "model file " + file);
   }
 
   /**
@@ -52,7 +57,9 @@ public final class Check {
    * input, any number type, finite), then the trainer format, model hash and labels.
    */
   public static JsonObject checkpointVerdict(File model, File checkpoint) {
-    return judge(() -> {
+    return judge(new Read() {
+      @Override
+      public void run() throws IOException {
       ModelFile mf = ModelFile.read(model);
       Checkpoint c = Checkpoint.load(checkpoint, mf.modelHash(), mf.labels);
       Tflite.Signature restore = Tflite.signatures(mf.data, mf.flatbufferLength).get("restore");
@@ -61,6 +68,7 @@ public final class Check {
             + "to another model", "state");
       }
       ModelState.checkArrays(c.state, restore, false, "checkpoint " + checkpoint);
+      }
     }, "checkpoint " + checkpoint);
   }
 

@@ -10,6 +10,7 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -98,7 +99,9 @@ public final class Checkpoint {
           + modelHash + ") — " + hint, "foreign");
     }
     List<String> savedLabels = new ArrayList<>();
-    meta.getAsJsonArray("labels").forEach(l -> savedLabels.add(l.getAsString()));
+    for (JsonElement l : meta.getAsJsonArray("labels")) {
+      savedLabels.add(l.getAsString());
+    }
     if (!savedLabels.equals(labels)) {
       throw new TftlException("checkpoint " + file + " was written for labels " + savedLabels + " but the app has "
           + labels + " — " + hint, "foreign");
@@ -110,7 +113,7 @@ public final class Checkpoint {
     return e != null && e.isJsonPrimitive() && e.getAsJsonPrimitive().isString() ? e.getAsString() : null;
   }
 
-  private static final List<String> REQUIRED = List.of("model_hash", "labels", "epoch", "position", "global_step");
+  private static final List<String> REQUIRED = Arrays.asList("model_hash", "labels", "epoch", "position", "global_step");
 
   /**
    * The first metadata key that is missing or has a wrong type, or null: checkpoint.meta_error's rules
@@ -119,7 +122,7 @@ public final class Checkpoint {
    */
   static String metaError(JsonObject meta) {
     boolean train = FORMAT.equals(string(meta.get("format")));
-    for (String key : List.of("model_hash", "labels", "epoch", "position", "global_step", "rng_state", "partial",
+    for (String key : Arrays.asList("model_hash", "labels", "epoch", "position", "global_step", "rng_state", "partial",
         "settings", "history", "skipped")) {
       JsonElement v = meta.get(key);
       boolean present = v != null && !v.isJsonNull();
@@ -135,7 +138,7 @@ public final class Checkpoint {
       case "model_hash":
         return string(v) != null;
       case "labels":
-        return v.isJsonArray() && v.getAsJsonArray().asList().stream().allMatch(x -> string(x) != null);
+        return allStrings(v);
       case "epoch":
       case "position":
       case "global_step":
@@ -147,9 +150,9 @@ public final class Checkpoint {
       case "settings":
         return v.isJsonObject();
       case "history":
-        return v.isJsonArray() && v.getAsJsonArray().asList().stream().allMatch(JsonElement::isJsonObject);
+        return allObjects(v);
       default:  // skipped: {sample: reason}
-        return v.isJsonObject() && v.getAsJsonObject().entrySet().stream().allMatch(e -> string(e.getValue()) != null);
+        return v.isJsonObject() && allStrings(v.getAsJsonObject().entrySet());
     }
   }
 
@@ -167,12 +170,46 @@ public final class Checkpoint {
           ok = nonNegativeInteger(v);
           break;
         case "skipped":
-          ok = v.isJsonArray() && v.getAsJsonArray().asList().stream().allMatch(x -> string(x) != null);
+          ok = allStrings(v);
           break;
         default:
           ok = true;
       }
       if (!ok) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** A JSON array of strings. (Loops, not streams with lambdas: the APK's dexer takes Java 8 bytecode without them.) */
+  private static boolean allStrings(JsonElement v) {
+    if (!v.isJsonArray()) {
+      return false;
+    }
+    for (JsonElement x : v.getAsJsonArray()) {
+      if (string(x) == null) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private static boolean allStrings(Iterable<Map.Entry<String, JsonElement>> entries) {
+    for (Map.Entry<String, JsonElement> e : entries) {
+      if (string(e.getValue()) == null) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private static boolean allObjects(JsonElement v) {
+    if (!v.isJsonArray()) {
+      return false;
+    }
+    for (JsonElement x : v.getAsJsonArray()) {
+      if (!x.isJsonObject()) {
         return false;
       }
     }

@@ -79,6 +79,59 @@ public final class FeatureCache {
     return out;
   }
 
+  /** A new cache of rows {@code index} (their float16 values and scales as they are, not quantised again). */
+  public FeatureCache select(int[] index) {
+    FeatureCache c = new FeatureCache(rowElements);
+    c.ensure(index.length);
+    for (int r = 0; r < index.length; r++) {
+      System.arraycopy(features, index[r] * rowElements, c.features, r * rowElements, rowElements);
+      c.scales[r] = scales[index[r]];
+      c.labels[r] = labels[index[r]];
+    }
+    c.rows = index.length;
+    return c;
+  }
+
+  /** Classes need this many photos each before any is held out (web_demo's HOLDOUT_FROM). */
+  public static final int HOLDOUT_FROM = 5;
+  /** Every this many-th photo of a class is held out (web_demo's HOLDOUT_EVERY). */
+  public static final int HOLDOUT_EVERY = 5;
+
+  /**
+   * The automatic validation split, web_demo's rule: once every class with photos has
+   * HOLDOUT_FROM, every HOLDOUT_EVERY-th photo of each class (in the order added) is held out.
+   * Returns {train rows, held-out rows}.
+   */
+  public int[][] split() {
+    Map<Integer, Integer> count = new java.util.HashMap<>();
+    for (int r = 0; r < rows; r++) {
+      Integer c = count.get(labels[r]);
+      count.put(labels[r], c == null ? 1 : c + 1);
+    }
+    boolean holdOut = !count.isEmpty() && java.util.Collections.min(count.values()) >= HOLDOUT_FROM;
+    int[] seen = new int[rows == 0 ? 0 : maxLabel() + 1];
+    int[] train = new int[rows];
+    int[] val = new int[rows];
+    int t = 0;
+    int v = 0;
+    for (int r = 0; r < rows; r++) {
+      if (holdOut && seen[labels[r]]++ % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) {
+        val[v++] = r;
+      } else {
+        train[t++] = r;
+      }
+    }
+    return new int[][] {Arrays.copyOf(train, t), Arrays.copyOf(val, v)};
+  }
+
+  private int maxLabel() {
+    int m = 0;
+    for (int r = 0; r < rows; r++) {
+      m = Math.max(m, labels[r]);
+    }
+    return m;
+  }
+
   /** Removes the rows whose label is {@code label} (a class the user deleted). */
   public void removeLabel(int label) {
     int w = 0;

@@ -62,6 +62,9 @@ public final class Files2 {
 
   /** The whole file, refusing more than {@code limit} bytes. */
   public static byte[] readFile(File file, long limit) throws IOException {
+    if (file.length() > limit) {  // refused before a byte is read
+      throw new TftlException(file + " is larger than " + (limit >> 20) + " MiB — pick the right file");
+    }
     try (InputStream in = new FileInputStream(file)) {
       return readBounded(in, limit, file.toString());
     }

@@ -72,6 +72,10 @@ public final class ModelFile {
     if (!file.isFile()) {
       throw new TftlException("model file " + file + " does not exist — " + ModelMetadata.EXPORT_HINT);
     }
+    if (file.length() > MAX_FILE_BYTES) {  // refused before a byte is read
+      throw new TftlException("model file " + file + " is " + (file.length() >> 20) + " MiB, more than a model file "
+          + "can be (" + (MAX_FILE_BYTES >> 20) + " MiB) — pick the right file");
+    }
     try (InputStream in = new FileInputStream(file)) {
       return read(in, "model file " + file);
     }
@@ -362,12 +366,16 @@ public final class ModelFile {
   static JsonElement sorted(JsonElement e) {
     if (e.isJsonObject()) {
       JsonObject out = new JsonObject();
-      new TreeMap<>(e.getAsJsonObject().asMap()).forEach((k, v) -> out.add(k, sorted(v)));
+      for (Map.Entry<String, JsonElement> kv : new TreeMap<>(e.getAsJsonObject().asMap()).entrySet()) {
+        out.add(kv.getKey(), sorted(kv.getValue()));
+      }
       return out;
     }
     if (e.isJsonArray()) {
       com.google.gson.JsonArray out = new com.google.gson.JsonArray();
-      e.getAsJsonArray().forEach(v -> out.add(sorted(v)));
+      for (JsonElement v : e.getAsJsonArray()) {
+        out.add(sorted(v));
+      }
       return out;
     }
     return e;

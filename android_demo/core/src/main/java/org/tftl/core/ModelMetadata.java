@@ -101,20 +101,27 @@ public final class ModelMetadata {
   private static void checkOptional(JsonObject raw, String where) {
     JsonElement pre = raw.get("preprocessing");
     if (pre != null && !pre.isJsonNull()) {
-      boolean ok = pre.isJsonObject() && pre.getAsJsonObject().entrySet().stream()
-          .allMatch(e -> e.getValue().isJsonPrimitive() && e.getValue().getAsJsonPrimitive().isString());
+      boolean ok = pre.isJsonObject() && allText(pre.getAsJsonObject().asMap().values());
       if (!ok) {
         throw bad(where, "field 'preprocessing' must map names to text");
       }
     }
     JsonElement sigs = raw.get("signatures");
     if (sigs != null && !sigs.isJsonNull()) {
-      boolean ok = sigs.isJsonArray() && sigs.getAsJsonArray().asList().stream()
-          .allMatch(v -> v.isJsonPrimitive() && v.getAsJsonPrimitive().isString());
+      boolean ok = sigs.isJsonArray() && allText(sigs.getAsJsonArray().asList());
       if (!ok) {
         throw bad(where, "field 'signatures' must be a list of names");
       }
     }
+  }
+
+  private static boolean allText(Iterable<JsonElement> values) {
+    for (JsonElement v : values) {
+      if (!(v.isJsonPrimitive() && v.getAsJsonPrimitive().isString())) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** contract.group_of: the state group of a tensor name, by the naming rule (files without state_groups). */
@@ -127,8 +134,12 @@ public final class ModelMetadata {
 
   private static Map<String, List<String>> groupNames(List<String> names) {
     Map<String, List<String>> out = new LinkedHashMap<>();
-    GROUPS.forEach(g -> out.put(g, new ArrayList<>()));
-    names.forEach(n -> out.get(groupOf(n)).add(n));
+    for (String g : GROUPS) {
+      out.put(g, new ArrayList<String>());
+    }
+    for (String n : names) {
+      out.get(groupOf(n)).add(n);
+    }
     return Collections.unmodifiableMap(out);
   }
 

@@ -3,6 +3,7 @@ package org.tftl.core;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -44,7 +45,7 @@ public final class ModelState {
     if (total > ModelFile.MAX_STATE_BYTES) {
       throw refused(where + ": arrays declare " + total + " bytes (at most " + ModelFile.MAX_STATE_BYTES + ")", null);
     }
-    Set<String> deployable = new HashSet<>(restore == null ? Set.of() : restore.inputs.keySet());
+    Set<String> deployable = new HashSet<>(restore == null ? Collections.<String>emptySet() : restore.inputs.keySet());
     deployable.removeAll(optimizer);
     if (restore != null && !new HashSet<>(names).equals(restore.inputs.keySet())
         && !(new HashSet<>(names).equals(deployable) && !optimizer.isEmpty())) {

@@ -172,7 +172,10 @@ public final class Npy {
         }
       }
     }
-    int[] shape = dims.stream().mapToInt(Integer::intValue).toArray();
+    int[] shape = new int[dims.size()];
+    for (int i = 0; i < shape.length; i++) {
+      shape[i] = dims.get(i);
+    }
     long n = item;
     for (int dim : shape) {
       n *= dim;

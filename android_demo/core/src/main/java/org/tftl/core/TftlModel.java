@@ -25,9 +25,12 @@ public final class TftlModel implements AutoCloseable {
   public static final String RESTORE = "restore";
   static final List<String> TRAIN_SIGNATURES = Arrays.asList(EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE);
 
-  /** Creates an interpreter for a flatbuffer (the Android Interpreter or the host backend). */
+  /**
+   * Creates an interpreter for the flatbuffer of a model file (the Android Interpreter, which maps
+   * the stored file instead of copying it, or the host backend).
+   */
   public interface Factory {
-    SignatureInterpreter create(byte[] flatbuffer);
+    SignatureInterpreter create(ModelFile file);
   }
 
   public final ModelFile file;
@@ -47,7 +50,7 @@ public final class TftlModel implements AutoCloseable {
    */
   public TftlModel(ModelFile file, Factory factory) {
     this.file = file;
-    this.interpreter = factory.create(file.flatbuffer());
+    this.interpreter = factory.create(file);
     this.batch = file.meta.batch;
     this.imageSize = file.meta.imageSize;
     this.featureElements = file.meta.featureElements();
@@ -96,15 +99,17 @@ public final class TftlModel implements AutoCloseable {
 
   private Map<String, ByteBuffer> buffers(String sig, boolean in) {
     Map<String, Map<String, ByteBuffer>> cache = in ? inputs : outputs;
-    return cache.computeIfAbsent(sig, k -> {
-      Map<String, ByteBuffer> m = new LinkedHashMap<>();
-      String[] names = in ? interpreter.getSignatureInputs(k) : interpreter.getSignatureOutputs(k);
+    Map<String, ByteBuffer> m = cache.get(sig);
+    if (m == null) {
+      m = new LinkedHashMap<>();
+      String[] names = in ? interpreter.getSignatureInputs(sig) : interpreter.getSignatureOutputs(sig);
       for (String n : names) {
-        int[] shape = in ? interpreter.getInputShape(k, n) : interpreter.getOutputShape(k, n);
+        int[] shape = in ? interpreter.getInputShape(sig, n) : interpreter.getOutputShape(sig, n);
         m.put(n, direct(elements(shape) * 4));
       }
-      return m;
-    });
+      cache.put(sig, m);
+    }
+    return m;
   }
 
   private void run(String sig) {
@@ -223,7 +228,9 @@ public final class TftlModel implements AutoCloseable {
       // A deployable fine-tuned file carries no optimizer state: keep this interpreter's own.
       Map<String, Npy.Array> full = new java.util.LinkedHashMap<>(state);
       Map<String, Npy.Array> own = state();
-      optimizer.forEach(n -> full.put(n, own.get(n)));
+      for (String n : optimizer) {
+        full.put(n, own.get(n));
+      }
       state = full;
       missing.clear();
     }

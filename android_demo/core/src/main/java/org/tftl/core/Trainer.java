@@ -37,6 +37,8 @@ public final class Trainer {
     /** null: min(50, total steps / 10), as tftl-train. */
     public Integer warmupSteps;
     public long seed = 0;
+    /** Also checkpoint every this many steps within an epoch (0: at epoch end only), so a killed app loses little. */
+    public int checkpointEverySteps = 0;
   }
 
   private final TftlModel model;
@@ -173,6 +175,9 @@ public final class Trainer {
       p.addProperty("train_seconds", trainSeconds + (System.nanoTime() - t0) / 1e9);
       p.add("skipped", new JsonArray());
       state.add("partial", p);
+      if (cfg.checkpointEverySteps > 0 && (global + 1) % cfg.checkpointEverySteps == 0 && b + 1 < stepsPerEpoch) {
+        save(settings);
+      }
       if (listener != null) {
         listener.onStep(epoch, b, stepsPerEpoch, global, lr, idx, step.loss, lossSum / seen, (double) correct / seen);
       }
@@ -291,7 +296,9 @@ public final class Trainer {
     meta.addProperty("format", Checkpoint.FORMAT);
     meta.addProperty("model_hash", model.file.modelHash());
     JsonArray l = new JsonArray();
-    labels.forEach(l::add);
+    for (String label : labels) {
+      l.add(label);
+    }
     meta.add("labels", l);
     meta.addProperty("epoch", epoch());
     meta.addProperty("position", state.get("position").getAsInt());

@@ -61,6 +61,13 @@ public final class LiteRtHostInterpreter implements SignatureInterpreter {
   }
 
   /**
+   * dlopen flags RTLD_LAZY | RTLD_GLOBAL | RTLD_NODELETE: JNA closes a library whose proxies were
+   * collected, and libLiteRt.so registers exit handlers; unmapped, they crash the JVM's exit.
+   */
+  private static final java.util.Map<String, Object> OPEN_FLAGS =
+      java.util.Collections.<String, Object>singletonMap(com.sun.jna.Library.OPTION_OPEN_FLAGS, 0x1 | 0x100 | 0x1000);
+
+  /**
    * Loads a TFLite flatbuffer.
    *
    * @param libraryPath libLiteRt.so (the ai-edge-litert wheel's)
@@ -69,7 +76,7 @@ public final class LiteRtHostInterpreter implements SignatureInterpreter {
    * @throws IllegalStateException when the library cannot load or compile the model
    */
   public LiteRtHostInterpreter(String libraryPath, byte[] flatbuffer, int threads) {
-    c = Native.load(libraryPath, LiteRtC.class);
+    c = Native.load(libraryPath, LiteRtC.class, OPEN_FLAGS);
     PointerByReference ref = new PointerByReference();
     check(c.LiteRtCreateEnvironment(0, null, ref), "LiteRtCreateEnvironment");
     env = ref.getValue();
