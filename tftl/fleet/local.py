@@ -81,8 +81,11 @@ def train_round(session, samples, plan: Plan, *, cache_dir=None, seed_offset=0, 
     done = (plan.round - 1) * plan.local_epochs
     state = TrainState(epoch=done, global_step=done * steps)
     schedule = Schedule(plan.lr, total_steps=plan.rounds * plan.local_epochs * steps)
+    # The file's recipe gives the cached views; the schedule is the server's, and the head is the
+    # global model's (a probe fitted per device would overwrite the fleet's head in every round).
+    recipe = dataclasses.replace(session.meta.recipe, head_init="none")
     trainer = Trainer(session, seed=plan.seed + seed_offset, cache_dir=cache_dir, cache_ram_mb=0,
-                      threads=threads, quiet=True)
+                      threads=threads, quiet=True, recipe=recipe)
     t0 = time.monotonic()
     start = state.global_step
     result = trainer.fit(samples, epochs=done + plan.local_epochs, schedule=schedule, state=state)
