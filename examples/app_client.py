@@ -18,7 +18,7 @@ def personalise(model_path, photos_dir, work_dir, epochs=3):
     trainer = Trainer(session, cache_dir=work_dir, seed=0, quiet=True)
     checkpoint = os.path.join(work_dir, CHECKPOINT_NAME)
     state = trainer.resume(checkpoint) if os.path.exists(checkpoint) else None
-    result = trainer.fit(photos_dir, epochs, schedule=Schedule(5e-4), state=state, checkpoint=checkpoint)
+    result = trainer.fit(photos_dir, epochs, schedule=Schedule(), state=state, checkpoint=checkpoint)
     out = os.path.join(work_dir, "personal.tflite")
     save_model(out, session.model_file, session.labels, session.state(), {"training": {"epochs": epochs}})
     return out, result.history

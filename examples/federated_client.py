@@ -5,6 +5,8 @@ schedule across rounds (Schedule.offset), sends its trained weights and BN stati
 receives the average and resets its optimizer (Adam's moments belong to the old weights).
     python examples/federated_client.py model.tflite flowers5/train --rounds 3
 """
+import dataclasses
+
 import numpy as np
 
 from tftl.runtime import contract
@@ -17,7 +19,9 @@ def client_round(session, samples, round_, rounds, *, lr=5e-4, seed=0):
     """Train one epoch of the run's schedule; returns (update to send, this epoch's history entry)."""
     steps = -(-len(samples[1]) // session.batch)  # steps per epoch
     schedule = Schedule(lr, total_steps=rounds * steps, offset=round_ * steps)
-    result = Trainer(session, seed=seed + round_, quiet=True).fit(samples, epochs=1, schedule=schedule)
+    # the fleet's head is the average: no head fitted per client (the file's recipe otherwise fits one)
+    recipe = dataclasses.replace(session.meta.recipe, head_init="none")
+    result = Trainer(session, seed=seed + round_, quiet=True, recipe=recipe).fit(samples, epochs=1, schedule=schedule)
     return session.state(SENT), result.history[-1]
 
 

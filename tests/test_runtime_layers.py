@@ -76,7 +76,7 @@ def test_every_user_error_is_an_input_error():
 
 @pytest.mark.parametrize("name", ["STATE_NAME", "EXPORT_HINT", "MAX_THREADS", "atomic_write", "TrainState",
                                   "CHECKPOINT_NAME", "TRAIN_FORMAT", "state_npz_bytes", "save_model",
-                                  "metrics", "pool_for", "DEFAULT_LR"])
+                                  "metrics", "pool_for", "Recipe", "fit_head"])
 def test_defined_once(name):
     where = []
     for path in sorted(RUNTIME.glob("*.py")):

@@ -63,7 +63,7 @@ class Schedule:
     as the Keras reference. offset: steps already taken in earlier fits (federated rounds).
     """
 
-    lr: float = contract.Recipe.lr
+    lr: Optional[float] = None  # None: the trainer's recipe's (with its warm-up, unless one is given)
     total_steps: Optional[int] = None
     warmup_steps: Optional[int] = None
     offset: int = 0
@@ -156,6 +156,8 @@ class Trainer:
     cached views, and whether the head is first fitted as a linear probe (`head_init`).
     cache_views, cache_ram_mb, cache_dir: views per image (None: the recipe's); caches above the
     RAM budget go to memmap files in cache_dir (none: always RAM).
+    A federated client passes a recipe with head_init "none": a head fitted on each device's own
+    photos (standardised by them) does not average into a fleet's head.
     seed: the run's randomness. threads: decode workers (None: one per CPU).
     stop: an object whose check() raises Interrupted to stop at a step boundary (the CLIs
     pass one that turns SIGINT/SIGTERM/SIGHUP into it); KeyboardInterrupt works as well.
@@ -262,7 +264,8 @@ class Trainer:
         try:
             run, result = self._prepare(samples, val, epochs, schedule, state, checkpoint, settings, pool)
             self._take_probe(run)
-            if self.recipe.head_init == "probe" and state.global_step == 0 and state.position == 0:
+            if (self.recipe.head_init == "probe" and state.global_step == 0 and state.position == 0
+                    and run.schedule.offset == 0):  # a run's start, not a later federated round
                 self._fit_head(run, state)
             resumed, self.resumed_from = self.resumed_from, None
             if resumed is not None and not self._outputs_finite():
@@ -280,7 +283,7 @@ class Trainer:
         except (Interrupted, KeyboardInterrupt) as e:
             raise self._interrupted(e, state, checkpoint) from None
         except Diverged as e:
-            lr = (schedule or self._schedule()).lr
+            lr = (schedule.lr if schedule is not None and schedule.lr is not None else self.recipe.lr)
             if checkpoint and self.kept and os.path.exists(checkpoint):
                 raise Diverged(f"{e}; the last good checkpoint (epoch {self.kept[0]}) is kept in {checkpoint} — "
                                f"continue from it with --resume and a lower --lr (now {lr:g})") from None
@@ -323,7 +326,7 @@ class Trainer:
             raise InputError(f"none of the {len(train)} training images could be read — check the files")
         steps = math.ceil(len(index) / s.batch)
         epochs = default_epochs(len(index), s.batch, self.recipe) if epochs is None else epochs
-        schedule = (schedule or self._schedule()).resolved(steps * epochs)
+        schedule = self._schedule(schedule).resolved(steps * epochs)
         if src.info.get("enabled"):
             self.say(f"feature cache: {src.info['views']} view(s) x {len(index)} images, "
                      f"{src.info['bytes'] / 2**20:.1f} MiB ({src.info['storage']}), {src.info['seconds']:.1f} s",
@@ -340,8 +343,13 @@ class Trainer:
         self._started = True
         return run, FitResult(state, new, src.info)
 
-    def _schedule(self) -> Schedule:
-        return Schedule(self.recipe.lr, warmup_steps=self.recipe.warmup_steps)
+    def _schedule(self, schedule) -> Schedule:
+        """`schedule` (None: Schedule()) with the recipe's learning rate and warm-up where it has none."""
+        schedule = schedule or Schedule()
+        if schedule.lr is not None:
+            return schedule
+        warmup = self.recipe.warmup_steps if schedule.warmup_steps is None else schedule.warmup_steps
+        return dataclasses.replace(schedule, lr=self.recipe.lr, warmup_steps=warmup)
 
     def _fit_head(self, run, state):
         """The LP of LP-FT: fit the classifier as a linear probe (tftl.runtime.probe) on each
