@@ -51,8 +51,7 @@ _SCALAR_OPS = ("Add", "Multiply", "Subtract", "TrueDivide", "Divide")
 _ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "hard_swish": "hard_swish",
                 "hard_silu": "hard_swish", "swish": "swish", "silu": "swish",
                 "sigmoid": "sigmoid", "hard_sigmoid": "hard_sigmoid"}
-_HINT = ("rebuild the model with the layers in the README's 'Your own model' table, "
-         "or cut below it with --train-from")
+_HINT = "rebuild the model with the layers of the README's 'Your own model' table"
 
 
 class UnsupportedLayer(ValueError):
