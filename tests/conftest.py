@@ -174,7 +174,7 @@ def _release_tf_memory(request):
     a module that builds models (conversions run isolated or in `exported`)."""
     yield
     if request.module.__name__.rsplit(".", 1)[-1] not in ("test_export", "test_models",
-                                                          "test_quantize"):
+                                                          "test_quantize", "test_keras_import"):
         return
     import gc
     if "keras" in sys.modules:
