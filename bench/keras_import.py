@@ -82,7 +82,7 @@ def main():
         for kind, args in (("zoo mbv2", ["--model", "mbv2", "--weights", WEIGHTS, "--blocks", "3",
                                          "--image-size", str(SIZE)]),
                            ("imported Keras MobileNetV2", ["--keras", keras_path, "--train-from", "block_14_expand",
-                                                           "--input-range", "-1..1"])):
+                                                           "--input-range", "symmetric"])):
             out = os.path.join(CACHE, f"keras_import_{kind.split()[0]}_{scheme}.tflite")
             seconds = export(out, "--scheme", scheme, *args)
             r = probe(out, a.threads, a.steps)

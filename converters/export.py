@@ -335,11 +335,13 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
                   optimizer=optimizer, quantize=quantize, log=log)
 
 
-INPUT_RANGES = {"0..255": (1.0, 0.0), "0..1": (1.0 / 255.0, 0.0), "-1..1": (1.0 / 127.5, -1.0)}
+# what the model expects of the device's 0..255 RGB: (scale, offset). Words, not "-1..1":
+# argparse would read a value starting with "-" as an option.
+INPUT_RANGES = {"pixels": (1.0, 0.0), "unit": (1.0 / 255.0, 0.0), "symmetric": (1.0 / 127.5, -1.0)}
 
 
 def from_keras(model, *, scheme="mobiletl", blocks=3, train_from=None, labels=None,
-               input_range="0..255", image_size=None, batch=8, optimizer="adam",
+               input_range="pixels", image_size=None, batch=8, optimizer="adam",
                quantize="int8", output=None, packed_masks=False,
                log=logging.info) -> ExportResult:
     """A user's own Keras 3 model (or the path of its .keras file) -> a trainable tftl .tflite.
@@ -355,7 +357,8 @@ def from_keras(model, *, scheme="mobiletl", blocks=3, train_from=None, labels=No
             block-wise scheme trains it and everything above it (instead of `blocks`).
         labels: label names, one per output of the model (default class_0 ...).
         input_range: what the model expects of the 0..255 RGB input the device gives it:
-            "0..255" (the model scales it itself, e.g. with Rescaling), "0..1" or "-1..1".
+            "pixels" (0..255: the model scales it itself, e.g. with Rescaling), "unit" (0..1)
+            or "symmetric" (-1..1, MobileNetV2's preprocess_input).
         image_size: the input size, needed only when the model's input has none.
         batch, optimizer, quantize, output, packed_masks: as `export`.
     Raises:
@@ -459,8 +462,9 @@ def main(argv=None):
                    help="your own trained Keras 3 model instead of --model (README: Your own model)")
     p.add_argument("--train-from", default=None, metavar="LAYER",
                    help="--keras: a block-wise scheme trains this layer and all above it")
-    p.add_argument("--input-range", default="0..255", choices=tuple(INPUT_RANGES),
-                   help="--keras: the input range the model expects (the device gives 0..255 RGB)")
+    p.add_argument("--input-range", default="pixels", choices=tuple(INPUT_RANGES),
+                   help="--keras: what the model expects of the device's 0..255 RGB: pixels (0..255, "
+                        "it scales them itself), unit (0..1) or symmetric (-1..1)")
     p.add_argument("--scheme", default="mobiletl", help=f"one of {', '.join(schemes.SCHEMES)}")
     p.add_argument("--blocks", type=int, default=3, help="IRBs trained by ft_blocks / mobiletl")
     g = p.add_mutually_exclusive_group()

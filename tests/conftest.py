@@ -160,7 +160,7 @@ def keras_mbv2_flowers(tmp_path_factory):
             "t.user_model('mbv2').save(sys.argv[1])")
     for cmd in ([sys.executable, "-c", make, str(keras_file)],
                 [sys.executable, "-m", "converters.export", "--keras", str(keras_file), "--blocks", "2",
-                 "--input-range", "-1..1", "--batch", "8", "--labels", str(labels), "--output", str(out)]):
+                 "--input-range", "symmetric", "--batch", "8", "--labels", str(labels), "--output", str(out)]):
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
         if r.returncode:
             pytest.fail(f"{' '.join(cmd[1:3])} failed:\n{r.stderr[-3000:]}", pytrace=False)

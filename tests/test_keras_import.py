@@ -99,7 +99,7 @@ def photos(size, n):
 
 
 def _keras_input(model, images):
-    """Backbones without their own preprocessing take [-1, 1] (exported with --input-range -1..1)."""
+    """Backbones without their own preprocessing take [-1, 1] (exported with --input-range symmetric)."""
     return images / 127.5 - 1.0 if model.name in ("mbv2", "resnet50") else images
 
 
@@ -228,7 +228,7 @@ def test_exported_import_is_builtin_matches_keras_and_trains(name, tmp_path):
     labels.write_text("\n".join(FLOWER_CLASSES) + "\n")
     args = ["--labels", str(labels), "--quantize", "none", "--blocks", "1"]
     if name in ("mbv2", "resnet50"):
-        args += ["--input-range", "-1..1"]
+        args += ["--input-range", "symmetric"]
     if name == "seq_cnn":  # no Add layers: cut at the strided conv, by its (session-given) name
         args += ["--scheme", "ft_blocks", "--train-from", m.layers[8].name]
     r, out = _export_cli(tmp_path, m, *args)
