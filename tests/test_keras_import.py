@@ -73,7 +73,11 @@ def backbone(name):
            "effnet_b0": keras.applications.EfficientNetB0, "resnet50": keras.applications.ResNet50}[name]
     weights = need(MBV2_WEIGHTS) if name == "mbv2" else None
     size = 64 if name == "resnet50" else SIZE
-    return _head(app(include_top=False, weights=weights, input_shape=(size, size, 3)), name)
+    base = app(include_top=False, weights=weights, input_shape=(size, size, 3))
+    if name == "mbv3_small":  # the other common way to add a head: the backbone nested in a Sequential
+        return keras.Sequential([keras.Input((size, size, 3)), base, L.GlobalAveragePooling2D(),
+                                 L.Dropout(0.2), L.Dense(CLASSES)], name=name)
+    return _head(base, name)
 
 
 def user_model(name):
