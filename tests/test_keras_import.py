@@ -180,10 +180,15 @@ def test_import_matches_keras_forward_and_gradients(name):
     assert rel <= 1e-4, rel
 
 
-def test_blocks_roles_and_mobiletl_rules():
+def test_blocks_roles_and_mobiletl_rules(tmp_path, capsys):
     """Blocks from Add merge points; MobileTL's rules only inside IRB-shaped blocks; the
-    profiler counts swish's kept input and the max-pool's."""
-    graph = keras_import.read(residual_cnn())
+    profiler counts swish's kept input and the max-pool's, and reports an imported plan."""
+    model = residual_cnn()
+    model.save(tmp_path / "res.keras")
+    assert profile.main(["--keras", str(tmp_path / "res.keras"), "--blocks", "2", "--json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert (reported["model"], reported["scheme"], reported["blocks"]) == ("res_cnn", "mobiletl", 2)
+    graph = keras_import.read(model)
     assert graph.num_blocks == 3
     roles = {s.name: s.role for s in graph.specs}
     assert sorted(r for r in roles.values() if r in ("expand", "dw", "project")) == \
@@ -200,6 +205,7 @@ def test_blocks_roles_and_mobiletl_rules():
     assert plan.blocks == 2 and plan.trunk_end is not None
 
     p = profile.profile_plan(plan, 8)
+    assert p["peak_bytes"] == reported["peak_bytes"]
     by = {r["name"]: r for r in p["layers"]}
     swish = next(s for s in plan.specs if s.act == "swish")
     assert by[swish.name]["saved_bytes"] == 8 * 8 * 8 * 16 * 4  # its fp32 input
