@@ -1,7 +1,7 @@
 """An imported Keras MobileNetV2 against the zoo's mbv2 (issue 25): export time, file size,
 train-step time and memory, forward parity.
 
-    python bench/keras_import.py [--steps 20] [--threads 1]
+    python bench/keras_import.py [--steps 20] [--threads 1] [--schemes ft_blocks,mobiletl]
 
 The user's model is keras.applications.MobileNetV2 (include_top=False, the shared ImageNet
 weights) with a head (global average pooling, Dense(5)), saved as .keras and exported with
@@ -73,12 +73,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--schemes", default="ft_blocks,mobiletl", help="comma-separated")
     a = p.parse_args()
     os.makedirs(CACHE, exist_ok=True)
     keras_path = os.path.join(CACHE, "my_mobilenetv2.keras")
     model = user_model(keras_path)
     rows = []
-    for scheme in ("ft_blocks", "mobiletl"):
+    for scheme in a.schemes.split(","):
         for kind, args in (("zoo mbv2", ["--model", "mbv2", "--weights", WEIGHTS, "--blocks", "3",
                                          "--image-size", str(SIZE)]),
                            ("imported Keras MobileNetV2", ["--keras", keras_path, "--train-from", "block_14_expand",
