@@ -37,7 +37,7 @@ def _head(base, name):
     """A user's head: pooling, dropout, a Dense of 5 flower classes."""
     x = L.GlobalAveragePooling2D(name="head_pool")(base.output)
     x = L.Dropout(0.2, name="head_dropout")(x)
-    return keras.Model(base.input, L.Dense(CLASSES, name="head_logits")(x), name=name)
+    return keras.Model(base.input, L.Dense(CLASSES, name="predictions")(x), name=name)  # as Keras names its own
 
 
 def sequential_cnn():
