@@ -129,8 +129,10 @@ def read(model, image_size: Optional[int] = None) -> ImportedGraph:
         raise ValueError(f"model {model.name!r}: its output is not its last layer; end it "
                          "with the classifier")
     specs = _fuse_hard_sigmoid(specs, walker.weights)
-    if specs[-1].kind == "dense":
-        specs[-1] = dataclasses.replace(specs[-1], role="classifier")
+    if specs[-1].kind != "dense":
+        raise ValueError(f"model {model.name!r} ends with layer {specs[-1].name!r} ({specs[-1].kind}); "
+                         "tftl trains a classifier: end the model with Dense(classes)")
+    specs[-1] = dataclasses.replace(specs[-1], role="classifier")
     specs = _assign_blocks(specs)
     return ImportedGraph(model.name, size, tuple(specs), walker.weights)
 
