@@ -1,6 +1,7 @@
 """Export a tftl model as ONE .tflite that trains on stock LiteRT (builtin ops only).
 
     python -m converters.export --model mbv3_small --blocks 3 --labels labels.txt
+    python -m converters.export --keras my_model.keras --blocks 2 --labels labels.txt
 
 The file holds these signatures (batch B and resolution R fixed at export):
   infer(images f32[B,R,R,3] 0..255)                    -> probabilities f32[B,K]
@@ -54,6 +55,7 @@ class ExportResult:
     signatures: dict
     metadata: dict
     memory_estimate_bytes: object = None
+    labels: list = None
 
 
 def sanitize(name: str) -> str:
@@ -347,28 +349,96 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
 
     # Everything a user can get wrong is checked here, before TensorFlow is even imported.
     labels = contract.check_labels(labels or read_labels(), where="labels")
-    if quantize not in ("int8", "none"):
-        raise ValueError(f"--quantize must be int8 or none, got {quantize!r}")
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise ValueError(f"--batch must be a positive integer, got {batch!r}")
+    _check_batch_quantize(batch, quantize)
     plan = ModelPlan.build(model_name, scheme=scheme, blocks=blocks, image_size=image_size,
                            num_classes=len(labels), packed_masks=packed_masks)
     output = output or f"{model_name}_{plan.label.replace('-', '')}.tflite"
     check_output(output)
 
-    from tftl import models, profile
+    from tftl import models
+    if seed is not None:
+        import keras
+        keras.utils.set_random_seed(seed)
+    return _write(plan, lambda: models.build(plan, weights), labels, output=output, batch=batch,
+                  optimizer=optimizer, quantize=quantize, micro_batch=micro_batch, log=log)
+
+
+# what the model expects of the device's 0..255 RGB: (scale, offset). Words, not "-1..1":
+# argparse would read a value starting with "-" as an option.
+INPUT_RANGES = {"pixels": (1.0, 0.0), "unit": (1.0 / 255.0, 0.0), "symmetric": (1.0 / 127.5, -1.0)}
+
+
+def from_keras(model, *, scheme="mobiletl", blocks=3, train_from=None, labels=None,
+               input_range="pixels", image_size=None, batch=8, optimizer="adam",
+               quantize="int8", output=None, packed_masks=False, micro_batch=1,
+               log=logging.info) -> ExportResult:
+    """A user's own Keras 3 model (or the path of its .keras file) -> a trainable tftl .tflite.
+
+    The model's layers map onto tftl's (`tftl.keras_import`; README "Your own model"), with
+    the user's trained weights and head; its last Dense is the classifier. Every layer is
+    checked before anything is built or written.
+
+    Args:
+        model: a keras.Model (functional or Sequential) or a .keras path.
+        scheme: one of tftl.SCHEMES but tinytl. blocks: residual blocks (Add merge points)
+            trained by block-wise schemes, from the top. train_from: a layer name; a
+            block-wise scheme trains it and everything above it (instead of `blocks`).
+        labels: label names, one per output of the model (default class_0 ...).
+        input_range: what the model expects of the 0..255 RGB input the device gives it:
+            "pixels" (0..255: the model scales it itself, e.g. with Rescaling), "unit" (0..1)
+            or "symmetric" (-1..1, MobileNetV2's preprocess_input).
+        image_size: the input size, needed only when the model's input has none.
+        batch, optimizer, quantize, output, packed_masks, micro_batch: as `export`.
+    Raises:
+        ValueError: an unsupported layer (keras_import.UnsupportedLayer: one line naming
+            the layer, its class and what to do) or a bad argument.
+    """
+    from tftl import keras_import, models
+    from tftl.plan import ModelPlan
+    from tftl.runtime import contract
+
+    if input_range not in INPUT_RANGES:
+        raise ValueError(f"--input-range must be one of {', '.join(INPUT_RANGES)}, got {input_range!r}")
+    _check_batch_quantize(batch, quantize)
+    path = model if isinstance(model, (str, os.PathLike)) else None
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ValueError(f"--keras {path}: no such file; pass the .keras file of your model")
+        model = keras_import.load(str(path))
+    graph = keras_import.read(model, image_size)
+    plan = ModelPlan.from_graph(graph.name, graph.specs, scheme=scheme, blocks=blocks,
+                                train_from=train_from, image_size=graph.image_size,
+                                packed_masks=packed_masks, normalization=INPUT_RANGES[input_range])
+    labels = contract.check_labels(labels or read_labels(classes=plan.num_classes), where="labels")
+    if len(labels) != plan.num_classes:
+        raise ValueError(f"the model's last layer has {plan.num_classes} outputs but {len(labels)} "
+                         f"labels were given; pass {plan.num_classes} labels")
+    output = output or f"{graph.name}_{plan.label.replace('-', '')}.tflite"
+    check_output(output)
+    return _write(plan, lambda: models.build_imported(plan, graph), labels, output=output,
+                  batch=batch, optimizer=optimizer, quantize=quantize, micro_batch=micro_batch, log=log)
+
+
+def _check_batch_quantize(batch, quantize):
+    if quantize not in ("int8", "none"):
+        raise ValueError(f"--quantize must be int8 or none, got {quantize!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {batch!r}")
+
+
+def _write(plan, build, labels, *, output, batch, optimizer, quantize, micro_batch, log):
+    """Build the plan's Keras model, convert it and write the model file (atomically)."""
+    from tftl import profile
+    from tftl.runtime import modelfile
+
     estimate = profile.profile_plan(plan, batch)["peak_bytes"]
     micro_batch = profile.micro_batch_for(plan, batch) if micro_batch == "auto" else micro_batch
     if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or not 1 <= micro_batch <= batch:
         raise ValueError(f"--micro-batch must be auto or an integer in 1..{batch} (the batch), got {micro_batch!r}")
     micro_batch = micro_batch if plan.trunk_index and micro_batch < batch else None
-
     t0 = time.time()
-    if seed is not None:
-        import keras
-        keras.utils.set_random_seed(seed)
-    log(f"building {model_name} ({plan.label}, {len(labels)} labels, {image_size}px)")
-    model = models.build(plan, weights)
+    log(f"building {plan.model} ({plan.label}, {len(labels)} labels, {plan.image_size}px)")
+    model = build()
     log("converting to TFLite (builtin ops only)")
     flat, sigs, extra = to_tflite(model, optimizer=optimizer, batch=batch, quantize=quantize,
                                   micro_batch=micro_batch)
@@ -376,12 +446,11 @@ def export(model_name="mbv3_small", *, scheme="mobiletl", blocks=3, labels=None,
                      quantize=quantize, estimate=estimate)
     if micro_batch is not None:
         meta["micro_batch"] = micro_batch
-    from tftl.runtime import modelfile
     modelfile.write_model(output, flat, meta, labels)
     log(f"done in {time.time() - t0:.1f}s")
     return ExportResult(output, os.path.getsize(output), meta["trainable_params"],
                         meta["frozen_params"], {k: _signature_io(v) for k, v in sigs.items()},
-                        meta, estimate)
+                        meta, estimate, list(labels))
 
 
 def _metadata(plan, model, extra, sigs, *, batch, optimizer, quantize, estimate):
@@ -437,12 +506,20 @@ def main(argv=None):
     from tftl import archs, schemes
     p = argparse.ArgumentParser(prog="python -m converters.export", description=__doc__.split("\n")[0])
     p.add_argument("--model", default="mbv3_small", help=f"one of {', '.join(archs.MODEL_NAMES)}")
+    p.add_argument("--keras", default=None, metavar="PATH.keras",
+                   help="your own trained Keras 3 model instead of --model (README: Your own model)")
+    p.add_argument("--train-from", default=None, metavar="LAYER",
+                   help="--keras: a block-wise scheme trains this layer and all above it")
+    p.add_argument("--input-range", default="pixels", choices=tuple(INPUT_RANGES),
+                   help="--keras: what the model expects of the device's 0..255 RGB: pixels (0..255, "
+                        "it scales them itself), unit (0..1) or symmetric (-1..1)")
     p.add_argument("--scheme", default="mobiletl", help=f"one of {', '.join(schemes.SCHEMES)}")
     p.add_argument("--blocks", type=int, default=3, help="IRBs trained by ft_blocks / mobiletl")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--classes", type=int, default=None, help=f"label slots (default {DEFAULT_CLASSES})")
     g.add_argument("--labels", default=None, help="file with one label per line")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input resolution (default 224; --keras: the model's own)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--micro-batch", default="1", type=lambda v: v if v == "auto" else int(v),
                    help="batch of extract_micro, the streamed trunk (default 1; auto: by predicted memory)")
@@ -456,17 +533,23 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        labels = read_labels(a.labels, a.classes)
-        weights = None if a.weights == "none" else a.weights
-        r = export(a.model, scheme=a.scheme, blocks=a.blocks, labels=labels,
-                   image_size=a.image_size, batch=a.batch, weights=weights,
-                   optimizer=a.optimizer, quantize=a.quantize, output=a.output,
-                   packed_masks=a.packed_masks, seed=a.seed, micro_batch=a.micro_batch)
+        labels = read_labels(a.labels, a.classes) if a.labels or a.classes or not a.keras else None
+        if a.keras:
+            r = from_keras(a.keras, scheme=a.scheme, blocks=a.blocks, train_from=a.train_from,
+                           labels=labels, input_range=a.input_range, image_size=a.image_size,
+                           batch=a.batch, optimizer=a.optimizer, quantize=a.quantize,
+                           output=a.output, packed_masks=a.packed_masks, micro_batch=a.micro_batch)
+        else:
+            weights = None if a.weights == "none" else a.weights
+            r = export(a.model, scheme=a.scheme, blocks=a.blocks, labels=labels,
+                       image_size=a.image_size or 224, batch=a.batch, weights=weights,
+                       optimizer=a.optimizer, quantize=a.quantize, output=a.output,
+                       packed_masks=a.packed_masks, seed=a.seed, micro_batch=a.micro_batch)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model        {r.metadata['model']} scheme={r.metadata['scheme']} "
-          f"blocks={r.metadata['blocks']} labels={len(labels)}")
+          f"blocks={r.metadata['blocks']} labels={len(r.labels)}")
     print(f"parameters   trainable {r.trainable_params:,}  frozen {r.frozen_params:,}")
     print(f"file size    {r.size_bytes / 1e6:.2f} MB")
     if r.memory_estimate_bytes:

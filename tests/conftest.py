@@ -163,6 +163,26 @@ def mbv2_flowers(exported):
 
 
 @pytest.fixture(scope="session")
+def keras_mbv2_flowers(tmp_path_factory):
+    """A user's own Keras model exported with `tftl-export --keras` (issue 25): Keras'
+    MobileNetV2 on the shared ImageNet weights plus a Dense(5) head, 96 px, MobileTL over its
+    top 2 residual blocks, batch 8, the flowers5 labels. Built and exported in subprocesses."""
+    root = tmp_path_factory.mktemp("keras_import")
+    need(MBV2_WEIGHTS)
+    keras_file, out, labels = root / "my_mbv2.keras", root / "my_mbv2.tflite", root / "labels.txt"
+    labels.write_text("\n".join(FLOWER_CLASSES) + "\n", encoding="utf-8")
+    make = ("import sys; sys.path.insert(0, 'tests'); import test_keras_import as t; "
+            "t.user_model('mbv2').save(sys.argv[1])")
+    for cmd in ([sys.executable, "-c", make, str(keras_file)],
+                [sys.executable, "-m", "converters.export", "--keras", str(keras_file), "--blocks", "2",
+                 "--input-range", "symmetric", "--batch", "8", "--labels", str(labels), "--output", str(out)]):
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+        if r.returncode:
+            pytest.fail(f"{' '.join(cmd[1:3])} failed:\n{r.stderr[-3000:]}", pytrace=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def file_vectors(exported, tmp_path_factory):
     """The model-file conformance vectors (contract/vectors/files.json) built from the Pi model:
     a folder of <case>.tflite files and manifest.json (tftl.runtime.vectors), made once per run
@@ -189,7 +209,7 @@ def _release_tf_memory(request):
     a module that builds models (conversions run isolated or in `exported`)."""
     yield
     if request.module.__name__.rsplit(".", 1)[-1] not in ("test_export", "test_models",
-                                                          "test_quantize"):
+                                                          "test_quantize", "test_keras_import"):
         return
     import gc
     if "keras" in sys.modules:

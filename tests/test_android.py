@@ -107,15 +107,19 @@ def _python_step_seconds(model_path, features, labels, steps=30):
     return (time.perf_counter() - t0) / steps
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["mbv2_flowers", pytest.param("keras_mbv2_flowers", marks=pytest.mark.matrix)])
 def work(tmp_path_factory, request):
-    """Everything the Java tests read, then the Maven run itself; returns (work dir, mvn output)."""
+    """Everything the Java tests read, then the Maven run itself; returns (work dir, mvn output).
+
+    The model is the shared zoo export, or (with -m matrix) a user's own Keras MobileNetV2
+    exported with `tftl-export --keras` (conftest `keras_mbv2_flowers`, issue 25): the app's
+    core trains an imported model unchanged."""
     require_java()
     require_aapt()
     lib = _litert_library()
     work = str(tmp_path_factory.mktemp("android"))
     model = os.path.join(work, "model.tflite")
-    shutil.copyfile(request.getfixturevalue("mbv2_flowers"), model)  # the shared export (conftest)
+    shutil.copyfile(request.getfixturevalue(request.param), model)  # a shared export (conftest)
 
     train_dir = _subset(os.path.join(work, "train"), "train", TRAIN_PER_CLASS)
     val_dir = _subset(os.path.join(work, "val"), "val", VAL_PER_CLASS)

@@ -147,3 +147,43 @@ def test_need_flags_drop_gradients():
         y = ops.depthwise_conv(x, w, 1, need_dx=False)
     gx, gw = tape.gradient(y, [x, w])
     assert gx is None and gw is not None
+
+
+@pytest.mark.parametrize("hw,k,stride", [((9, 9), 3, 2), ((8, 8), 3, 2), ((7, 5), 3, 1), ((8, 8), 1, 2)])
+@pytest.mark.parametrize("conv", ["conv", "depthwise"])
+def test_valid_padding_convs(hw, k, stride, conv):
+    """Imported Keras convs with padding='valid' (after ZeroPadding2D, ResNet's 1x1 stride-2
+    shortcut): the input rows no window reaches get a zero gradient."""
+    cout = 5 if conv == "conv" else 1
+    x, w = _rand(2, hw[0], hw[1], 3), _rand(k, k, 3, cout, seed=1)
+    if conv == "conv":
+        _check(lambda x, w: ops.conv2d(x, w, stride, padding="valid"),
+               lambda x, w: tf.nn.conv2d(x, w, stride, "VALID"), x, w)
+    else:
+        _check(lambda x, w: ops.depthwise_conv(x, w, stride, padding="valid"),
+               lambda x, w: tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "VALID"), x, w)
+
+
+@pytest.mark.parametrize("hw,size,stride,padding", [((9, 9), 3, 2, "valid"), ((8, 8), 2, 2, "valid"),
+                                                    ((7, 6), 3, 2, "same"), ((5, 5), 3, 1, "same")])
+def test_max_pool(hw, size, stride, padding):
+    """Against TF's MaxPoolGrad, ties included: ReLU zeros make whole windows equal, and the
+    gradient must go to the first maximum only."""
+    x = np.maximum(_rand(2, hw[0], hw[1], 3), 0.0)
+    _check(lambda x: ops.max_pool(x, size, stride, padding),
+           lambda x: tf.nn.max_pool2d(x, size, stride, padding.upper()), x)
+
+
+def test_zero_pad_affine():
+    _check(lambda x: ops.zero_pad(x, 1, 2, 0, 1),
+           lambda x: tf.pad(x, [[0, 0], [1, 2], [0, 1], [0, 0]]), _rand(2, 4, 5, 3))
+    scale, offset = _rand(3, seed=4), _rand(3, seed=5)
+    _check(lambda x: ops.affine(x, scale, offset), lambda x: x * scale + offset, _rand(2, 4, 5, 3))
+
+
+@pytest.mark.parametrize("kind,ref", [("swish", tf.nn.silu), ("sigmoid", tf.math.sigmoid)])
+def test_smooth_activations(kind, ref):
+    """Swish and sigmoid keep their exact backward whatever the scheme asks."""
+    x = _act_input()
+    for backward in ("exact", "sign"):
+        _check(lambda x: ops.activation(x, kind, backward), ref, x)

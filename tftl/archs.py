@@ -134,10 +134,15 @@ def make_divisible(v, divisor=8, min_value=None):
 class LayerSpec:
     """One layer of a decoded architecture.
 
-    kind: conv (full kxk), pointwise, depthwise, bn, act, se_pool, se_mul, add, pool, dense.
-    block: index of the IRB (0 = closest to the input) or None for stem / head layers.
+    kind: conv (full kxk), pointwise, depthwise, bn, act, se_pool, se_mul, add, pool, dense;
+      imported Keras models (`tftl.keras_import`) also use pad (zero padding, `pads` =
+      (top, bottom, left, right)), maxpool, affine (constant x * scale + offset) and reshape.
+    block: index of the IRB (0 = closest to the input) or None for stem / head layers; in an
+      imported model, the residual block (found from its Add merge points).
     in_shape / out_shape: (H, W, C) for feature maps, (C,) after pooling.
     inputs: names of the layers feeding this one (two for `add` and `se_mul`).
+    padding: "same" or "valid" (convs and pools; the zoo is all "same").
+    epsilon: the BN epsilon where it is not the architecture's (imported models).
     """
 
     name: str
@@ -151,6 +156,9 @@ class LayerSpec:
     use_bias: bool = False
     act: Optional[str] = None
     inputs: tuple = ()
+    padding: str = "same"
+    epsilon: Optional[float] = None
+    pads: tuple = ()
 
 
 def block_prefix(arch: ArchDef, index: int) -> str:

@@ -60,14 +60,15 @@ class Normalize(keras.layers.Layer):
 class Conv(_TftlLayer):
     """conv (full kxk), pointwise (1x1) or depthwise (kxk) convolution, SAME padding."""
 
-    _ARGS = ("kind", "filters", "kernel_size", "stride", "use_bias")
+    _ARGS = ("kind", "filters", "kernel_size", "stride", "use_bias", "padding")
 
-    def __init__(self, kind, filters, kernel_size=1, stride=1, use_bias=False, **kwargs):
+    def __init__(self, kind, filters, kernel_size=1, stride=1, use_bias=False, padding="same",
+                 **kwargs):
         super().__init__(**kwargs)
         if kind not in ("conv", "pointwise", "depthwise"):
             raise ValueError(f"unknown conv kind {kind!r}")
         self.kind, self.filters, self.kernel_size = kind, filters, kernel_size
-        self.stride, self.use_bias = stride, use_bias
+        self.stride, self.use_bias, self.padding = stride, use_bias, padding
 
     def build(self, input_shape):
         cin = input_shape[-1]
@@ -85,9 +86,9 @@ class Conv(_TftlLayer):
         if self.kind == "pointwise":
             y = ops.pointwise_conv(x, w, **kw)
         elif self.kind == "depthwise":
-            y = ops.depthwise_conv(x, w, self.stride, **kw)
+            y = ops.depthwise_conv(x, w, self.stride, padding=self.padding, **kw)
         else:
-            y = ops.conv2d(x, w, self.stride, **kw)
+            y = ops.conv2d(x, w, self.stride, padding=self.padding, **kw)
         if self.bias is not None:
             y = ops.bn_affine(y, 1.0, _t(self.bias), need_dx=True,
                               need_dshift=self.config.train_bias)
@@ -197,6 +198,8 @@ class ChannelScale(_TftlLayer):
 
     def call(self, inputs):
         x, gate = inputs
+        if len(gate.shape) == 4:  # an imported SE gate [N, 1, 1, C]
+            gate = tf.reshape(gate, [-1, gate.shape[-1]])
         return ops.channel_scale(x, gate, need_dx=self.need_dx, need_dgate=self.need_dgate)
 
 
@@ -228,3 +231,62 @@ class Upsample(_TftlLayer):
 class Add(keras.layers.Layer):
     def call(self, inputs):
         return inputs[0] + inputs[1]
+
+
+# ----------------------------------------------------------------- imported Keras layers
+
+@keras.saving.register_keras_serializable(package="tftl")
+class Pad(_TftlLayer):
+    """Zero padding (top, bottom, left, right) of an imported ZeroPadding2D."""
+
+    _ARGS = ("pads",)
+
+    def __init__(self, pads, **kwargs):
+        super().__init__(**kwargs)
+        self.pads = tuple(int(p) for p in pads)
+
+    def call(self, x):
+        if not self.need_dx:
+            t, b, l_, r = self.pads
+            return tf.pad(x, [[0, 0], [t, b], [l_, r], [0, 0]])
+        return ops.zero_pad(x, *self.pads)
+
+
+@keras.saving.register_keras_serializable(package="tftl")
+class MaxPool(_TftlLayer):
+    _ARGS = ("size", "stride", "padding")
+
+    def __init__(self, size, stride, padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.stride, self.padding = size, stride, padding
+
+    def call(self, x):
+        return ops.max_pool(x, self.size, self.stride, self.padding, need_dx=self.need_dx)
+
+
+@keras.saving.register_keras_serializable(package="tftl")
+class Affine(_TftlLayer):
+    """Constant per-channel x * scale + offset (imported Rescaling, Normalization, scalar
+    arithmetic); scale and offset are frozen weights, so they load like any other."""
+
+    def build(self, input_shape):
+        c = (input_shape[-1],)
+        self.scale = self.add_weight(name="scale", shape=c, initializer="ones", trainable=False)
+        self.offset = self.add_weight(name="offset", shape=c, initializer="zeros", trainable=False)
+
+    def call(self, x):
+        return ops.affine(x, _t(self.scale), _t(self.offset), need_dx=self.need_dx)
+
+
+@keras.saving.register_keras_serializable(package="tftl")
+class Reshape(_TftlLayer):
+    """Flatten / Reshape to a per-sample shape (autodiff of RESHAPE is a RESHAPE)."""
+
+    _ARGS = ("shape",)
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(**kwargs)
+        self.shape = tuple(int(d) for d in shape)
+
+    def call(self, x):
+        return tf.reshape(x, [-1, *self.shape])

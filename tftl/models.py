@@ -28,15 +28,16 @@ KERAS_WEIGHTS = {
 }
 
 
-def _make_layer(spec, arch, config, need_dx):
+def _make_layer(spec, plan, config, need_dx):
     kw = dict(name=spec.name, config=config, need_dx=need_dx[0] if need_dx else False)
     k = spec.kind
     if k in ("conv", "pointwise", "depthwise"):
         filters = spec.out_shape[-1]
-        return layers.Conv(k, filters, spec.kernel, spec.stride, spec.use_bias, **kw)
+        return layers.Conv(k, filters, spec.kernel, spec.stride, spec.use_bias, spec.padding, **kw)
     if k == "bn":
         init = "zeros" if spec.role == "lite_bn2" else "ones"
-        return layers.BatchNorm(epsilon=arch.bn_epsilon, gamma_initializer=init, **kw)
+        eps = plan.bn_epsilon if spec.epsilon is None else spec.epsilon
+        return layers.BatchNorm(epsilon=eps, gamma_initializer=init, **kw)
     if k == "act":
         return layers.Activation(spec.act, **kw)
     if k == "pool":
@@ -51,6 +52,14 @@ def _make_layer(spec, arch, config, need_dx):
         return layers.Upsample(spec.stride, spec.out_shape[:2], **kw)
     if k == "add":
         return layers.Add(name=spec.name)
+    if k == "pad":
+        return layers.Pad(spec.pads, **kw)
+    if k == "maxpool":
+        return layers.MaxPool(spec.kernel, spec.stride, spec.padding, **kw)
+    if k == "affine":
+        return layers.Affine(**kw)
+    if k == "reshape":
+        return layers.Reshape(spec.out_shape, **kw)
     raise ValueError(f"unknown layer kind {k!r}")
 
 
@@ -75,11 +84,10 @@ class TftlModel(keras.Model):
     """
 
     def __init__(self, plan: ModelPlan, name: Optional[str] = None, **kwargs):
-        arch = plan.arch
-        model_layers = [_make_layer(s, arch, plan.configs[s.name], plan.need_dx[s.name])
+        model_layers = [_make_layer(s, plan, plan.configs[s.name], plan.need_dx[s.name])
                         for s in plan.specs]
         inputs = keras.Input((plan.image_size, plan.image_size, 3), name="images")
-        x = layers.Normalize(*arch.normalization, name="normalize")(inputs)
+        x = layers.Normalize(*plan.normalization, name="normalize")(inputs)
         outputs = run_layers(model_layers, plan.specs, {"input": x})
         super().__init__(inputs, outputs, name=name or plan.model, **kwargs)
         self._plan = plan
@@ -140,6 +148,20 @@ def build_model(name: str, *, num_classes: Optional[int] = 10, scheme: str = "mo
     plan = ModelPlan.build(name, scheme=scheme, blocks=blocks, image_size=image_size,
                            num_classes=num_classes, packed_masks=packed_masks)
     return build(plan, weights)
+
+
+def build_imported(plan: ModelPlan, graph) -> TftlModel:
+    """The Keras model of an imported plan, carrying the user's weights (`graph.weights`)."""
+    model = TftlModel(plan)
+    for layer in model.tftl_layers:
+        arrays = graph.weights.get(layer.name, {})
+        names = sorted(v.name for v in layer.weights)
+        if sorted(arrays) != names:
+            raise ValueError(f"layer {layer.name}: imported weights {sorted(arrays)}, "
+                             f"the tftl layer has {names}")
+        for v in layer.weights:
+            v.assign(np.asarray(arrays[v.name], np.float32).reshape(v.shape))
+    return model
 
 
 # --------------------------------------------------------------------------- weights

@@ -28,6 +28,15 @@ def same_padding(size: int, kernel: int, stride: int):
     return total // 2, total - total // 2, out
 
 
+def conv_padding(size: int, kernel: int, stride: int, padding: str = "same"):
+    """(before, after, output size) of one spatial axis for TF's 'same' or 'valid' padding."""
+    if padding == "same":
+        return same_padding(size, kernel, stride)
+    if padding == "valid":
+        return 0, 0, (size - kernel) // stride + 1
+    raise ValueError(f"unknown padding {padding!r}; use same or valid")
+
+
 def _zero_from(t):
     """A scalar 0 that data-depends on `t`: forces an op into the backward schedule."""
     return tf.reduce_sum(tf.slice(tf.reshape(t, [-1]), [0], [1])) * 0.0
@@ -80,20 +89,23 @@ def pointwise_conv(x, kernel, *, need_dx=True, need_dw=True):
     return op(x, kernel)
 
 
-def depthwise_conv(x, kernel, stride=1, *, need_dx=True, need_dw=True):
-    """kxk depthwise conv, SAME padding. kernel: [k, k, C, 1] (Keras layout).
+def depthwise_conv(x, kernel, stride=1, *, need_dx=True, need_dw=True, padding="same"):
+    """kxk depthwise conv, 'same' or 'valid' padding. kernel: [k, k, C, 1] (Keras layout).
 
     dx: VALID depthwise conv of the dilated, padded dy with the flipped kernel.
     dw: per tap, sum over batch and space of the padded input times dy shifted to that tap.
     """
     n, h, w, c = x.shape
     k = kernel.shape[0]
-    pt, pb, ho = same_padding(h, k, stride)
-    pl, pr, wo = same_padding(w, k, stride)
+    pt, pb, ho = conv_padding(h, k, stride, padding)
+    pl, pr, wo = conv_padding(w, k, stride, padding)
+    # input rows / columns no window reaches (valid padding, or a kernel smaller than the stride)
+    unused_h = h + pt + pb - ((ho - 1) * stride + k)
+    unused_w = w + pl + pr - ((wo - 1) * stride + k)
 
     @tf.custom_gradient
     def op(x, kernel):
-        y = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME")
+        y = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], padding.upper())
 
         def grad(dy):
             dyd = _dilate(dy, stride)  # [n, ho*s, wo*s, c]; true dilated size (ho-1)*s+1
@@ -101,8 +113,8 @@ def depthwise_conv(x, kernel, stride=1, *, need_dx=True, need_dw=True):
             extra_w = wo * stride - ((wo - 1) * stride + 1)
             dx = dw = None
             if need_dx:
-                t = _pad_or_crop(dyd, k - 1 - pt, k - 1 - pb - extra_h,
-                                 k - 1 - pl, k - 1 - pr - extra_w)
+                t = _pad_or_crop(dyd, k - 1 - pt, k - 1 - pb - extra_h + unused_h,
+                                 k - 1 - pl, k - 1 - pr - extra_w + unused_w)
                 flipped = tf.reverse(kernel, [0, 1])
                 dx = tf.nn.depthwise_conv2d(t, flipped, [1, 1, 1, 1], "VALID")
             if need_dw:
@@ -126,25 +138,26 @@ def depthwise_conv(x, kernel, stride=1, *, need_dx=True, need_dw=True):
     return op(x, kernel)
 
 
-def conv2d(x, kernel, stride=1, *, need_dx=True, need_dw=True):
-    """Full kxk conv, SAME padding (the stem, TinyTL's lite residual). kernel: [k,k,Cin,Cout].
+def conv2d(x, kernel, stride=1, *, need_dx=True, need_dw=True, padding="same"):
+    """Full kxk conv, 'same' or 'valid' padding (the stem, TinyTL's lite residual, imported
+    Keras convs). kernel: [k,k,Cin,Cout].
 
     dx: TRANSPOSE_CONV. dw: per tap, (strided slice of the padded input)^T @ dy, the pad
     anchored on dy and the taps chained, as in depthwise_conv.
     """
     n, h, w, cin = x.shape
     k, cout = kernel.shape[0], kernel.shape[3]
-    pt, pb, ho = same_padding(h, k, stride)
-    pl, pr, wo = same_padding(w, k, stride)
+    pt, pb, ho = conv_padding(h, k, stride, padding)
+    pl, pr, wo = conv_padding(w, k, stride, padding)
 
     @tf.custom_gradient
     def op(x, kernel):
-        y = tf.nn.conv2d(x, kernel, stride, "SAME")
+        y = tf.nn.conv2d(x, kernel, stride, padding.upper())
 
         def grad(dy):
             dx = dw = None
             if need_dx:
-                dx = tf.nn.conv2d_transpose(dy, kernel, [n, h, w, cin], stride, "SAME")
+                dx = tf.nn.conv2d_transpose(dy, kernel, [n, h, w, cin], stride, padding.upper())
             if need_dw:
                 xp = tf.pad(x + _zero_from(dy), [[0, 0], [pt, pb], [pl, pr], [0, 0]])
                 dy2 = tf.reshape(dy, [-1, cout])
@@ -284,6 +297,77 @@ def upsample_nearest(x, factor, out_hw):
     return op(x)
 
 
+def zero_pad(x, top, bottom, left, right):
+    """Zero padding of the spatial axes (Keras ZeroPadding2D); backward: the crop of dy."""
+
+    @tf.custom_gradient
+    def op(x):
+        def grad(dy):
+            return _pad_or_crop(dy, -top, -bottom, -left, -right)
+
+        return tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]), grad
+
+    return op(x)
+
+
+def max_pool(x, size, stride, padding="valid", *, need_dx=True):
+    """size x size max pool (Keras MaxPooling2D); backward without MaxPoolGrad.
+
+    Backward keeps x: per window tap, the strided slice of the (-inf padded) input that
+    equals the window maximum, and no earlier tap did, routes dy back (the first maximum in
+    row-major order, as TF's MaxPoolGrad); each tap's share is dilated and padded into
+    place. Only STRIDED_SLICE, EQUAL, LOGICAL_*, SELECT_V2, PAD, RESHAPE and ADD.
+    """
+    y = tf.nn.max_pool2d(x, size, stride, padding.upper())
+    if not need_dx:
+        return y
+    n, h, w, c = x.shape
+    pt, pb, ho = conv_padding(h, size, stride, padding)
+    pl, pr, wo = conv_padding(w, size, stride, padding)
+    hp, wp = h + pt + pb, w + pl + pr
+
+    @tf.custom_gradient
+    def op(x):
+        def grad(dy):
+            xp = tf.pad(x + _zero_from(dy), [[0, 0], [pt, pb], [pl, pr], [0, 0]],
+                        constant_values=-3.0e38)
+            taps = [(a, b, tf.strided_slice(xp, [0, a, b, 0],
+                                            [n, a + (ho - 1) * stride + 1, b + (wo - 1) * stride + 1, c],
+                                            [1, stride, stride, 1]))
+                    for a in range(size) for b in range(size)]
+            ymax = taps[0][2]
+            for _, _, t in taps[1:]:
+                ymax = tf.maximum(ymax, t)
+            taken, dxp = None, None
+            for a, b, t in taps:
+                sel = tf.equal(t, ymax)
+                if taken is not None:
+                    sel, taken = tf.logical_and(sel, tf.logical_not(taken)), tf.logical_or(taken, sel)
+                else:
+                    taken = sel
+                part = _pad_or_crop(_dilate(tf.where(sel, dy, 0.0), stride),
+                                    a, hp - a - ho * stride, b, wp - b - wo * stride)
+                dxp = part if dxp is None else dxp + part
+            return _pad_or_crop(dxp, -pt, -pb, -pl, -pr)
+
+        return y, grad
+
+    return op(x)
+
+
+def affine(x, scale, offset, *, need_dx=True):
+    """x * scale + offset with constant (scalar or per-channel) scale and offset (Keras
+    Rescaling / Normalization, scalar arithmetic); backward dy * scale."""
+    if not need_dx:
+        return x * scale + offset
+
+    @tf.custom_gradient
+    def op(x):
+        return x * scale + offset, lambda dy: dy * scale
+
+    return op(x)
+
+
 # --------------------------------------------------------------------------- batch norm
 
 def bn_affine(x, scale, shift, *, need_dx=True, need_dshift=True):
@@ -336,7 +420,9 @@ def bn_train(x, gamma, beta, epsilon, *, need_dx=True):
 
 # --------------------------------------------------------------------------- activations
 
-ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid")
+ACTIVATIONS = ("relu", "relu6", "hard_swish", "hard_sigmoid", "swish", "sigmoid")
+# smooth activations: no 1-bit backward; swish keeps its input, sigmoid its output
+SMOOTH = ("swish", "sigmoid")
 
 
 def _act_forward(kind, x):
@@ -348,6 +434,10 @@ def _act_forward(kind, x):
         return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
     if kind == "hard_swish":
         return x * (tf.nn.relu6(x + 3.0) * (1.0 / 6.0))
+    if kind == "sigmoid":
+        return tf.math.sigmoid(x)
+    if kind == "swish":
+        return x * tf.math.sigmoid(x)
     raise ValueError(f"unknown activation {kind!r}; choose one of {ACTIVATIONS}")
 
 
@@ -395,10 +485,11 @@ def unpack_bits(packed, shape, anchor):
 
 
 def activation(x, kind, backward="exact", *, need_dx=True):
-    """ReLU / ReLU6 / hard-swish / hard-sigmoid with a chosen backward.
+    """ReLU / ReLU6 / hard-swish / hard-sigmoid / swish / sigmoid with a chosen backward.
 
     backward: "exact" (masks for ReLU, ReLU6, hard-sigmoid; the input for hard-swish),
       "sign" (MobileTL: bool mask 1[x >= 0]), "packed" (the same mask, bit-packed).
+      Swish and sigmoid always use their exact backward (`_smooth`).
     """
     if kind not in ACTIVATIONS:
         raise ValueError(f"unknown activation {kind!r}; choose one of {ACTIVATIONS}")
@@ -406,6 +497,8 @@ def activation(x, kind, backward="exact", *, need_dx=True):
         raise ValueError(f"unknown activation backward {backward!r}; use exact, sign or packed")
     if not need_dx:
         return _act_forward(kind, x)
+    if kind in SMOOTH:
+        return _smooth(x, kind)
     shape = x.shape
     scale = 1.0 / 6.0 if kind == "hard_sigmoid" else 1.0
 
@@ -439,3 +532,22 @@ def activation(x, kind, backward="exact", *, need_dx=True):
         return _act_forward(kind, x), grad
 
     return masked_op(x)
+
+
+def _smooth(x, kind):
+    """Swish keeps its input (d = s + x s (1 - s), s recomputed by LOGISTIC); sigmoid keeps
+    its output y (d = y (1 - y))."""
+
+    @tf.custom_gradient
+    def op(x):
+        y = _act_forward(kind, x)
+
+        def grad(dy):
+            if kind == "sigmoid":
+                return dy * (y * (1.0 - y))
+            s = tf.math.sigmoid(x + _zero_from(dy))
+            return dy * (s + x * s * (1.0 - s))
+
+        return y, grad
+
+    return op(x)

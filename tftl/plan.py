@@ -104,6 +104,33 @@ def trunk_end(specs, configs) -> Optional[str]:
     return specs[-1].name
 
 
+def _cut(specs, scheme, blocks, train_from) -> int:
+    """Index of the first layer a block-wise scheme trains in an imported model."""
+    if scheme not in schemes.BLOCKWISE:
+        if train_from is not None:
+            raise ValueError(f"--train-from needs a block-wise scheme ({', '.join(schemes.BLOCKWISE)}); "
+                             f"{scheme} decides what trains on its own")
+        return len(specs)
+    names = [s.name for s in specs]
+    if train_from is not None:
+        if train_from not in names:
+            raise ValueError(f"--train-from {train_from!r}: the model has no such layer; pass one "
+                             f"of its layer names (e.g. {', '.join(names[-4:])})")
+        return names.index(train_from)
+    starts = []
+    for i, s in enumerate(specs):
+        if s.block is not None and s.block >= len(starts):
+            starts.append(i)
+    n = len(starts)
+    if n == 0:
+        raise ValueError("the model has no residual blocks (no Add layers), so --blocks has "
+                         "nothing to count; pass --train-from LAYER_NAME instead")
+    if not isinstance(blocks, int) or isinstance(blocks, bool) or not 1 <= blocks <= n:
+        raise ValueError(f"blocks={blocks!r} out of range: the model has {n} residual blocks "
+                         f"(Add merge points), so use 1..{n} or --train-from LAYER_NAME")
+    return starts[n - blocks]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelPlan:
     """A model of the zoo under one training scheme, validated; see the module docstring.
@@ -121,6 +148,10 @@ class ModelPlan:
     configs: Mapping[str, "schemes.LayerConfig"]
     need_dx: Mapping[str, Tuple[bool, ...]]
     trunk_end: Optional[str]
+    # imported Keras models only (`from_graph`): the input scaling and the --train-from cut
+    imported: bool = False
+    input_normalization: Tuple[float, float] = (1.0, 0.0)
+    train_from: Optional[str] = None
 
     @classmethod
     def build(cls, model: str, *, scheme: str = "mobiletl", blocks: Optional[int] = 3,
@@ -163,6 +194,46 @@ class ModelPlan:
         return cls(model, scheme, blocks, image_size, num_classes, packed_masks, specs,
                    dict(configs), need_dx(specs, configs), trunk_end(specs, configs))
 
+    @classmethod
+    def from_graph(cls, name: str, specs, *, scheme: str = "mobiletl", blocks: Optional[int] = 3,
+                   train_from: Optional[str] = None, image_size: int = 224,
+                   packed_masks: bool = False,
+                   normalization: Tuple[float, float] = (1.0, 0.0)) -> "ModelPlan":
+        """The plan of an imported Keras model (`tftl.keras_import.ImportedGraph.specs`).
+
+        Non-block-wise schemes train what they train in the zoo (the last Dense is the
+        classifier). A block-wise scheme trains every layer from a cut upward: the first layer
+        of the `blocks`-th residual block from the top, or the layer `train_from`. Trained
+        layers of IRB-shaped blocks follow MobileTL's rules (`schemes.trained_config`).
+        `blocks` is stored as the number of residual blocks wholly above the cut.
+
+        Raises:
+            ValueError: one line naming the bad argument and the accepted values.
+        """
+        specs = tuple(specs)
+        if scheme not in schemes.SCHEMES or scheme == "tinytl":
+            ok = [x for x in schemes.SCHEMES if x != "tinytl"]
+            raise ValueError(f"scheme {scheme!r} cannot train an imported model; choose one of "
+                             f"{', '.join(ok)} (tinytl adds modules to the zoo's blocks only)")
+        cut = _cut(specs, scheme, blocks, train_from)
+        configs = {}
+        for i, sp in enumerate(specs):
+            if scheme in schemes.BLOCKWISE and sp.role != "classifier":
+                configs[sp.name] = schemes.trained_config(scheme, sp, bool(packed_masks)) \
+                    if i >= cut else schemes.FROZEN
+            else:
+                configs[sp.name] = schemes.layer_config(scheme, sp, set(), bool(packed_masks))
+        first = {}
+        for i, sp in enumerate(specs):
+            if sp.block is not None:
+                first.setdefault(sp.block, i)
+        trained_blocks = sum(1 for i in first.values() if i >= cut) if scheme in schemes.BLOCKWISE else 0
+        return dataclasses.replace(
+            cls.from_layers(name, scheme, trained_blocks, image_size, specs[-1].out_shape[-1],
+                            bool(packed_masks), specs, configs),
+            imported=True, input_normalization=tuple(float(v) for v in normalization),
+            train_from=train_from if scheme in schemes.BLOCKWISE else None)
+
     # ------------------------------------------------------------------ derived views
 
     @property
@@ -193,8 +264,23 @@ class ModelPlan:
     def arch(self) -> "archs.ArchDef":
         return archs.ARCHS[self.model]
 
+    @property
+    def normalization(self) -> Tuple[float, float]:
+        """(scale, offset) taking the 0..255 input to the network's input range."""
+        return self.input_normalization if self.imported else self.arch.normalization
+
+    @property
+    def bn_epsilon(self) -> float:
+        """The architecture's BN epsilon (an imported spec carries its own)."""
+        return 1e-3 if self.imported else self.arch.bn_epsilon
+
     def arguments(self) -> dict:
-        """The arguments of `build` that reproduce this plan (JSON-serialisable)."""
+        """The arguments of `build` (or `from_graph`) that reproduce this plan (JSON-serialisable)."""
+        if self.imported:
+            return dict(graph=[dataclasses.asdict(s) for s in self.specs], model=self.model,
+                        scheme=self.scheme, blocks=self.blocks, train_from=self.train_from,
+                        image_size=self.image_size, packed_masks=self.packed_masks,
+                        normalization=list(self.input_normalization))
         return dict(model=self.model, scheme=self.scheme, blocks=self.blocks,
                     image_size=self.image_size, num_classes=self.num_classes,
                     packed_masks=self.packed_masks)
@@ -203,4 +289,10 @@ class ModelPlan:
     def from_arguments(cls, arguments: dict) -> "ModelPlan":
         """Inverse of `arguments` (validates again: the dict may come from a file)."""
         a = dict(arguments)
+        if "graph" in a:
+            specs = [archs.LayerSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in d.items()}) for d in a.pop("graph")]
+            if a.get("train_from"):
+                a["blocks"] = None
+            return cls.from_graph(a.pop("model"), specs, **a)
         return cls.build(a.pop("model"), **a)

@@ -43,6 +43,10 @@ input requires grad, i.e. some layer below it (on its input path) trains.
                       paper's count; `irb_activation_bytes` always uses 1 bit).
   se_mul (x * gate): x iff the gate requires grad; the gate iff x requires grad.
   add, pool (global average), avgpool, upsample: nothing (linear; only shapes needed).
+  Imported Keras models (tftl.keras_import) add: swish keeps its input (32 bits / element,
+  like hard-swish: it has no 1-bit backward, MobileTL's rule leaves it exact); sigmoid its
+  output; maxpool its input (fp32) iff its input requires grad (the backward recomputes
+  the window maxima); pad, reshape and affine (Rescaling / Normalization) nothing.
   A tensor saved by two layers is counted once (key: tensor name + format). The only case
   in these architectures is the SE gate: stored by the hard-sigmoid and used by the
   multiply, so an SE block stores [pooled input, ReLU mask, reduced, gate] + x.
@@ -125,7 +129,7 @@ INT8 = 1
 MB = 10 ** 6
 
 _WEIGHTED = ("conv", "pointwise", "depthwise", "dense")
-_INPLACE = ("bn", "act", "add", "se_mul")
+_INPLACE = ("bn", "act", "add", "se_mul", "affine", "reshape")
 _SMOOTH = ("hard_swish", "swish")  # store their input
 _SMOOTH_OUT = ("sigmoid", "hard_sigmoid")  # store their output
 _SIGN_BITS = {"sign": 8, "packed": 1}
@@ -159,6 +163,9 @@ def _params(spec, cfg):
         if cfg.bn_mode == "shift":  # beta trains; scale & mean folded into 2C constants
             return c, 3 * c, 2 * c * FP32, 0
         return 0, 4 * c, 2 * c * FP32, 0  # folded (scale, offset)
+    if spec.kind == "affine":  # constant per-channel scale and offset
+        c = spec.out_shape[-1]
+        return 0, 2 * c, 2 * c * FP32, 0
     return 0, 0, 0, 0
 
 
@@ -189,6 +196,8 @@ def saved_tensors(spec, cfg, in_rg, elems, relu6_mask_bits=1, bool_masks=False):
         return [(ins[0], "fp32", n_in * FP32)]
     if spec.kind == "bn" and cfg.bn_mode == "full":
         return [(ins[0], "fp32", n_in * FP32)]
+    if spec.kind == "maxpool" and any(in_rg):  # the window maxima are recomputed from it
+        return [(ins[0], "fp32", n_in * FP32)]
     if spec.kind == "act" and any(in_rg):
         bits, which = _act_save(spec, cfg, relu6_mask_bits, bool_masks)
         if which == "mask":
@@ -211,7 +220,7 @@ def _flops(spec, cfg, in_rg, elems, batch):
         bias_elems = n_out if spec.use_bias else 0
         bwd = (2 * macs if needs_in_grad else 0) + (2 * macs if cfg.train_kernel else 0)
         return macs, 2 * macs + bias_elems, bwd + (bias_elems if cfg.train_bias else 0)
-    if spec.kind in ("pool", "avgpool"):
+    if spec.kind in ("pool", "avgpool", "maxpool"):
         return 0, n_in, n_in if needs_in_grad else 0
     if spec.kind == "upsample":
         return 0, 0, n_out if needs_in_grad else 0
@@ -575,6 +584,10 @@ def main(argv=None):
     p = _Parser(prog="python -m tftl.profile",
                 description="Analytical training memory / FLOPs of a model under a scheme.")
     p.add_argument("--model", default="mbv3_small", help=", ".join(archs.MODEL_NAMES))
+    p.add_argument("--keras", default=None, metavar="PATH.keras",
+                   help="profile your own Keras model instead (needs TensorFlow)")
+    p.add_argument("--train-from", default=None, metavar="LAYER",
+                   help="--keras: a block-wise scheme trains this layer and all above it")
     p.add_argument("--scheme", default="mobiletl", help=", ".join(schemes.SCHEMES))
     p.add_argument("--blocks", type=int, default=3, help="top IRBs trained (ft_blocks, mobiletl)")
     p.add_argument("--batch", type=int, default=8)
@@ -593,8 +606,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     names = schemes.SCHEMES if a.all_schemes else (a.scheme,)
     try:
-        results = [profile(a.model, s, a.blocks, a.batch, a.image_size, a.num_classes,
-                           a.packed_masks, a.relu6_mask_bits, a.bool_masks) for s in names]
+        if a.keras:
+            plans = _keras_plans(a.keras, names, a.blocks, a.train_from, a.packed_masks)
+            results = [profile_plan(pl, a.batch, relu6_mask_bits=a.relu6_mask_bits,
+                                    bool_masks=a.bool_masks) for pl in plans]
+        else:
+            results = [profile(a.model, s, a.blocks, a.batch, a.image_size, a.num_classes,
+                               a.packed_masks, a.relu6_mask_bits, a.bool_masks) for s in names]
     except ValueError as e:
         p.error(str(e))
     if a.json:
@@ -620,6 +638,21 @@ def main(argv=None):
         if not a.json:
             print(f"wrote {a.plot}")
     return 0
+
+
+def _keras_plans(path, scheme_names, blocks, train_from, packed_masks):
+    """The plans of an imported Keras model under each scheme (tinytl left out)."""
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tftl import keras_import
+    if not os.path.isfile(path):
+        raise ValueError(f"--keras {path}: no such file; pass the .keras file of your model")
+    graph = keras_import.read(keras_import.load(path))
+    return [plan_lib.ModelPlan.from_graph(
+        graph.name, graph.specs, scheme=s, blocks=blocks,
+        train_from=train_from if s in schemes.BLOCKWISE else None,
+        image_size=graph.image_size, packed_masks=packed_masks)
+        for s in scheme_names if s != "tinytl"]
 
 
 class _CallableModule(types.ModuleType):

@@ -27,6 +27,7 @@ BLOCKWISE = ("ft_blocks", "mobiletl")
 BN_MODES = ("frozen", "shift", "full")
 ACT_BACKWARDS = ("exact", "sign", "packed")
 _HEAD_ROLES = ("head_conv", "head_bn", "head_act", "fusion_conv", "fusion_act")
+_IRB_ROLES = ("expand_bn", "expand_act", "dw_bn", "dw_act", "project_bn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,11 +103,19 @@ def layer_config(scheme: str, spec: "archs.LayerSpec", top_blocks: set,
         return FROZEN
     # block-wise schemes
     in_top = spec.block in top_blocks or role in _HEAD_ROLES
-    if not in_top:
-        return FROZEN
-    if weighted:
+    return trained_config(scheme, spec, packed_masks) if in_top else FROZEN
+
+
+def trained_config(scheme: str, spec: "archs.LayerSpec", packed_masks: bool = False) -> LayerConfig:
+    """The `LayerConfig` of a layer a block-wise scheme trains (in a top block or above it).
+
+    MobileTL's rules (shift-only expand / depthwise BNs, sign masks for ReLU6 and hard-swish)
+    apply to the layers of an IRB (`_IRB_ROLES`); every other trained layer trains normally.
+    """
+    role, kind = spec.role, spec.kind
+    if kind in ("conv", "pointwise", "depthwise", "dense"):
         return LayerConfig(train_kernel=True, train_bias=spec.use_bias)
-    if scheme == "ft_blocks" or spec.block is None:
+    if scheme == "ft_blocks" or spec.block is None or role not in _IRB_ROLES:
         return LayerConfig(bn_mode="full") if kind == "bn" else FROZEN
     # mobiletl inside a trained IRB
     if kind == "bn":
