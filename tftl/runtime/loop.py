@@ -362,7 +362,7 @@ class Trainer:
             total = emb if total is None else total + emb
         y = src.samples.labels[run.index]
         kernel_name, bias_name = self.recipe.classifier
-        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels), seed=self.seed)
+        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels))
         s.restore_state({kernel_name: kernel, bias_name: bias}, what="the fitted head", partial=True)
         info = dict(info, views=views, images=len(y), seconds=round(time.monotonic() - t0, 2))
         state.settings["head_fit"] = info

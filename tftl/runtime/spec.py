@@ -14,14 +14,21 @@ Files (plain JSON, readable by any language; a new reader starts here):
   vectors/metadata.json  tftl.json variants, accepted or refused by `ModelMetadata.from_dict`;
                          the schema agrees on each (tests/test_spec.py) except the cases marked
                          `beyond_schema`, which say what a reader must check in code.
+  vectors/probe.json     the recipe's arithmetic every host repeats: linear probes fitted by
+                         `tftl.runtime.probe.fit_head` on small fixed embedding sets (the chosen
+                         L2, CV accuracies, kernel and bias; hosts agree within 1e-4), and
+                         recipes resolved for a training set (epochs, warm-up, views, head_init).
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 
-from tftl.runtime import contract, modelfile, safezip
+import numpy as np
+
+from tftl.runtime import contract, loop, modelfile, probe, safezip
 from tftl.runtime.files import atomic_write
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contract")
@@ -308,6 +315,45 @@ def metadata_vectors() -> dict:
     return {"good": GOOD_METADATA, "cases": cases}
 
 
+# (rows, dims, classes) of the probe vectors: rows > dims runs fit_softmax, rows < dims its Gram form.
+PROBE_SHAPES = [(30, 6, 3), (12, 20, 4)]
+# (recipe, training images) resolved at GOOD_METADATA's batch.
+RECIPE_CASES = [(None, 400), ({}, 37), ({"lr": 1e-4, "epochs": 10, "min_steps": 0, "cache_views": 8}, 400),
+                ({"epochs": 3, "min_steps": 500, "warmup_steps": 7}, 45), ({"epochs": 2, "min_steps": 0}, 1),
+                ({"head_init": "probe", "classifier": ["a__kernel", "b__moving_mean"], "lr": 0.25}, 8)]
+
+
+def resolved_recipe(recipe, images, batch) -> dict:
+    """What a host trains `images` photos with at `batch` under `recipe` (a contract.Recipe)."""
+    epochs = loop.default_epochs(images, batch, recipe)
+    total = math.ceil(images / batch) * epochs
+    schedule = loop.Schedule(recipe.lr, warmup_steps=recipe.warmup_steps).resolved(total)
+    return {"lr": recipe.lr, "epochs": epochs, "total_steps": total, "warmup_steps": schedule.warmup_steps,
+            "cache_views": recipe.cache_views, "head_init": recipe.head_init, "classifier": list(recipe.classifier)}
+
+
+def probe_vectors() -> dict:
+    """{"folds", "fold_rule", "grid", "steps", "probes": [...], "recipes": [...]}: tftl.runtime.probe's
+    fits and loop's resolved recipes, for the hosts to reproduce."""
+    rng = np.random.default_rng(19)
+    probes = []
+    for n, d, k in PROBE_SHAPES:
+        y = rng.permutation(np.arange(n) % k)
+        centres = rng.normal(size=(k, d))
+        x = np.round(centres[y] + 2.0 * rng.normal(size=(n, d)) + 3.0, 4)
+        kernel, bias, info = probe.fit_head(x, y, k)
+        probes.append({"x": x.tolist(), "y": y.tolist(), "classes": k, "l2": info["l2"],
+                       "cv_accuracy": info["cv_accuracy"], "kernel": kernel.astype(float).tolist(),
+                       "bias": bias.astype(float).tolist()})
+    recipes = []
+    for raw, images in RECIPE_CASES:
+        meta = contract.ModelMetadata.from_dict({**GOOD_METADATA, "recipe": raw})
+        recipes.append({"recipe": raw, "images": images, "batch": meta.batch,
+                        "resolved": resolved_recipe(meta.recipe, images, meta.batch)})
+    return {"folds": probe.FOLDS, "fold_rule": probe.FOLD_RULE, "grid": list(probe.L2_GRID), "steps": probe.STEPS,
+            "probes": probes, "recipes": recipes}
+
+
 def _refusal(change) -> str:
     """The class Python gives tftl.json `GOOD_METADATA + change` in a file whose hash is right."""
     if "content_hash" in change:
@@ -361,7 +407,8 @@ def files() -> dict:
             os.path.join("vectors", "labels.json"): dump(label_vectors()),
             os.path.join("vectors", "metadata.json"): dump(metadata_vectors()),
             os.path.join("vectors", "files.json"): dump(file_vectors()),
-            os.path.join("vectors", "checkpoints.json"): dump(checkpoint_vectors())}
+            os.path.join("vectors", "checkpoints.json"): dump(checkpoint_vectors()),
+            os.path.join("vectors", "probe.json"): dump(probe_vectors())}
 
 
 def main(argv=None) -> int:
