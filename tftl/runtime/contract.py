@@ -218,10 +218,12 @@ class Recipe:
             raise ContractError(f"{where}: tftl.json field 'recipe.head_init' must be one of {', '.join(HEAD_INITS)}, "
                                 f"got {head_init!r} — {EXPORT_HINT}")
         classifier = raw.get("classifier", [])
-        if (not isinstance(classifier, list) or classifier and (len(classifier) != 2 or not set(classifier) <= set(
-                state_names))) or (head_init == "probe" and not classifier):
+        if (not isinstance(classifier, list) or classifier and (
+                len(classifier) != 2 or not all(isinstance(c, str) and c in state_names for c in classifier)
+                or classifier[0] == classifier[1])) or (head_init == "probe" and not classifier):
             raise ContractError(f"{where}: tftl.json field 'recipe.classifier' must name the classifier's kernel and "
-                                f"bias among 'state_names' (needed by head_init 'probe') — {EXPORT_HINT}")
+                                f"bias (two distinct names among 'state_names'; needed by head_init 'probe') — "
+                                f"{EXPORT_HINT}")
         warmup = raw.get("warmup_steps")
         return cls(lr=float(lr), epochs=_int(raw, "epochs", 1, 100_000, where + " recipe", cls.epochs),
                    min_steps=_int(raw, "min_steps", 0, 10_000_000, where + " recipe", cls.min_steps),

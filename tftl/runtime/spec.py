@@ -73,7 +73,12 @@ METADATA_CHANGES = [
     {"recipe": {"epochs": 0}}, {"recipe": {"epochs": 2.5}}, {"recipe": {"min_steps": -1}},
     {"recipe": {"warmup_steps": -1}}, {"recipe": {"cache_views": 0}}, {"recipe": {"cache_views": contract.MAX_VIEWS + 1}},
     {"recipe": {"head_init": "zero"}}, {"recipe": {"classifier": "a__kernel"}},
-    {"recipe": {"lr": True}}, {"recipe": None},
+    {"recipe": {"lr": True}}, {"recipe": None}, {"recipe": {"lr": None}}, {"recipe": {"epochs": None}},
+    {"recipe": {"head_init": None}}, {"recipe": {"classifier": None}}, {"recipe": {"warmup_steps": None}},
+    {"recipe": {"lr": 1}}, {"recipe": {"lr": 1e-300}}, {"recipe": {"cache_views": 64}},
+    {"recipe": {"min_steps": 10_000_001}}, {"recipe": {"head_init": "Probe"}},
+    {"recipe": {"unknown_key": 1}}, {"recipe": []}, {"recipe": {"classifier": [["a__kernel"], "b__moving_mean"]}},
+    {"recipe": {"head_init": "probe", "classifier": ["a__kernel", "b__moving_mean"]}},
 ]
 # What JSON Schema cannot express; these cases are refused by the readers' own code.
 BEYOND_SCHEMA = [
@@ -83,6 +88,8 @@ BEYOND_SCHEMA = [
     ({"recipe": {"head_init": "probe"}}, "recipe.classifier is required when head_init is probe"),
     ({"recipe": {"classifier": ["a__kernel", "x__bias"]}}, "recipe.classifier names two of state_names"),
     ({"recipe": {"classifier": ["a__kernel"]}}, "recipe.classifier names two of state_names"),
+    ({"recipe": {"classifier": ["a__kernel", "a__kernel"]}}, "recipe.classifier names two distinct state_names"),
+
 ]
 
 
