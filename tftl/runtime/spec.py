@@ -355,7 +355,7 @@ def probe_vectors() -> dict:
     recipes = []
     for raw, images in RECIPE_CASES:
         meta = contract.ModelMetadata.from_dict({**GOOD_METADATA, "recipe": raw})
-        recipes.append({"recipe": raw, "images": images, "batch": meta.batch,
+        recipes.append({"recipe": raw, "state_names": list(meta.state_names), "images": images, "batch": meta.batch,
                         "resolved": resolved_recipe(meta.recipe, images, meta.batch)})
     return {"folds": probe.FOLDS, "fold_rule": probe.FOLD_RULE, "grid": list(probe.L2_GRID), "steps": probe.STEPS,
             "probes": probes, "recipes": recipes}
