@@ -78,7 +78,6 @@ METADATA_CHANGES = [
     {"recipe": {"lr": 1}}, {"recipe": {"lr": 1e-300}}, {"recipe": {"cache_views": 64}},
     {"recipe": {"min_steps": 10_000_001}}, {"recipe": {"head_init": "Probe"}},
     {"recipe": {"unknown_key": 1}}, {"recipe": []}, {"recipe": {"classifier": [["a__kernel"], "b__moving_mean"]}},
-    {"recipe": {"head_init": "probe", "classifier": ["a__kernel", "b__moving_mean"]}},
 ]
 # What JSON Schema cannot express; these cases are refused by the readers' own code.
 BEYOND_SCHEMA = [
