@@ -53,7 +53,7 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
     classes = new LinearLayout(this);
     classes.setOrientation(LinearLayout.VERTICAL);
     root.addView(classes);
-    epochs = field("epochs", "10");
+    epochs = field("epochs (empty: the model's recipe)", "");
     threads = field("threads", "4");
     root.addView(epochs);
     root.addView(threads);
@@ -154,7 +154,8 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
       int t = Integer.parseInt(threads.getText().toString());
       getSharedPreferences(TftlApp.PREFS, MODE_PRIVATE).edit().putInt("threads", t).apply();
       vm.setThreads(t);
-      vm.startTraining(Integer.parseInt(epochs.getText().toString()), 5e-4);
+      String e = epochs.getText().toString().trim();
+      vm.startTraining(e.isEmpty() ? null : Integer.valueOf(e), null);  // null: the recipe's epochs, lr
     } catch (Exception e) {
       Toast.makeText(this, e.getMessage(), Toast.LENGTH_LONG).show();
     }

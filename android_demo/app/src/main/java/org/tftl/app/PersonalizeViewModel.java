@@ -218,30 +218,31 @@ public final class PersonalizeViewModel implements AutoCloseable {
    * Starts training in the background: continues an interrupted run of the same photos, else a
    * new run from the current weights. Progress arrives through the observer.
    */
-  public synchronized Future<?> startTraining(int epochs, double lr) throws IOException {
+  public synchronized Future<?> startTraining(Integer epochs, Double lr) throws IOException {
     requireModel();
     requireIdle();
     if (cache.size() == 0) {
       throw new TftlException("no photos yet — add photos to at least one class first");
     }
+    // The model file's recipe (lr, epochs rule, warm-up, head_init), with the given epochs / lr over it (null: the recipe's).
+    Trainer.Config cfg = Trainer.Config.of(model.file.meta.recipe, cache.size(), model.batch);
+    cfg.epochs = epochs != null ? epochs : cfg.epochs;
+    cfg.lr = lr != null ? lr : cfg.lr;
     File ckpt = new File(dir, Checkpoint.NAME);
     Checkpoint resume = null;
     if (ckpt.isFile()) {
       Checkpoint c = Checkpoint.load(ckpt, model.file.modelHash(), labels);
       JsonObject s = c.meta.getAsJsonObject("settings");
-      boolean unfinished = c.meta.get("epoch").getAsInt() < epochs || c.meta.get("position").getAsInt() > 0;
+      boolean unfinished = c.meta.get("epoch").getAsInt() < cfg.epochs || c.meta.get("position").getAsInt() > 0;
       if (unfinished && s != null && s.get("train_images").getAsInt() == cache.size()
-          && s.get("epochs").getAsInt() == epochs) {
+          && s.get("epochs").getAsInt() == cfg.epochs) {
         resume = c;
       }
     }
-    Trainer.Config cfg = new Trainer.Config();
-    cfg.epochs = epochs;
-    cfg.lr = lr;
     Trainer trainer = new Trainer(model, labels, cfg, ckpt, resume);
     cancel.set(false);
     state.training = true;
-    state.epochs = epochs;
+    state.epochs = cfg.epochs;
     state.epoch = trainer.epoch();
     state.step = 0;
     state.loss = Double.NaN;
