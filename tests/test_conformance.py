@@ -228,8 +228,8 @@ def test_every_host_fits_the_same_linear_probe_and_resolves_the_same_recipe():
 
 def test_every_host_trains_a_real_export_with_its_recipe(file_vectors):
     """The recipe of a real export (converters.export.RECIPE: a probe head) resolves to the same lr,
-    epochs, warm-up, views and head_init for N photos in Python (loop.default_epochs,
-    Schedule), the browser and the Java core."""
+    epochs, warm-up, views and head_init for N photos in Python (contract.Recipe.resolved,
+    as loop's Trainer), the browser and the Java core."""
     _node()
     require_java()
     from tftl.runtime import modelfile
@@ -238,6 +238,6 @@ def test_every_host_trains_a_real_export_with_its_recipe(file_vectors):
     meta = modelfile.read_model(path).meta
     assert meta.recipe.head_init == "probe" and len(meta.recipe.classifier) == 2, meta.recipe
     for images in (37, 400):
-        want = spec.resolved_recipe(meta.recipe, images, meta.batch)
+        want = meta.recipe.resolved(images, meta.batch)
         for host, cmd in _host_commands().items():
             assert _host_json(cmd + [path, "--recipe", str(images)]) == want, (host, images)

@@ -37,6 +37,7 @@ import unicodedata
 import numpy as np
 
 from tftl.runtime.errors import InputError
+from tftl.runtime.schedule import default_warmup
 
 FORMAT = "tftl-3"
 FORMATS = ("tftl-1", "tftl-2", "tftl-3")  # what the Python runtime reads
@@ -203,6 +204,19 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "classifier": list(self.classifier)}
+
+    def epochs_for(self, images, batch) -> int:
+        """max(epochs, ceil(min_steps / steps per epoch)) for a training set of `images` photos."""
+        return max(self.epochs, math.ceil(self.min_steps / max(1, math.ceil(images / batch))))
+
+    def resolved(self, images, batch) -> dict:
+        """What a run on `images` photos at `batch` trains with, as every host resolves it
+        (contract/vectors/probe.json "recipes"): lr, epochs, total and warm-up steps, views, head."""
+        epochs = self.epochs_for(images, batch)
+        total = math.ceil(images / batch) * epochs
+        return {"lr": self.lr, "epochs": epochs, "total_steps": total,
+                "warmup_steps": default_warmup(total) if self.warmup_steps is None else self.warmup_steps,
+                "cache_views": self.cache_views, "head_init": self.head_init, "classifier": list(self.classifier)}
 
     @classmethod
     def from_dict(cls, raw, state_names, where) -> "Recipe":

@@ -22,13 +22,12 @@ Files (plain JSON, readable by any language; a new reader starts here):
 
 import argparse
 import json
-import math
 import os
 import sys
 
 import numpy as np
 
-from tftl.runtime import contract, loop, modelfile, probe, safezip
+from tftl.runtime import contract, modelfile, probe, safezip
 from tftl.runtime.files import atomic_write
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contract")
@@ -329,15 +328,6 @@ RECIPE_CASES = [(None, 400), ({}, 37), ({"lr": 1e-4, "epochs": 10, "min_steps": 
                 ({"head_init": "probe", "classifier": ["a__kernel", "b__moving_mean"], "lr": 0.25}, 8)]
 
 
-def resolved_recipe(recipe, images, batch) -> dict:
-    """What a host trains `images` photos with at `batch` under `recipe` (a contract.Recipe)."""
-    epochs = loop.default_epochs(images, batch, recipe)
-    total = math.ceil(images / batch) * epochs
-    schedule = loop.Schedule(recipe.lr, warmup_steps=recipe.warmup_steps).resolved(total)
-    return {"lr": recipe.lr, "epochs": epochs, "total_steps": total, "warmup_steps": schedule.warmup_steps,
-            "cache_views": recipe.cache_views, "head_init": recipe.head_init, "classifier": list(recipe.classifier)}
-
-
 def probe_vectors() -> dict:
     """{"folds", "fold_rule", "grid", "steps", "probes": [...], "recipes": [...]}: tftl.runtime.probe's
     fits and loop's resolved recipes, for the hosts to reproduce."""
@@ -355,7 +345,7 @@ def probe_vectors() -> dict:
     for raw, images in RECIPE_CASES:
         meta = contract.ModelMetadata.from_dict({**GOOD_METADATA, "recipe": raw})
         recipes.append({"recipe": raw, "state_names": list(meta.state_names), "images": images, "batch": meta.batch,
-                        "resolved": resolved_recipe(meta.recipe, images, meta.batch)})
+                        "resolved": meta.recipe.resolved(images, meta.batch)})
     return {"folds": probe.FOLDS, "fold_rule": probe.FOLD_RULE, "grid": list(probe.L2_GRID), "steps": probe.STEPS,
             "probes": probes, "recipes": recipes}
 
