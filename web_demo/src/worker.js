@@ -155,7 +155,8 @@ async function fitCachedHead([kernelName, biasName], featSize) {
   state[kernelName] = { data: fit.kernel, shape: [d, K] };
   state[biasName] = { data: fit.bias, shape: [K] };
   await restore({ state });
-  return { l2: fit.l2, cv_accuracy: fit.cv, views: 1, images: n, seconds: (performance.now() - t0) / 1000 };
+  return { l2: fit.l2, cv_accuracy: fit.cv, views: 1, images: n, seconds: (performance.now() - t0) / 1000,
+    kernel: Array.from(fit.kernel), bias: Array.from(fit.bias) };
 }
 
 /** Train on the cached features; posts a progress message per step; stops early on cancel. probe: the
