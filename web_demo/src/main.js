@@ -333,7 +333,8 @@ function readSettings(rows) {
   const recipe = resolveRecipe(recipeOf(app.model.meta), rows, app.model.meta.batch);
   const epochs = $('epochs').value === '' ? recipe.epochs : Number($('epochs').value);
   const lr = $('lr').value === '' ? recipe.lr : Number($('lr').value);
-  if (!(Number.isInteger(epochs) && epochs >= 1 && epochs <= 100000)) throw new Error('epochs must be a whole number 1..100000');
+  // A typed value is bounded as before; the recipe's own epochs are bounded by contract.Recipe.
+  if (!(Number.isInteger(epochs) && epochs >= 1 && (epochs <= 200 || $('epochs').value === ''))) throw new Error('epochs must be a whole number 1..200');
   if (!(lr > 0 && lr <= 1)) throw new Error('learning rate must be in (0, 1]');
   const warmup = recipeOf(app.model.meta).warmup_steps;
   // head_init probe: the head is fitted first on a fresh model (not when a run continues this browser's training).
