@@ -192,3 +192,52 @@ def test_a_fine_tuned_file_ships_without_its_optimizer_state(exported, tmp_path)
     assert float(again.state(("optimizer",))["opt_step"][0]) == 0.0
     assert np.isfinite(again.train_step(images, labels, 1e-3))
     assert float(again.state(("optimizer",))["opt_step"][0]) == 1.0
+
+
+def _host_json(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, (cmd, out.stderr[-3000:])
+    return json.loads(out.stdout)
+
+
+def _host_commands():
+    return {"javascript": ["node", os.path.join(REPO, "web_demo", "test", "probe.mjs")],
+            "java": [os.path.join(REPO, "android_demo", "tools", "check")]}
+
+
+def test_every_host_fits_the_same_linear_probe_and_resolves_the_same_recipe():
+    """contract/vectors/probe.json (Python's probe.fit_head and resolved recipes): the browser
+    (src/probe.js) and the Java core (Probe.java) choose the same L2 with the same CV accuracies,
+    fit the same kernel and bias within 1e-4 of the largest weight, and resolve every recipe alike."""
+    _node()
+    require_java()
+    path = os.path.join(REPO, "contract", "vectors", "probe.json")
+    with open(path, encoding="utf-8") as f:
+        want = json.load(f)
+    assert want == json.loads(json.dumps(spec.probe_vectors()))  # test_spec checks the whole folder too
+    for host, cmd in _host_commands().items():
+        got = _host_json(cmd + ["--probe", path] if host == "java" else cmd + [path])
+        assert got["recipes"] == [r["resolved"] for r in want["recipes"]], host
+        for g, w in zip(got["probes"], want["probes"], strict=True):
+            assert g["l2"] == w["l2"], (host, g["l2"], w["l2"])
+            np.testing.assert_allclose(g["cv_accuracy"], list(w["cv_accuracy"].values()), atol=1e-4, err_msg=host)
+            for key in ("kernel", "bias"):
+                expected = np.asarray(w[key], np.float64).reshape(-1)
+                np.testing.assert_allclose(g[key], expected, rtol=0, atol=1e-4 * np.abs(expected).max(), err_msg=host)
+
+
+def test_every_host_trains_a_real_export_with_its_recipe(file_vectors):
+    """The recipe of a real export (converters.export.RECIPE: a probe head) resolves to the same lr,
+    epochs, warm-up, views and head_init for N photos in Python (contract.Recipe.resolved,
+    as loop's Trainer), the browser and the Java core."""
+    _node()
+    require_java()
+    from tftl.runtime import modelfile
+
+    path = os.path.join(file_vectors, "fresh.tflite")
+    meta = modelfile.read_model(path).meta
+    assert meta.recipe.head_init == "probe" and len(meta.recipe.classifier) == 2, meta.recipe
+    for images in (37, 400):
+        want = meta.recipe.resolved(images, meta.batch)
+        for host, cmd in _host_commands().items():
+            assert _host_json(cmd + [path, "--recipe", str(images)]) == want, (host, images)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import FLOWER_CLASSES as CLASSES, PI_MODEL
-from tftl.runtime import contract, modelfile
+from tftl.runtime import contract, modelfile, probe
 from tftl.runtime.cli import eval_main, predict_main
 from tftl.runtime.data import load_image
 from tftl.runtime.session import Session
@@ -183,6 +183,26 @@ def test_page_reads_labels_txt_as_the_contract_says():
             assert answer.get("labels") == case["labels"], (case, answer)
 
 
+def _fit_head_as_the_page(session, features, labels, held_out, page_fit):
+    """The file's recipe fits the head first (head_init probe): fit it here with tftl.runtime.probe on
+    the page's training photos, in the page's order; the page chose the same L2 and fitted the same
+    head (its embeddings come from LiteRT.js, these from ai-edge-litert). The replay then starts from
+    the page's head, so the loss parity below compares train_features from the same bytes."""
+    recipe = session.meta.recipe
+    if recipe.head_init != "probe":
+        assert page_fit is None
+        return
+    rows = [i for i in range(len(labels)) if i not in held_out]
+    emb = session.embed_features(features[rows]).astype(np.float64)
+    kernel, bias, info = probe.fit_head(emb, labels[rows], len(session.labels))
+    assert page_fit["l2"] == info["l2"] and page_fit["images"] == len(rows), (page_fit["l2"], info)
+    page = (np.asarray(page_fit["kernel"], np.float32).reshape(kernel.shape), np.asarray(page_fit["bias"], np.float32))
+    for got, want in zip(page, (kernel, bias)):
+        print(f"\nhead fit |page - python| / max|python|: {np.abs(got - want).max() / np.abs(want).max():.2e}")
+        np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max())
+    session.restore_state(dict(zip(recipe.classifier, page)), what="the page's fitted head", partial=True)
+
+
 def test_train_features_losses_match_python_on_the_same_bytes(run, model):
     out, result = run
     log = result["log"]
@@ -194,6 +214,7 @@ def test_train_features_losses_match_python_on_the_same_bytes(run, model):
     session = Session(model, threads=1)
     shape = tuple(session.metadata["feature_shape"])
     features = np.fromfile(out / "features.f32", np.float32).reshape(len(labels), *shape)
+    _fit_head_as_the_page(session, features, labels, held_out, result["headFit"])
     python = np.array([session.train_features_step(features[s["rows"]], labels[s["rows"]], s["lr"]) for s in log])
     browser = np.array([s["loss"] for s in log])
     rel = np.abs(browser - python) / np.abs(python)

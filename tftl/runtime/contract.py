@@ -37,6 +37,7 @@ import unicodedata
 import numpy as np
 
 from tftl.runtime.errors import InputError
+from tftl.runtime.schedule import default_warmup
 
 FORMAT = "tftl-3"
 FORMATS = ("tftl-1", "tftl-2", "tftl-3")  # what the Python runtime reads
@@ -210,6 +211,19 @@ class Recipe:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "classifier": list(self.classifier)}
 
+    def epochs_for(self, images, batch) -> int:
+        """max(epochs, ceil(min_steps / steps per epoch)) for a training set of `images` photos."""
+        return max(self.epochs, math.ceil(self.min_steps / max(1, math.ceil(images / batch))))
+
+    def resolved(self, images, batch) -> dict:
+        """What a run on `images` photos at `batch` trains with, as every host resolves it
+        (contract/vectors/probe.json "recipes"): lr, epochs, total and warm-up steps, views, head."""
+        epochs = self.epochs_for(images, batch)
+        total = math.ceil(images / batch) * epochs
+        return {"lr": self.lr, "epochs": epochs, "total_steps": total,
+                "warmup_steps": default_warmup(total) if self.warmup_steps is None else self.warmup_steps,
+                "cache_views": self.cache_views, "head_init": self.head_init, "classifier": list(self.classifier)}
+
     @classmethod
     def from_dict(cls, raw, state_names, where) -> "Recipe":
         """Validate tftl.json `recipe` (ContractError naming the field and the fix)."""
@@ -224,10 +238,12 @@ class Recipe:
             raise ContractError(f"{where}: tftl.json field 'recipe.head_init' must be one of {', '.join(HEAD_INITS)}, "
                                 f"got {head_init!r} — {EXPORT_HINT}")
         classifier = raw.get("classifier", [])
-        if (not isinstance(classifier, list) or classifier and (len(classifier) != 2 or not set(classifier) <= set(
-                state_names))) or (head_init == "probe" and not classifier):
+        if (not isinstance(classifier, list) or classifier and (
+                len(classifier) != 2 or not all(isinstance(c, str) and c in state_names for c in classifier)
+                or classifier[0] == classifier[1])) or (head_init == "probe" and not classifier):
             raise ContractError(f"{where}: tftl.json field 'recipe.classifier' must name the classifier's kernel and "
-                                f"bias among 'state_names' (needed by head_init 'probe') — {EXPORT_HINT}")
+                                f"bias (two distinct names among 'state_names'; needed by head_init 'probe') — "
+                                f"{EXPORT_HINT}")
         warmup = raw.get("warmup_steps")
         return cls(lr=float(lr), epochs=_int(raw, "epochs", 1, 100_000, where + " recipe", cls.epochs),
                    min_steps=_int(raw, "min_steps", 0, 10_000_000, where + " recipe", cls.min_steps),

@@ -35,7 +35,7 @@ from tftl.runtime.files import printable
 from tftl.runtime.metrics import metrics
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.progress import Progress
-from tftl.runtime.schedule import cosine_lr
+from tftl.runtime.schedule import cosine_lr, default_warmup
 
 # Settings that shape the run; a resume with other values is allowed but not exact.
 TRAJECTORY_SETTINGS = ("epochs", "lr", "warmup_steps", "augment", "cache_features", "cache_views", "seed",
@@ -51,8 +51,7 @@ def default_epochs(train_images, batch, recipe=contract.LEGACY_RECIPE) -> int:
     but validation (--val) runs once per epoch, so a tiny set with a large --val folder pays for
     many validation passes; pass --epochs.
     """
-    steps = max(1, math.ceil(train_images / batch))
-    return max(recipe.epochs, math.ceil(recipe.min_steps / steps))
+    return recipe.epochs_for(train_images, batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Schedule:
 
     def resolved(self, steps) -> "Schedule":
         total = self.offset + steps if self.total_steps is None else self.total_steps
-        warmup = min(50, total // 10) if self.warmup_steps is None else self.warmup_steps
+        warmup = default_warmup(total) if self.warmup_steps is None else self.warmup_steps
         return dataclasses.replace(self, total_steps=total, warmup_steps=warmup)
 
     def __call__(self, step) -> float:
@@ -370,7 +369,7 @@ class Trainer:
             total = emb if total is None else total + emb
         y = src.samples.labels[run.index]
         kernel_name, bias_name = self.recipe.classifier
-        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels), seed=self.seed)
+        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels))
         s.restore_state({kernel_name: kernel, bias_name: bias}, what="the fitted head", partial=True)
         info = dict(info, views=views, images=len(y), seconds=round(time.monotonic() - t0, 2))
         state.settings["head_fit"] = info

@@ -10,6 +10,11 @@ L2-penalised multinomial logistic regression on standardised features, solved by
 Nesterov-accelerated full-batch gradient descent with step 1/L (L the gradient's Lipschitz
 bound), so no rate is tuned; the penalty is chosen by K-fold cross-validation on the
 training rows, folds grouped by photo so that views of one photo never straddle folds.
+
+The Android core (org.tftl.core.Probe) and the browser (web_demo/src/probe.js) fit the same
+probe; contract/vectors/probe.json (tftl.runtime.spec) holds fits they reproduce. So every
+step is one they can repeat exactly: the folds are a fixed rule (FOLD_RULE, no generator),
+and L is the largest eigenvalue of xb @ xb.T or xb.T @ xb, found by any exact method.
 """
 
 import numpy as np
@@ -17,6 +22,8 @@ import numpy as np
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 FOLDS = 3
 STEPS = 1500
+FOLD_RULE = ("stratified: the distinct groups in ascending order (no groups: each row its own, in row "
+             "order), and the j-th group of each class (the label of its first row) is in fold j % folds")
 
 
 def fit_softmax(x, y, k, l2, steps=STEPS):
@@ -74,14 +81,24 @@ def standardise(train, *others):
     return [(a - mu) / sd for a in (train, *others)]
 
 
-def choose_l2(x, y, k, folds=FOLDS, seed=0, groups=None, grid=L2_GRID, solver=solve):
-    """(the L2 of `grid` with the best mean CV accuracy on (x, y), {l2: accuracy}).
+def folds_of(y, folds=FOLDS, groups=None):
+    """Each row's fold by FOLD_RULE (rows of one group share a fold)."""
+    y = np.asarray(y)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    fold_of, seen = np.empty(len(first), np.int64), {}
+    for g, label in enumerate(y[first]):
+        fold_of[g] = seen.get(label, 0) % folds
+        seen[label] = seen.get(label, 0) + 1
+    return fold_of[inverse.reshape(-1)]
+
+
+def choose_l2(x, y, k, folds=FOLDS, groups=None, grid=L2_GRID, solver=solve):
+    """(the L2 of `grid` with the best mean CV accuracy on (x, y), {l2: accuracy}); a tie goes to
+    the first in `grid`.
 
     groups: one id per row (rows of one id share a fold); None: every row its own."""
-    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    ids = np.unique(groups)
-    fold_of = dict(zip(ids, np.random.default_rng(seed).permutation(len(ids)) % folds))
-    fold = np.array([fold_of[g] for g in groups])
+    fold = folds_of(y, folds, groups)
     scores = {}
     for l2 in grid:
         acc = []
@@ -95,12 +112,12 @@ def choose_l2(x, y, k, folds=FOLDS, seed=0, groups=None, grid=L2_GRID, solver=so
     return max(scores, key=scores.get), scores
 
 
-def fit_head(x, y, k, *, groups=None, seed=0):
+def fit_head(x, y, k, *, groups=None):
     """(kernel [d, k] f32, bias [k] f32, info): the probe on raw embeddings x, the
     standardisation folded into the weights, so logits = x @ kernel + bias."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y)
-    l2, cv = choose_l2(x, y, k, groups=groups, seed=seed)
+    l2, cv = choose_l2(x, y, k, groups=groups)
     mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
     w, b = solve((x - mu) / sd, y, k, l2)
     kernel = w / sd[:, None]

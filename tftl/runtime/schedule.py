@@ -7,6 +7,11 @@ Pure Python (no TensorFlow, no NumPy), so `tftl.runtime` can import it on a devi
 import math
 
 
+def default_warmup(total_steps):
+    """Warm-up steps when none are given: min(50, total / 10), as the Keras reference."""
+    return min(50, total_steps // 10)
+
+
 def cosine_lr(base_lr, step, total_steps, warmup_steps=0):
     """Linear warm-up then cosine decay to 0 (as in the papers' fine-tuning recipes).
 

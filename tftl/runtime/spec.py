@@ -14,6 +14,10 @@ Files (plain JSON, readable by any language; a new reader starts here):
   vectors/metadata.json  tftl.json variants, accepted or refused by `ModelMetadata.from_dict`;
                          the schema agrees on each (tests/test_spec.py) except the cases marked
                          `beyond_schema`, which say what a reader must check in code.
+  vectors/probe.json     the recipe's arithmetic every host repeats: linear probes fitted by
+                         `tftl.runtime.probe.fit_head` on small fixed embedding sets (the chosen
+                         L2, CV accuracies, kernel and bias; hosts agree within 1e-4), and
+                         recipes resolved for a training set (epochs, warm-up, views, head_init).
 """
 
 import argparse
@@ -21,7 +25,9 @@ import json
 import os
 import sys
 
-from tftl.runtime import contract, modelfile, safezip
+import numpy as np
+
+from tftl.runtime import contract, modelfile, probe, safezip
 from tftl.runtime.files import atomic_write
 
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "contract")
@@ -67,7 +73,11 @@ METADATA_CHANGES = [
     {"recipe": {"epochs": 0}}, {"recipe": {"epochs": 2.5}}, {"recipe": {"min_steps": -1}},
     {"recipe": {"warmup_steps": -1}}, {"recipe": {"cache_views": 0}}, {"recipe": {"cache_views": contract.MAX_VIEWS + 1}},
     {"recipe": {"head_init": "zero"}}, {"recipe": {"classifier": "a__kernel"}},
-    {"recipe": {"lr": True}}, {"recipe": None},
+    {"recipe": {"lr": True}}, {"recipe": None}, {"recipe": {"lr": None}}, {"recipe": {"epochs": None}},
+    {"recipe": {"head_init": None}}, {"recipe": {"classifier": None}}, {"recipe": {"warmup_steps": None}},
+    {"recipe": {"lr": 1}}, {"recipe": {"lr": 1e-300}}, {"recipe": {"cache_views": 64}},
+    {"recipe": {"min_steps": 10_000_001}}, {"recipe": {"head_init": "Probe"}},
+    {"recipe": {"unknown_key": 1}}, {"recipe": []}, {"recipe": {"classifier": [["a__kernel"], "b__moving_mean"]}},
 ]
 # What JSON Schema cannot express; these cases are refused by the readers' own code.
 BEYOND_SCHEMA = [
@@ -77,6 +87,8 @@ BEYOND_SCHEMA = [
     ({"recipe": {"head_init": "probe"}}, "recipe.classifier is required when head_init is probe"),
     ({"recipe": {"classifier": ["a__kernel", "x__bias"]}}, "recipe.classifier names two of state_names"),
     ({"recipe": {"classifier": ["a__kernel"]}}, "recipe.classifier names two of state_names"),
+    ({"recipe": {"classifier": ["a__kernel", "a__kernel"]}}, "recipe.classifier names two distinct state_names"),
+
 ]
 
 
@@ -315,6 +327,36 @@ def metadata_vectors() -> dict:
     return {"good": GOOD_METADATA, "cases": cases}
 
 
+# (rows, dims, classes) of the probe vectors: rows > dims runs fit_softmax, rows < dims its Gram form.
+PROBE_SHAPES = [(30, 6, 3), (12, 20, 4)]
+# (recipe, training images) resolved at GOOD_METADATA's batch.
+RECIPE_CASES = [(None, 400), ({}, 37), ({"lr": 1e-4, "epochs": 10, "min_steps": 0, "cache_views": 8}, 400),
+                ({"epochs": 3, "min_steps": 500, "warmup_steps": 7}, 45), ({"epochs": 2, "min_steps": 0}, 1),
+                ({"head_init": "probe", "classifier": ["a__kernel", "b__moving_mean"], "lr": 0.25}, 8)]
+
+
+def probe_vectors() -> dict:
+    """{"folds", "fold_rule", "grid", "steps", "probes": [...], "recipes": [...]}: tftl.runtime.probe's
+    fits and loop's resolved recipes, for the hosts to reproduce."""
+    rng = np.random.default_rng(19)
+    probes = []
+    for n, d, k in PROBE_SHAPES:
+        y = rng.permutation(np.arange(n) % k)
+        centres = rng.normal(size=(k, d))
+        x = np.round(centres[y] + 2.0 * rng.normal(size=(n, d)) + 3.0, 4)
+        kernel, bias, info = probe.fit_head(x, y, k)
+        probes.append({"x": x.tolist(), "y": y.tolist(), "classes": k, "l2": info["l2"],
+                       "cv_accuracy": info["cv_accuracy"], "kernel": kernel.astype(float).tolist(),
+                       "bias": bias.astype(float).tolist()})
+    recipes = []
+    for raw, images in RECIPE_CASES:
+        meta = contract.ModelMetadata.from_dict({**GOOD_METADATA, "recipe": raw})
+        recipes.append({"recipe": raw, "state_names": list(meta.state_names), "images": images, "batch": meta.batch,
+                        "resolved": meta.recipe.resolved(images, meta.batch)})
+    return {"folds": probe.FOLDS, "fold_rule": probe.FOLD_RULE, "grid": list(probe.L2_GRID), "steps": probe.STEPS,
+            "probes": probes, "recipes": recipes}
+
+
 def _refusal(change) -> str:
     """The class Python gives tftl.json `GOOD_METADATA + change` in a file whose hash is right."""
     if "content_hash" in change:
@@ -368,7 +410,8 @@ def files() -> dict:
             os.path.join("vectors", "labels.json"): dump(label_vectors()),
             os.path.join("vectors", "metadata.json"): dump(metadata_vectors()),
             os.path.join("vectors", "files.json"): dump(file_vectors()),
-            os.path.join("vectors", "checkpoints.json"): dump(checkpoint_vectors())}
+            os.path.join("vectors", "checkpoints.json"): dump(checkpoint_vectors()),
+            os.path.join("vectors", "probe.json"): dump(probe_vectors())}
 
 
 def main(argv=None) -> int:

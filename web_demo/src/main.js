@@ -1,6 +1,7 @@
 // The page: open a model, add photos per class, train in the worker, predict, keep the
 // result (IndexedDB) and download it as a tftl-train style .tflite.
-import { readModel, writeModel, missingSignatures, optimizerNames, ModelFileError } from './modelfile.js';
+import { readModel, writeModel, missingSignatures, optimizerNames, recipeOf, ModelFileError } from './modelfile.js';
+import { resolveRecipe } from './schedule.js';
 import { loadImage, FORMAT_HINT } from './preprocess.js';
 import { saveSession, loadSession, archiveSession, unarchiveSession, hasArchivedSession, MAX_STORED_FEATURE_BYTES } from './store.js';
 
@@ -68,11 +69,20 @@ const fail = (step) => (e) => {
 };
 function showModel() {
   showMeta();
+  showRecipe();
   $('labels').textContent = app.model.labels.join(', ');
   $('model-info').hidden = false;
   buildClassRows();
   for (const id of ['photos-section', 'train-section', 'predict-section', 'keep-section']) $(id).hidden = false;
   setBusy(app.busy);
+}
+
+/** The file's recipe in the settings: its learning rate, and its epochs (empty: the recipe's rule for the photos). */
+function showRecipe() {
+  const r = recipeOf(app.model.meta);
+  $('lr').value = r.lr;
+  $('epochs').value = r.min_steps ? '' : r.epochs;
+  $('epochs').placeholder = r.min_steps ? `recipe: ≥ ${r.epochs}, ≥ ${r.min_steps} steps` : 'recipe';
 }
 
 function showMeta() {
@@ -318,17 +328,23 @@ function divergence(run, classes) {
   return blown ? `the loss rose from ${losses[0].toFixed(3)} to ${last.toFixed(3)} (diverged): lower the learning rate` : '';
 }
 
-function readSettings() {
-  const epochs = Number($('epochs').value);
-  const lr = Number($('lr').value);
-  if (!(Number.isInteger(epochs) && epochs >= 1 && epochs <= 200)) throw new Error('epochs must be a whole number 1..200');
-  if (!(lr > 0 && lr < 1)) throw new Error('learning rate must be between 0 and 1');
-  return { epochs, lr };
+/** The run's settings: the fields, each empty one from the file's recipe (as tftl-train's flags); `rows` training photos. */
+function readSettings(rows) {
+  const recipe = resolveRecipe(recipeOf(app.model.meta), rows, app.model.meta.batch);
+  const epochs = $('epochs').value === '' ? recipe.epochs : Number($('epochs').value);
+  const lr = $('lr').value === '' ? recipe.lr : Number($('lr').value);
+  // A typed value is bounded as before; the recipe's own epochs are bounded by contract.Recipe.
+  if (!(Number.isInteger(epochs) && epochs >= 1 && (epochs <= 200 || $('epochs').value === ''))) throw new Error('epochs must be a whole number 1..200');
+  if (!(lr > 0 && lr <= 1)) throw new Error('learning rate must be in (0, 1]');
+  const warmup = recipeOf(app.model.meta).warmup_steps;
+  // head_init probe: the head is fitted first on a fresh model (not when a run continues this browser's training).
+  const probe = recipe.head_init === 'probe' && !app.trainedSteps ? recipe.classifier : null;
+  return { epochs, lr, warmup, probe };
 }
 
 async function train() {
-  const { epochs, lr } = readSettings();
   const { train: rows, val } = splitData();
+  const { epochs, lr, warmup, probe } = readSettings(rows.length);
   setBusy(true);
   $('train-status').textContent = 'starting…';
   $('progress').value = 0;
@@ -343,7 +359,7 @@ async function train() {
   try {
     const before = { state: await call('save'), trainedSteps: app.trainedSteps, lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined } };
     await call('setData', { features: concatFeatures(rows), labels: Int32Array.from(rows, (r) => app.sampleLabels[r]) });
-    const run = await call('train', { epochs, lr, seed: app.trainedSteps, featureSize: app.featureSize });
+    const run = await call('train', { epochs, lr, warmup, probe, seed: app.trainedSteps, featureSize: app.featureSize });
     app.lastAttempt = run.log.map((st) => st.loss);
     const bad = divergence(run, app.model.labels.length) || await nonFiniteState();
     if (bad) return await rollBack(before, bad);
@@ -352,7 +368,7 @@ async function train() {
     $('train-status').textContent += ` — ${what}`;
     app.undo = before;
     app.trainedSteps += run.steps;
-    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, losses, valAccuracy,
+    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, losses, valAccuracy, headFit: run.headFit,
       valCount: val.length, status: $('train-status').textContent };
     showRun();
     showMeta();

@@ -177,6 +177,42 @@ function checkMeta(meta, name) {
     const ok = Array.isArray(fs) && fs.length >= 1 && fs.length <= 4 && fs.every((d) => isInt(d) && d >= 1 && d <= 2 ** 20);
     if (!ok || fs.reduce((a, b) => a * b, 1) > MAX_FEATURE_ELEMENTS) throw bad(`field 'feature_shape' must be 1-4 positive integers (at most ${MAX_FEATURE_ELEMENTS} elements)`);
   }
+  recipeOf(meta, name);
+}
+
+export const HEAD_INITS = ['none', 'probe'];
+export const MAX_VIEWS = 64;
+/** contract.LEGACY_RECIPE: what a file without `recipe` trains with. */
+export const LEGACY_RECIPE = Object.freeze({ lr: 5e-4, epochs: 10, min_steps: 500, warmup_steps: null, cache_views: 2, head_init: 'none', classifier: [] });
+
+/**
+ * contract.Recipe.from_dict: tftl.json `recipe` (absent or null: LEGACY_RECIPE; each key optional),
+ * checked by Python's rules in Python's order; returns the recipe with every key.
+ */
+export function recipeOf(meta, name = METADATA_NAME) {
+  const raw = meta.recipe;
+  if (raw === undefined || raw === null) return LEGACY_RECIPE;
+  const bad = (what) => new ModelFileError(`${name}: tftl.json ${what} — ${EXPORT_HINT}`, 'metadata');
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw bad("field 'recipe' must be an object");
+  const get = (key) => (key in raw ? raw[key] : LEGACY_RECIPE[key]);
+  const lr = get('lr');
+  if (typeof lr !== 'number' || !(lr > 0 && lr <= 1)) throw bad(`field 'recipe.lr' must be a number in (0, 1], got ${JSON.stringify(lr)}`);
+  const headInit = get('head_init');
+  if (!HEAD_INITS.includes(headInit)) throw bad(`field 'recipe.head_init' must be one of ${HEAD_INITS.join(', ')}, got ${JSON.stringify(headInit)}`);
+  const classifier = get('classifier');
+  const names = meta.state_names || [];
+  const ok = Array.isArray(classifier) && (classifier.length === 0 ? headInit !== 'probe'
+    : classifier.length === 2 && classifier.every((c) => typeof c === 'string' && names.includes(c)) && classifier[0] !== classifier[1]);
+  if (!ok) throw bad("field 'recipe.classifier' must name the classifier's kernel and bias (two distinct names among 'state_names'; needed by head_init 'probe')");
+  const int = (key, lo, hi) => {
+    const v = get(key);
+    if (!(Number.isInteger(v) && v >= lo && v <= hi)) throw bad(`field 'recipe.${key}' must be an integer in ${lo}..${hi}, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const epochs = int('epochs', 1, 100000);
+  const minSteps = int('min_steps', 0, 10000000);
+  const warmup = raw.warmup_steps === undefined || raw.warmup_steps === null ? null : int('warmup_steps', 0, 10000000);
+  return { lr, epochs, min_steps: minSteps, warmup_steps: warmup, cache_views: int('cache_views', 1, MAX_VIEWS), head_init: headInit, classifier: [...classifier] };
 }
 
 const sameShape = (a, b) => a.length === b.length && a.every((d, i) => d === b[i]);

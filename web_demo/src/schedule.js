@@ -13,6 +13,15 @@ export function defaultWarmup(totalSteps) {
   return Math.min(50, Math.floor(totalSteps / 10));
 }
 
+/** spec.resolved_recipe: what a run on `images` photos at `batch` trains with (loop.default_epochs, Schedule.resolved). */
+export function resolveRecipe(recipe, images, batch) {
+  const steps = Math.max(1, Math.ceil(images / batch));
+  const epochs = Math.max(recipe.epochs, Math.ceil(recipe.min_steps / steps));
+  const total = Math.ceil(images / batch) * epochs;
+  const warmup = recipe.warmup_steps ?? defaultWarmup(total);
+  return { lr: recipe.lr, epochs, total_steps: total, warmup_steps: warmup, cache_views: recipe.cache_views, head_init: recipe.head_init, classifier: [...recipe.classifier] };
+}
+
 /** mulberry32: a small seeded generator, so a run (and the test's Python replay) is reproducible. */
 function rng(seed) {
   let a = seed >>> 0;

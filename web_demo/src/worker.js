@@ -6,6 +6,7 @@
 // Python's), every Tensor is deleted, and restore's input shapes come from the signature.
 import { loadLiteRt, loadAndCompile, Tensor } from '@litertjs/core';
 import { cosineLr, defaultWarmup, epochPlan } from './schedule.js';
+import { fitHead } from './probe.js';
 
 let model = null;
 let meta = null;
@@ -129,10 +130,41 @@ async function trainStep(rows, lr, shapes, featSize) {
   return { loss: out.loss.data[0], correct };
 }
 
-/** Train on the cached features; posts a progress message per step; stops early on cancel. */
-async function train({ epochs, lr, warmup, seed, featureSize }) {
+/**
+ * The LP of LP-FT (loop.Trainer._fit_head): the classifier [kernel, bias] fitted by src/probe.js on
+ * every cached photo's embed_features, then restored with the rest of the state; returns the fit's record.
+ */
+async function fitCachedHead([kernelName, biasName], featSize) {
+  if (!model.signatures.embed_features) throw new Error('the model has no embed_features signature, which its recipe (head_init probe) needs — export it again with python -m converters.export');
+  const t0 = performance.now();
+  const B = meta.batch;
+  const n = labels.length;
+  const shape = inputShapes('embed_features').features;
+  let emb = null;
+  let d = 0;
+  for (let start = 0; start < n; start += B) {
+    const rows = Array.from({ length: Math.min(B, n - start) }, (_, i) => start + i);
+    const out = await run('embed_features', { features: { data: padRows(features, featSize, rows, B), shape } });
+    d = out.embedding.data.length / B;
+    emb = emb || new Float64Array(n * d);
+    emb.set(out.embedding.data.subarray(0, rows.length * d), start * d);
+  }
+  const K = meta.num_labels;
+  const fit = fitHead(emb, labels, n, d, K);
+  const state = await save();
+  state[kernelName] = { data: fit.kernel, shape: [d, K] };
+  state[biasName] = { data: fit.bias, shape: [K] };
+  await restore({ state });
+  return { l2: fit.l2, cv_accuracy: fit.cv, views: 1, images: n, seconds: (performance.now() - t0) / 1000,
+    kernel: Array.from(fit.kernel), bias: Array.from(fit.bias) };
+}
+
+/** Train on the cached features; posts a progress message per step; stops early on cancel. probe: the
+ * recipe's classifier names when the head is fitted first (head_init probe), else null. */
+async function train({ epochs, lr, warmup, probe, seed, featureSize }) {
   cancel = false;
   log.length = 0;
+  const headFit = probe ? await fitCachedHead(probe, featureSize) : null;
   const n = labels.length;
   const plan = epochPlan(n, meta.batch, epochs, seed);
   const total = plan.length;
@@ -143,7 +175,7 @@ async function train({ epochs, lr, warmup, seed, featureSize }) {
   let epochRows = 0;
   const t0 = performance.now();
   for (let step = 0; step < total; step++) {
-    if (cancel) return { cancelled: true, steps: step, log };
+    if (cancel) return { cancelled: true, steps: step, log, headFit };
     const { epoch, rows } = plan[step];
     const rate = cosineLr(lr, step, total, warm);
     const s0 = performance.now();
@@ -160,7 +192,7 @@ async function train({ epochs, lr, warmup, seed, featureSize }) {
     if (epochEnd) epochLoss = epochCorrect = epochRows = 0;
     await yieldToEvents();
   }
-  return { cancelled: false, steps: total, log, seconds: (performance.now() - t0) / 1000 };
+  return { cancelled: false, steps: total, log, headFit, seconds: (performance.now() - t0) / 1000 };
 }
 
 async function predict({ images, count }) {

@@ -75,6 +75,7 @@ async function train(page, args, result, profile) {
   result.trainStatus = await page.textContent('#train-status');
   result.log = await page.evaluate(() => window.tftlDemo.runLog());
   result.trainCount = await page.evaluate(() => window.tftlDemo.app.lastRun.trainRows.length);
+  result.headFit = await page.evaluate(() => window.tftlDemo.app.lastRun.headFit);
   result.valStatus = await page.textContent('#val-status');
   result.memoryAfterTraining = chromeMemory(profile);
   if (args.predict) {

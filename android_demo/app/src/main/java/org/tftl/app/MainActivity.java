@@ -38,7 +38,7 @@ public final class MainActivity extends Activity implements PersonalizeViewModel
   static final int ID_EPOCHS = 1001;
   static final int ID_THREADS = 1002;
   static final int ID_NAME = 1100;
-  static final double LEARNING_RATE = 5e-4;
+  static final double LEARNING_RATE = Double.NaN;  // the model file's recipe (tftl.json)
   private PersonalizeViewModel vm;
   private TftlApp app;
   private TextView error;

@@ -638,7 +638,8 @@ public final class PersonalizeViewModel implements AutoCloseable {
       throw new TftlException("no photos yet — add photos to at least one class first");
     }
     Checkpoint resume = resumable(train.size());
-    Trainer.Config cfg = new Trainer.Config();
+    // The model file's recipe (lr, epochs rule, warm-up, head_init); the given epochs and lr over it
+    Trainer.Config cfg = Trainer.Config.of(model.file.meta.recipe, train.size(), model.batch);
     if (resume != null) {
       JsonObject s = resume.meta.getAsJsonObject("settings");
       cfg.epochs = s.get("epochs").getAsInt();
@@ -648,7 +649,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
       return;
     } else {
       cfg.epochs = epochs;
-      cfg.lr = lr;
+      cfg.lr = Double.isNaN(lr) ? cfg.lr : lr;  // NaN: the recipe's
     }
     cfg.checkpointEverySteps = checkpointEverySteps;
     final Trainer trainer = new Trainer(model, labels, cfg, new File(dir, Checkpoint.NAME), resume);

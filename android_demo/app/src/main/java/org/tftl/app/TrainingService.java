@@ -76,7 +76,7 @@ public final class TrainingService extends Service implements PersonalizeViewMod
     if (!started) {
       started = true;
       Integer epochs = intent != null && intent.hasExtra(EXTRA_EPOCHS) ? intent.getIntExtra(EXTRA_EPOCHS, 10) : null;
-      double lr = intent != null ? intent.getDoubleExtra(EXTRA_LR, 5e-4) : 5e-4;
+      double lr = intent != null ? intent.getDoubleExtra(EXTRA_LR, Double.NaN) : Double.NaN;  // NaN: the recipe's
       wakeLock.acquire(6 * 60 * 60 * 1000L);  // dataSync services get at most 6 hours on Android 15
       vm.addObserver(this);  // first: the training task's own start must not be missed
       try {

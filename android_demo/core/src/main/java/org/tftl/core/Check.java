@@ -14,7 +14,9 @@ import java.nio.file.Files;
  * Does the Java core accept a model file? {@code android_demo/tools/check FILE} prints one line, "ok" or
  * "refused: reason", and exits 0 (accepted) or 2 (refused), like tftl-check and web_demo/tools/check.mjs.
  * {@code --vectors DIR} reads every file of DIR/manifest.json (python -m tftl.runtime.vectors) and prints
- * one JSON list of verdicts.
+ * one JSON list of verdicts. {@code FILE --recipe N} prints the file's recipe resolved for N photos, and
+ * {@code --probe VECTORS} the fits and resolved recipes of contract/vectors/probe.json, as this core makes
+ * them (tests/test_conformance.py compares both with Python's and the browser's).
  */
 public final class Check {
   private Check() {}
@@ -87,14 +89,65 @@ public final class Check {
     return out;
   }
 
+  /** {"probes": [{"l2", "cv_accuracy", "kernel", "bias"}], "recipes": [resolved]} for probe.json's cases. */
+  public static JsonObject probe(JsonObject vectors) {
+    JsonArray probes = new JsonArray();
+    for (JsonElement e : vectors.getAsJsonArray("probes")) {
+      JsonObject p = e.getAsJsonObject();
+      JsonArray rows = p.getAsJsonArray("x");
+      int n = rows.size();
+      int d = rows.get(0).getAsJsonArray().size();
+      double[] x = new double[n * d];
+      int[] y = new int[n];
+      for (int i = 0; i < n; i++) {
+        for (int q = 0; q < d; q++) {
+          x[i * d + q] = rows.get(i).getAsJsonArray().get(q).getAsDouble();
+        }
+        y[i] = p.getAsJsonArray("y").get(i).getAsInt();
+      }
+      Probe.Fit fit = Probe.fitHead(x, y, n, d, p.get("classes").getAsInt());
+      JsonObject out = new JsonObject();
+      out.addProperty("l2", fit.l2);
+      Gson gson = new Gson();
+      out.add("cv_accuracy", gson.toJsonTree(fit.cvAccuracy));
+      out.add("kernel", gson.toJsonTree(fit.kernel));
+      out.add("bias", gson.toJsonTree(fit.bias));
+      probes.add(out);
+    }
+    JsonArray recipes = new JsonArray();
+    for (JsonElement e : vectors.getAsJsonArray("recipes")) {
+      JsonObject r = e.getAsJsonObject();
+      JsonElement raw = r.get("recipe");
+      java.util.List<String> names = new java.util.ArrayList<>();
+      r.getAsJsonArray("state_names").forEach(v -> names.add(v.getAsString()));
+      Recipe recipe = Recipe.parse(raw, names, "probe.json");
+      recipes.add(recipe.resolved(r.get("images").getAsInt(), r.get("batch").getAsInt()));
+    }
+    JsonObject out = new JsonObject();
+    out.add("probes", probes);
+    out.add("recipes", recipes);
+    return out;
+  }
+
   public static void main(String[] args) throws IOException {
     if (args.length == 2 && args[0].equals("--vectors")) {
       System.out.println(new Gson().toJson(vectors(new File(args[1]))));
       return;
     }
+    if (args.length == 2 && args[0].equals("--probe")) {
+      String text = new String(Files.readAllBytes(new File(args[1]).toPath()), StandardCharsets.UTF_8);
+      System.out.println(new Gson().toJson(probe(JsonParser.parseString(text).getAsJsonObject())));
+      return;
+    }
+    if (args.length == 3 && args[1].equals("--recipe")) {
+      ModelMetadata meta = ModelFile.read(new File(args[0])).meta;
+      System.out.println(new Gson().toJson(meta.recipe.resolved(Integer.parseInt(args[2]), meta.batch)));
+      return;
+    }
     boolean resume = args.length == 3 && args[1].equals("--checkpoint");
     if (!resume && (args.length != 1 || args[0].startsWith("-"))) {
-      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | --vectors DIR");
+      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | FILE --recipe N | --vectors DIR"
+          + " | --probe VECTORS.json");
       System.exit(2);
     }
     JsonObject v = resume ? checkpointVerdict(new File(args[0]), new File(args[2])) : verdict(new File(args[0]));

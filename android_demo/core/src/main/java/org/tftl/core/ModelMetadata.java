@@ -47,6 +47,8 @@ public final class ModelMetadata {
   /** Running-statistics momentum of the trained BatchNorms (contract.DEFAULT_BN_MOMENTUM when absent). */
   public final double bnMomentum;
   static final double DEFAULT_BN_MOMENTUM = 0.99;
+  /** How to fine-tune the file (tftl.json recipe; Recipe.LEGACY when absent). */
+  public final Recipe recipe;
 
   private ModelMetadata(JsonObject raw, String where) {
     this.raw = raw;
@@ -95,6 +97,7 @@ public final class ModelMetadata {
     }
     numLabels = integer(raw, "num_labels", 1, MAX_LABELS, where, null);
     featureShape = featureShape(raw, imageSize, where);
+    recipe = Recipe.parse(raw.get("recipe"), stateNames, where);
   }
 
   /** The optional fields only checked for their types: preprocessing ({name: text}) and signatures ([name]). */
@@ -160,7 +163,7 @@ public final class ModelMetadata {
     return n;
   }
 
-  private static TftlException bad(String where, String what) {
+  static TftlException bad(String where, String what) {
     return new TftlException(where + ": tftl.json " + what + " — " + EXPORT_HINT, "metadata");
   }
 
@@ -172,7 +175,7 @@ public final class ModelMetadata {
     return e.getAsString();
   }
 
-  private static int integer(JsonObject o, String key, int lo, int hi, String where, Integer dflt) {
+  static int integer(JsonObject o, String key, int lo, int hi, String where, Integer dflt) {
     JsonElement e = o.get(key);
     String msg = "field '" + key + "' must be an integer in " + lo + ".." + hi + ", got " + e;
     if (e == null && dflt != null) {

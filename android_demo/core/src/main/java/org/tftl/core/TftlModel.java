@@ -23,6 +23,8 @@ public final class TftlModel implements AutoCloseable {
   public static final String INFER_FEATURES = "infer_features";
   public static final String SAVE = "save";
   public static final String RESTORE = "restore";
+  /** features -> the classifier's input (optional: files exported before issue 19 lack it). */
+  public static final String EMBED_FEATURES = "embed_features";
   static final List<String> TRAIN_SIGNATURES = Arrays.asList(EXTRACT, TRAIN_FEATURES, INFER_FEATURES, SAVE, RESTORE);
 
   /**
@@ -146,6 +148,16 @@ public final class TftlModel implements AutoCloseable {
   /** Frozen-trunk features [n, *feature_shape] for images [n, R, R, 3]. */
   public float[] extract(float[] images) {
     return batched(EXTRACT, "images", images, imageSize * imageSize * 3, "features", featureElements);
+  }
+
+  /** The classifier's input [n, D] from trunk features (the {@code embed_features} signature). */
+  public float[] embedFeatures(float[] features) {
+    if (!Arrays.asList(interpreter.getSignatureKeys()).contains(EMBED_FEATURES)) {
+      throw new TftlException(file.where + " has no " + EMBED_FEATURES + " signature, which fitting the head first "
+          + "(recipe head_init probe) needs — export it again with python -m converters.export");
+    }
+    int dim = interpreter.getOutputShape(EMBED_FEATURES, "embedding")[1];
+    return batched(EMBED_FEATURES, "features", features, featureElements, "embedding", dim);
   }
 
   /** Class probabilities [n, K] from trunk features. */

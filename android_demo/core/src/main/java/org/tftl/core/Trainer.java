@@ -31,14 +31,29 @@ public final class Trainer {
     void onEpoch(JsonObject entry);
   }
 
+  /** The run's settings; {@link #of} takes them from the model file's recipe, as tftl-train does. */
   public static final class Config {
-    public int epochs = 10;
-    public double lr = 5e-4;
+    public int epochs = Recipe.LEGACY.epochs;
+    public double lr = Recipe.LEGACY.lr;
     /** null: min(50, total steps / 10), as tftl-train. */
     public Integer warmupSteps;
     public long seed = 0;
     /** Also checkpoint every this many steps within an epoch (0: at epoch end only), so a killed app loses little. */
     public int checkpointEverySteps = 0;
+    /** "probe": fit the classifier (kernel, bias state names) as a linear probe before the first step. */
+    public String headInit = Recipe.LEGACY.headInit;
+    public List<String> classifier = Recipe.LEGACY.classifier;
+
+    /** The recipe's settings for a training set of {@code images} photos at {@code batch} (loop.Trainer's defaults). */
+    public static Config of(Recipe recipe, int images, int batch) {
+      Config c = new Config();
+      c.epochs = recipe.epochsFor(images, batch);
+      c.lr = recipe.lr;
+      c.warmupSteps = recipe.warmupSteps;
+      c.headInit = recipe.headInit;
+      c.classifier = recipe.classifier;
+      return c;
+    }
   }
 
   private final TftlModel model;
@@ -127,6 +142,9 @@ public final class Trainer {
     int total = stepsPerEpoch * cfg.epochs;
     int warmup = cfg.warmupSteps != null ? cfg.warmupSteps : Math.min(50, total / 10);
     JsonObject settings = settings(n, warmup, val == null ? 0 : val.size());
+    if (cfg.headInit.equals("probe") && state.get("global_step").getAsInt() == 0 && state.get("position").getAsInt() == 0) {
+      settings.add("head_fit", fitHead(train));
+    }
     while (epoch() < cfg.epochs) {
       runEpoch(train, val, listener, cancelled, stepsPerEpoch, total, warmup, settings);
       save(settings);
@@ -203,6 +221,45 @@ public final class Trainer {
     }
   }
 
+  /**
+   * The LP of LP-FT (loop.Trainer._fit_head): the classifier fitted by {@link Probe} on every cached
+   * photo's embed_features, then restored into the model with the rest of its state; returns the fit's
+   * record (tftl-train's settings.head_fit).
+   */
+  private JsonObject fitHead(FeatureCache train) {
+    long t0 = System.nanoTime();
+    int n = train.size();
+    int[] all = new int[n];
+    int[] y = new int[n];
+    for (int i = 0; i < n; i++) {
+      all[i] = i;
+      y[i] = train.label(i);
+    }
+    float[] emb = model.embedFeatures(train.get(all));
+    int d = emb.length / n;
+    double[] x = new double[emb.length];
+    for (int i = 0; i < x.length; i++) {
+      x[i] = emb[i];
+    }
+    Probe.Fit fit = Probe.fitHead(x, y, n, d, model.numLabels);
+    java.util.Map<String, Npy.Array> state = new java.util.LinkedHashMap<>(model.state());
+    state.put(cfg.classifier.get(0), Npy.Array.ofFloats(fit.kernel, new int[] {d, model.numLabels}));
+    state.put(cfg.classifier.get(1), Npy.Array.ofFloats(fit.bias, new int[] {model.numLabels}));
+    model.restore(state, "the fitted head");
+    JsonObject info = new JsonObject();
+    info.addProperty("l2", fit.l2);
+    JsonObject cv = new JsonObject();
+    for (int i = 0; i < Probe.L2_GRID.length; i++) {
+      String l2 = new java.math.BigDecimal(Double.toString(Probe.L2_GRID[i])).stripTrailingZeros().toPlainString();
+      cv.addProperty(l2, Math.round(fit.cvAccuracy[i] * 1e4) / 1e4);  // probe.fit_head's record
+    }
+    info.add("cv_accuracy", cv);
+    info.addProperty("views", 1);
+    info.addProperty("images", n);
+    info.addProperty("seconds", Math.round((System.nanoTime() - t0) / 1e7) / 100.0);
+    return info;
+  }
+
   private int countCorrect(float[] probs, int[] y) {
     int k = model.numLabels;
     int correct = 0;
@@ -255,6 +312,7 @@ public final class Trainer {
     s.addProperty("cache_features", true);
     s.addProperty("cache_views", 1);
     s.addProperty("seed", cfg.seed);
+    s.addProperty("head_init", cfg.headInit);
     s.addProperty("train_images", n);
     s.addProperty("batch", model.batch);
     s.add("val", null);

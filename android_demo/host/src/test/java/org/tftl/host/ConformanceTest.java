@@ -55,4 +55,45 @@ class ConformanceTest {
     assertEquals(List.of(), wrong);
     assertTrue(seen.containsAll(List.of("accepted", "not_tflite", "not_tftl", "damaged", "format", "metadata", "labels", "state")), seen.toString());
   }
+
+  /**
+   * contract/vectors/probe.json: the Java core's linear probe (Probe.java) picks Python's L2 with its CV
+   * accuracies and fits its kernel and bias within 1e-4 of the largest weight; every recipe resolves alike.
+   */
+  @Test
+  void probeAndRecipeVectorsReproduce() throws Exception {
+    File path = new File(System.getProperty("user.dir"), "../../contract/vectors/probe.json");
+    JsonObject want = JsonParser.parseString(new String(Files.readAllBytes(path.toPath()), StandardCharsets.UTF_8))
+        .getAsJsonObject();
+    JsonObject got = Check.probe(want);
+    for (int i = 0; i < want.getAsJsonArray("recipes").size(); i++) {
+      assertEquals(want.getAsJsonArray("recipes").get(i).getAsJsonObject().get("resolved"), got.getAsJsonArray("recipes").get(i));
+    }
+    for (int i = 0; i < want.getAsJsonArray("probes").size(); i++) {
+      JsonObject w = want.getAsJsonArray("probes").get(i).getAsJsonObject();
+      JsonObject g = got.getAsJsonArray("probes").get(i).getAsJsonObject();
+      assertEquals(w.get("l2").getAsDouble(), g.get("l2").getAsDouble(), "probe " + i);
+      List<Double> cv = new ArrayList<>();
+      w.getAsJsonObject("cv_accuracy").entrySet().forEach(e -> cv.add(e.getValue().getAsDouble()));
+      for (int j = 0; j < cv.size(); j++) {
+        assertEquals(cv.get(j), g.getAsJsonArray("cv_accuracy").get(j).getAsDouble(), 1e-4, "probe " + i + " cv " + j);
+      }
+      for (String key : new String[] {"kernel", "bias"}) {
+        List<Double> expected = new ArrayList<>();
+        for (JsonElement e : w.getAsJsonArray(key)) {
+          if (e.isJsonArray()) {
+            e.getAsJsonArray().forEach(v -> expected.add(v.getAsDouble()));
+          } else {
+            expected.add(e.getAsDouble());
+          }
+        }
+        double scale = expected.stream().mapToDouble(Math::abs).max().orElse(1);
+        JsonArray actual = g.getAsJsonArray(key);
+        assertEquals(expected.size(), actual.size());
+        for (int j = 0; j < expected.size(); j++) {
+          assertEquals(expected.get(j), actual.get(j).getAsDouble(), 1e-4 * scale, "probe " + i + " " + key + " " + j);
+        }
+      }
+    }
+  }
 }
