@@ -1,7 +1,7 @@
 """Bring your own Keras model (issue 25): `tftl-export --keras` / `converters.export.from_keras`.
 
-For keras.applications backbones with a user head and two small custom CNNs (one
-Sequential, one with residual adds):
+For keras.applications backbones (MobileNetV2, MobileNetV3Small and Large, EfficientNetB0,
+ResNet50) with a user head and two small custom CNNs (one Sequential, one with residual adds):
   - forward parity: the imported tftl model equals the Keras model (inference, <= 1e-4);
   - gradient parity: on the trained layers (ft_blocks: exact backward passes), the gradients
     equal Keras' own, <= 1e-4 relative (all trained gradients together);
@@ -70,7 +70,8 @@ def residual_cnn():
 
 def backbone(name):
     app = {"mbv2": keras.applications.MobileNetV2, "mbv3_small": keras.applications.MobileNetV3Small,
-           "effnet_b0": keras.applications.EfficientNetB0, "resnet50": keras.applications.ResNet50}[name]
+           "mbv3_large": keras.applications.MobileNetV3Large, "effnet_b0": keras.applications.EfficientNetB0,
+           "resnet50": keras.applications.ResNet50}[name]
     weights = need(MBV2_WEIGHTS) if name == "mbv2" else None
     size = 64 if name == "resnet50" else SIZE
     base = app(include_top=False, weights=weights, input_shape=(size, size, 3))
@@ -108,7 +109,8 @@ def _keras_input(model, images):
 
 
 PARITY = [pytest.param(n, marks=pytest.mark.matrix if n == "resnet50" else ())
-          for n in ("seq_cnn", "res_cnn", "mbv2", "mbv3_small", "effnet_b0", "resnet50")]
+          for n in ("seq_cnn", "res_cnn", "mbv2", "mbv3_small", "mbv3_large", "effnet_b0",
+                    "resnet50")]
 
 
 def _flat_layers(model):
@@ -227,7 +229,8 @@ def _export_cli(tmp_path, model, *args):
 
 
 EXPORTS = [pytest.param(n, marks=() if n in ("seq_cnn", "res_cnn") else pytest.mark.matrix)
-           for n in ("seq_cnn", "res_cnn", "mbv2", "mbv3_small", "effnet_b0", "resnet50")]
+           for n in ("seq_cnn", "res_cnn", "mbv2", "mbv3_small", "mbv3_large", "effnet_b0",
+                    "resnet50")]
 
 
 @pytest.mark.slow
