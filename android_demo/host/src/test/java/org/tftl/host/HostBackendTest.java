@@ -30,7 +30,7 @@ class HostBackendTest {
   @Test
   void signaturesAndShapesAreTheContracts() throws Exception {
     try (SignatureInterpreter it = interpreter()) {
-      assertEquals(Arrays.asList("embed_features", "extract", "infer", "infer_features", "restore", "save", "train", "train_features"),
+      assertEquals(Arrays.asList("embed_features", "extract", "extract_micro", "infer", "infer_features", "restore", "save", "train", "train_features"),
           Arrays.stream(it.getSignatureKeys()).sorted().collect(java.util.stream.Collectors.toList()));
       assertArrayEquals(new int[] {8, 96, 96, 3}, it.getInputShape("infer", "images"));
       assertArrayEquals(new int[] {8, 5}, it.getOutputShape("infer", "probabilities"));
