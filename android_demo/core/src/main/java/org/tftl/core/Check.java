@@ -119,7 +119,9 @@ public final class Check {
       JsonObject r = e.getAsJsonObject();
       JsonElement raw = r.get("recipe");
       java.util.List<String> names = new java.util.ArrayList<>();
-      r.getAsJsonArray("state_names").forEach(v -> names.add(v.getAsString()));
+      for (JsonElement v : r.getAsJsonArray("state_names")) {  // no lambdas: dx targets API 24
+        names.add(v.getAsString());
+      }
       Recipe recipe = Recipe.parse(raw, names, "probe.json");
       recipes.add(recipe.resolved(r.get("images").getAsInt(), r.get("batch").getAsInt()));
     }

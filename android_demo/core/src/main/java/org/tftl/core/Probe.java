@@ -288,8 +288,8 @@ public final class Probe {
         if (tr.isEmpty() || va.isEmpty()) {
           continue;
         }
-        int[] trRows = tr.stream().mapToInt(Integer::intValue).toArray();
-        int[] vaRows = va.stream().mapToInt(Integer::intValue).toArray();
+        int[] trRows = ints(tr);
+        int[] vaRows = ints(va);
         double[][] m = moments(x, trRows, d);
         double[][] wb = solve(standardised(x, trRows, d, m), select(y, trRows), trRows.length, d, k, L2_GRID[l], STEPS);
         double[] logits = matmul(standardised(x, vaRows, d, m), wb[0], vaRows.length, d, k);
@@ -338,5 +338,14 @@ public final class Probe {
       bias[c] = (float) (wb[1][c] - shift);
     }
     return new Fit(kernel, bias, L2_GRID[best], cv);
+  }
+
+  /** The list as an int array (no streams or lambdas: dx targets API 24). */
+  private static int[] ints(java.util.List<Integer> list) {
+    int[] out = new int[list.size()];
+    for (int i = 0; i < out.length; i++) {
+      out[i] = list.get(i);
+    }
+    return out;
   }
 }

@@ -117,7 +117,9 @@ public final class Recipe {
     o.addProperty("cache_views", cacheViews);
     o.addProperty("head_init", headInit);
     JsonArray c = new JsonArray();
-    classifier.forEach(c::add);
+    for (String name : classifier) {  // no lambdas: dx targets API 24
+      c.add(name);
+    }
     o.add("classifier", c);
     return o;
   }
