@@ -122,7 +122,9 @@ def test_train_writes_history_checkpoint_and_a_model_that_evaluates(trained, flo
             assert key in e
         assert e["images"] == 120 and e["skipped"] == 0
     losses = [e["loss"] for e in epochs]
-    assert losses[0] > losses[1] > losses[2], losses
+    # the file's recipe fits the head as a linear probe first: every epoch starts far below chance's
+    # loss (ln 5 = 1.61); tests/test_runtime_loop.py checks losses falling from the exported head
+    assert history["settings"]["head_fit"]["images"] == 120 and max(losses) < 0.5, losses
     assert epochs[-1]["val_accuracy"] > 0.5  # chance is 0.2
     assert history["labels"] == CLASSES and history["feature_cache"]["enabled"]
     assert "ETA" in err and "img/s" in err and "loss" in err  # the progress bar

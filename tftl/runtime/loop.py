@@ -357,17 +357,21 @@ class Trainer:
         s, src, t0 = self.session, run.train, time.monotonic()
         s.require(contract.EMBED_FEATURES, purpose="fitting the head first (head_init probe; pass --head-init none)")
         views = getattr(src, "views", 1)
-        total = None
+        total, used = None, []
         for v in range(views):
             draws = np.full(len(src.samples), v) if views > 1 else None
-            rows = []
+            rows, used = [], []  # the photos read (without a cache, unreadable ones are left out)
             with contextlib.closing(src.batches(run.index, s.batch, draws=draws)) as gen:
                 for idx, feats, _ in gen:
                     self.stop.check()
-                    rows.append(s.embed_features(feats)[:len(idx)] if len(idx) else None)
-            emb = np.concatenate([r for r in rows if r is not None]).astype(np.float64)
+                    if len(idx):
+                        rows.append(s.embed_features(feats)[:len(idx)])
+                        used.append(idx)
+            if not rows:
+                return  # nothing readable: the epoch loop says so
+            emb = np.concatenate(rows).astype(np.float64)
             total = emb if total is None else total + emb
-        y = src.samples.labels[run.index]
+        y = src.samples.labels[np.concatenate(used)]
         kernel_name, bias_name = self.recipe.classifier
         kernel, bias, info = probe.fit_head(total / views, y, len(s.labels))
         s.restore_state({kernel_name: kernel, bias_name: bias}, what="the fitted head", partial=True)
