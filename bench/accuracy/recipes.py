@@ -62,17 +62,6 @@ RECIPES = {
 }
 
 
-def head_names(session):
-    """The classifier's kernel [D, K] and bias [K] among the trained state (by shape)."""
-    shapes = session.state_shapes()
-    k = len(session.labels)
-    kernel = [n for n, s in shapes.items() if len(s) == 2 and s[1] == k and not n.startswith("opt_")]
-    bias = [n for n, s in shapes.items() if tuple(s) == (k,) and not n.startswith("opt_")
-            and n.replace("bias", "kernel") in kernel]
-    assert len(kernel) == 1 and len(bias) == 1, (kernel, bias)
-    return kernel[0], bias[0]
-
-
 def embeddings(session, cache, views):
     """embed_features of every cached (view, sample): [views * n, D]."""
     n = cache.features.shape[1]
@@ -100,7 +89,7 @@ def run_recipe(session, init, r, cache, ytr, test_feats, yte, seed):
         else:
             kernel, bias, info = probe.fit_head(emb, np.tile(ytr, views), len(session.labels), groups=np.tile(
                 np.arange(len(ytr)), views))
-        kn, bn = head_names(session)
+        kn, bn = session.meta.recipe.classifier
         session.restore_state({kn: kernel, bn: bias}, what="probe head", partial=True)
         curve.append(evaluate(session, test_feats, yte))
         info["seconds"] = round(time.monotonic() - t0, 2)

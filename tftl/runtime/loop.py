@@ -282,7 +282,7 @@ class Trainer:
         except (Interrupted, KeyboardInterrupt) as e:
             raise self._interrupted(e, state, checkpoint) from None
         except Diverged as e:
-            lr = (schedule.lr if schedule is not None and schedule.lr is not None else self.recipe.lr)
+            lr = self._schedule(schedule).lr
             if checkpoint and self.kept and os.path.exists(checkpoint):
                 raise Diverged(f"{e}; the last good checkpoint (epoch {self.kept[0]}) is kept in {checkpoint} — "
                                f"continue from it with --resume and a lower --lr (now {lr:g})") from None
