@@ -44,4 +44,4 @@ if [ "$(id -u)" = 0 ] && [ -z "${TFTL_ARM64_ROOT:-}${TFTL_ARMHF_ROOT:-}" ]; then
   }
   trap cleanup EXIT
 fi
-python -m pytest -q "$@"
+python -m pytest -q --durations=40 "$@"  # the 40 slowest tests, in the CI log
