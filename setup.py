@@ -21,7 +21,7 @@ setup(
         "export": EXPORT,
         "plot": ["matplotlib"],
         "fleet": FLEET,
-        "dev": EXPORT + FLEET + ["pytest", "matplotlib", "hypothesis", "jsonschema"],
+        "dev": EXPORT + FLEET + ["pytest", "pytest-xdist", "matplotlib", "hypothesis", "jsonschema"],
     },
     entry_points={"console_scripts": [
         "tftl-train=tftl.runtime.cli:train_main",

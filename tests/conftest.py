@@ -11,6 +11,8 @@ The long model x scheme matrix is marked `matrix` and left out by default (pytes
 run it with `python -m pytest -m matrix`.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -83,6 +85,55 @@ def flowers_subset(dst, split, per_class, classes=FLOWER_CLASSES, *, link=False)
     return dst
 
 
+# ----------------------------------------------------------------------------- parallel runs
+# tests/run_all.sh runs the suite on two pytest-xdist workers with --dist loadgroup. Each module's
+# tests stay on one worker, so its module fixtures are built once; the modules of independent
+# conversions are spread test by test; the modules that build android_demo (Maven, javac) share a
+# worker, as they share its build folders. Session exports are shared between workers (_shared_dir).
+SPREAD = {"test_export", "test_models", "test_keras_import", "test_quantize"}
+SAME_WORKER = {"test_android": "android_demo", "test_apk": "android_demo", "test_conformance": "android_demo"}
+# The longest modules start first, so that neither worker is left with one of them at the end.
+FIRST = ("test_raspberry_pi", "test_web", "test_fleet", "test_android", "test_apk", "test_conformance")
+
+
+def _module(item):
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: FIRST.index(_module(item)) if _module(item) in FIRST else len(FIRST))
+    for item in items:
+        module = _module(item)
+        if module not in SPREAD and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(module, module)))
+
+
+def _plain_nodeid(item):
+    """The node id without the "@group" suffix xdist's loadgroup adds on a worker."""
+    return item.nodeid.rsplit("@", 1)[0] if item.get_closest_marker("xdist_group") else item.nodeid
+
+
+def _shared_dir(tmp_path_factory, name):
+    """A folder all workers of this run share (one per run without xdist)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp(name)
+    path = tmp_path_factory.getbasetemp().parent / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _once(path):
+    """An exclusive lock on path + '.lock' across processes: the first worker builds, the rest wait."""
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 # ----------------------------------------------------------------------------- isolation
 
 def pytest_pyfunc_call(pyfuncitem):
@@ -92,7 +143,7 @@ def pytest_pyfunc_call(pyfuncitem):
     env = dict(os.environ, **{_CHILD: "1"})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "", "-p", "no:cacheprovider",
-           "--no-header", pyfuncitem.nodeid]
+           "--no-header", _plain_nodeid(pyfuncitem)]
     r = subprocess.run(cmd, cwd=str(pyfuncitem.config.rootpath), env=env,
                        capture_output=True, text=True)
     out = r.stdout + r.stderr
@@ -116,7 +167,7 @@ def exported(tmp_path_factory):
     0), weights="mbv2" the shared MobileNetV2 ImageNet file, labels a list of names (else
     `classes` numbered slots), legacy=True the previous format tftl-2 (tests/legacy_export.py). The export runs in a subprocess so TF memory is returned.
     """
-    root = tmp_path_factory.mktemp("exported")
+    root = _shared_dir(tmp_path_factory, "exported")
     cache = {}
 
     def make(model="mbv3_small", *, scheme="mobiletl", blocks=2, image_size=64, batch=4,
@@ -146,9 +197,11 @@ def exported(tmp_path_factory):
             cmd += ["--classes", str(classes)]
         if packed_masks:
             cmd.append("--packed-masks")
-        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
-        if r.returncode:
-            pytest.fail(f"export {' '.join(cmd[1:])} failed:\n{r.stderr[-3000:]}", pytrace=False)
+        with _once(out):  # another worker may be exporting the same file (the exporter writes atomically)
+            if not out.exists():
+                r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+                if r.returncode:
+                    pytest.fail(f"export {' '.join(cmd[1:])} failed:\n{r.stderr[-3000:]}", pytrace=False)
         cache[key] = out
         return out
 
@@ -167,9 +220,16 @@ def keras_mbv2_flowers(tmp_path_factory):
     """A user's own Keras model exported with `tftl-export --keras` (issue 25): Keras'
     MobileNetV2 on the shared ImageNet weights plus a Dense(5) head, 96 px, MobileTL over its
     top 2 residual blocks, batch 8, the flowers5 labels. Built and exported in subprocesses."""
-    root = tmp_path_factory.mktemp("keras_import")
+    root = _shared_dir(tmp_path_factory, "keras_import")
     need(MBV2_WEIGHTS)
     keras_file, out, labels = root / "my_mbv2.keras", root / "my_mbv2.tflite", root / "labels.txt"
+    with _once(out):
+        if not out.exists():
+            _keras_export(keras_file, out, labels)
+    return out
+
+
+def _keras_export(keras_file, out, labels):
     labels.write_text("\n".join(FLOWER_CLASSES) + "\n", encoding="utf-8")
     make = ("import sys; sys.path.insert(0, 'tests'); import test_keras_import as t; "
             "t.user_model('mbv2').save(sys.argv[1])")
@@ -179,7 +239,6 @@ def keras_mbv2_flowers(tmp_path_factory):
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
         if r.returncode:
             pytest.fail(f"{' '.join(cmd[1:3])} failed:\n{r.stderr[-3000:]}", pytrace=False)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@
 # root, as on CI; once they are installed every test runs, so a missing tool is a failure
 # (CI=true), not a skip. Extra arguments go to pytest.
 #
-# The emulated arm64 and armhf Debian roots of tests/test_raspberry_pi.py take about 6 minutes
-# each to build (debootstrap's second stage under QEMU): as root they are built in the
+# The emulated arm64 and armhf Debian roots of tests/test_raspberry_pi.py take a minute or two
+# each to build (debootstrap's download, unpacked on the host): as root they are built in the
 # background while the other tests run, in a fresh temporary folder removed at the end
 # (nothing is cached between runs). Set TFTL_ARM64_ROOT / TFTL_ARMHF_ROOT to keep and reuse
 # roots of your own instead.
@@ -44,4 +44,5 @@ if [ "$(id -u)" = 0 ] && [ -z "${TFTL_ARM64_ROOT:-}${TFTL_ARMHF_ROOT:-}" ]; then
   }
   trap cleanup EXIT
 fi
-python -m pytest -q --durations=40 "$@"  # the 40 slowest tests, in the CI log
+# Two workers (tests/conftest.py keeps each module on one); the 40 slowest tests go to the CI log.
+python -m pytest -q -n "${TFTL_TEST_WORKERS:-2}" --dist loadgroup --durations=40 "$@"

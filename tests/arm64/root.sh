@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Build a Debian bookworm arm64 root (the userland of 64-bit Raspberry Pi OS) with debootstrap,
-# run under QEMU user-mode emulation through binfmt_misc. Needs root (as CI has).
+# Build a Debian bookworm arm64 root (the userland of 64-bit Raspberry Pi OS) from debootstrap's
+# packages, unpacked (not configured), run under QEMU user-mode emulation through binfmt_misc. Needs root (as CI has).
 #   bash tests/arm64/root.sh ROOT_DIR [ARCH]      # ARCH: arm64 (default) or armhf
 # Installs Debian's qemu-user-static, binfmt-support and debootstrap when missing; mounts
 # binfmt_misc and enables the qemu handler, so every arm64 process (dpkg, pip, console
 # scripts) runs, not only the first. The Debian mirror is the host's own (its apt sources),
-# or $TFTL_DEBIAN_MIRROR. Idempotent: a root that finished its second stage is reused.
+# or $TFTL_DEBIAN_MIRROR. Idempotent: a finished root is reused.
 set -euo pipefail
 trap 'echo "root.sh: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 root=${1:?usage: root.sh ROOT_DIR [arm64|armhf]}
@@ -48,9 +48,21 @@ if [ ! -e "$root/.tftl-root-done" ]; then
   unmount_all
   rm -rf --one-file-system "$root"
   mkdir -p "$root"
-  debootstrap --foreign --arch="$arch" --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$root" "$mirror" >/dev/null
-  chroot "$root" /debootstrap/debootstrap --second-stage >/dev/null
+  include=python3,python3-venv,python3-pip,ca-certificates
+  # armhf: no numpy wheel exists for armv7l, so Debian's numpy and Pillow, as a Pi OS user would.
+  [ "$arch" = armhf ] && include="$include,python3-numpy,python3-pil"
+  debootstrap --foreign --arch="$arch" --variant=minbase --include="$include" bookworm "$root" "$mirror" >/dev/null
+  # Debootstrap's second stage would configure every package under QEMU: about 6 minutes per root
+  # on 2 cores. The smoke run needs only the packages' files, so unpack each downloaded package on
+  # the host (dpkg-deb reads any architecture's .deb) and do the two things of the maintainer
+  # scripts that Python relies on: the passwd and group files (base-passwd) and the shared-library
+  # cache, including the folders that libblas3 and liblapack3 register as alternatives.
+  for deb in "$root"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$root"; done
+  cp "$root/usr/share/base-passwd/passwd.master" "$root/etc/passwd"
+  cp "$root/usr/share/base-passwd/group.master" "$root/etc/group"
+  (cd "$root" && for d in usr/lib/*/blas usr/lib/*/lapack; do [ -d "$d" ] && echo "/$d"; done) \
+    > "$root/etc/ld.so.conf.d/zz-alternatives.conf"
+  chroot "$root" /sbin/ldconfig
   touch "$root/.tftl-root-done"
 fi
 # QEMU 7.2 passes the host's x86 /proc/cpuinfo through; with the real sysfs visible, LiteRT's
