@@ -8,6 +8,7 @@ import static org.junit.Assert.assertTrue;
 import android.graphics.Bitmap;
 import android.media.ExifInterface;
 import java.io.File;
+import java.io.RandomAccessFile;
 import java.nio.ByteBuffer;
 import java.nio.MappedByteBuffer;
 import java.nio.file.Files;
@@ -48,6 +49,16 @@ public class AppMemoryTest {
     byte[] seen = new byte[flatbuffer];
     model.duplicate().get(seen);
     assertArrayEquals(Arrays.copyOf(file, flatbuffer), seen);
+    // A mapping shows the file's pages, so a later write to the file shows through; a copy (heap or
+    // direct, which is a MappedByteBuffer subclass too) would keep the old bytes.
+    byte[] patch = new byte[64];
+    Arrays.fill(patch, (byte) 0x5a);
+    try (RandomAccessFile f = new RandomAccessFile(stored, "rw")) {
+      f.write(patch);
+    }
+    byte[] now = new byte[patch.length];
+    model.duplicate().get(now);
+    assertArrayEquals("the interpreter's model bytes are a copy, not the file's pages", patch, now);
     interpreter.close();
     assertNull(ShadowNativeInterpreterWrapper.model);
   }
