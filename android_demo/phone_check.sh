@@ -7,7 +7,7 @@
 # Usage: phone_check.sh TRAIN_DIR VAL_DIR [APK]
 #   TRAIN_DIR, VAL_DIR  one sub-folder of photos per class (e.g. ../shared/data/flowers5/{train,val});
 #   APK                 default build/tftl-demo-debug.apk (build_apk.sh MODEL.tflite bundles a model).
-# Writes phone_check/ here: meminfo.txt, services.txt, personalised.tflite, eval.json.
+# Writes phone_check/ here: meminfo.txt, services.txt, personalised.tflite, eval.json, crashes.txt.
 # Exit codes: 0 done, 2 bad arguments, 3 no adb or no phone.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +30,7 @@ app() { adb shell run-as "$PKG" "$@"; }  # the debug APK lets us read its privat
 
 echo "== install $APK ($(stat -c %s "$APK") bytes) on $(adb shell getprop ro.product.model) (API $(adb shell getprop ro.build.version.sdk))"
 adb install -r "$APK"
+adb logcat -b crash -c || true  # crashes.txt holds this session's only
 echo "== push photos to /sdcard/Pictures/tftl/<class>/"
 for cls in "$TRAIN"/*/; do
   name=$(basename "$cls")
@@ -58,5 +59,11 @@ fi
 pause "Wait until the notification disappears and the screen says done (training and validation accuracy); then tap Share fine-tuned model (any target)"
 app cat cache/personalised.tflite >"$OUT/personalised.tflite"
 echo "== pulled $OUT/personalised.tflite ($(stat -c %s "$OUT/personalised.tflite") bytes)"
+adb logcat -d -b crash >"$OUT/crashes.txt" || true
+if grep -q "$PKG" "$OUT/crashes.txt"; then
+  echo "!! $PKG crashed during the check: see $OUT/crashes.txt (\"work on the main thread\" is the thread guard)" >&2
+else
+  echo "== no crash of $PKG in the crash log"
+fi
 command -v tftl-eval >/dev/null || { echo "tftl-eval not found — pip install -e . in the repository" >&2; exit 3; }
 tftl-eval "$OUT/personalised.tflite" "$VAL" --json | tee "$OUT/eval.json"

@@ -8,6 +8,7 @@ import android.media.ExifInterface;
 import android.net.Uri;
 import java.io.IOException;
 import java.io.InputStream;
+import org.tftl.core.Blocking;
 
 /**
  * A photo behind a content URI (camera capture or gallery pick). Decoding mirrors tftl's
@@ -31,6 +32,7 @@ final class AndroidPhoto implements Photo {
   }
 
   private InputStream open() throws IOException {
+    Blocking.check(Blocking.Kind.DECODE, "opening " + uri);
     InputStream in = resolver.openInputStream(uri);
     if (in == null) {
       throw new IOException("cannot open " + uri);
@@ -69,6 +71,7 @@ final class AndroidPhoto implements Photo {
   @Override
   public Decoded decode(int sampleSize) throws IOException {
     int[] raw = rawSize();
+    int orientation = orientation();
     BitmapFactory.Options o = new BitmapFactory.Options();
     o.inSampleSize = sampleSize;
     o.inPreferredConfig = Bitmap.Config.ARGB_8888;
@@ -79,23 +82,39 @@ final class AndroidPhoto implements Photo {
     if (bitmap == null) {
       throw new IOException(uri + " is not an image Android can decode");
     }
-    int rawDecodedWidth = bitmap.getWidth();
-    Bitmap upright = rotate(bitmap, orientation());
-    int w = upright.getWidth();
-    int h = upright.getHeight();
-    int[] argb = new int[w * h];
-    upright.getPixels(argb, 0, w, 0, 0, w, h);
-    if (upright != bitmap) {
-      upright.recycle();
+    return upright(bitmap, orientation, raw[0]);
+  }
+
+  /**
+   * The pixels of {@code decoded} turned upright by its EXIF {@code orientation}, as RGB bytes.
+   * Both bitmaps are recycled as soon as their pixels are copied, and also when that fails (out of
+   * memory included): their native memory goes back now, not at some later GC.
+   */
+  static Decoded upright(Bitmap decoded, int orientation, int rawWidth) {
+    int rawDecodedWidth = decoded.getWidth();
+    Bitmap upright = decoded;
+    int[] argb;
+    int w;
+    int h;
+    try {
+      upright = rotate(decoded, orientation);
+      w = upright.getWidth();
+      h = upright.getHeight();
+      argb = new int[w * h];
+      upright.getPixels(argb, 0, w, 0, 0, w, h);
+    } finally {
+      if (upright != decoded) {
+        upright.recycle();
+      }
+      decoded.recycle();
     }
-    bitmap.recycle();  // the pixels are copied: give the native memory back now, not at some GC
     byte[] rgb = new byte[w * h * 3];
     for (int i = 0; i < argb.length; i++) {
       rgb[3 * i] = (byte) (argb[i] >> 16);
       rgb[3 * i + 1] = (byte) (argb[i] >> 8);
       rgb[3 * i + 2] = (byte) argb[i];
     }
-    return new Decoded(rgb, w, h, raw[0], rawDecodedWidth);
+    return new Decoded(rgb, w, h, rawWidth, rawDecodedWidth);
   }
 
   /** ImageOps.exif_transpose's eight orientations. */

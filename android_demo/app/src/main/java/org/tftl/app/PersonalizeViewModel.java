@@ -3,10 +3,8 @@ package org.tftl.app;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import java.io.File;
-import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
-import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -133,6 +131,8 @@ public final class PersonalizeViewModel implements AutoCloseable {
 
   /** Checkpoint every this many steps as well as at each epoch's end. */
   public volatile int checkpointEverySteps = 10;
+  /** A model file to load larger than this is refused (ModelFile's limit; tests lower it). */
+  volatile long maxModelBytes = ModelFile.MAX_FILE_BYTES;
   private final File dir;
   private final InterpreterFactory factory;
   private final ExecutorService worker;
@@ -312,15 +312,15 @@ public final class PersonalizeViewModel implements AutoCloseable {
     requireWorker();
     File incoming = new File(dir, INCOMING);
     long size = source.size();
-    if (size > ModelFile.MAX_FILE_BYTES) {
-      throw new TftlException(source.name() + " is " + (size >> 20) + " MiB, more than a model file can be — pick "
-          + "the right file");
+    if (size > maxModelBytes) {  // refused before a byte is read
+      throw new TftlException(source.name() + " is " + (size >> 20) + " MiB, more than a model file can be ("
+          + (maxModelBytes >> 20) + " MiB) — pick the right file");
     }
     try (InputStream in = source.open()) {
       if (in == null) {
         return;
       }
-      copyBounded(in, incoming, source.name());
+      Files2.copyBounded(in, incoming, maxModelBytes, source.name());
     }
     TftlModel next;
     ModelFile mf;
@@ -344,24 +344,6 @@ public final class PersonalizeViewModel implements AutoCloseable {
     undoCache = null;
     state.model = source.name();
     state.message = "loaded " + source.name();
-  }
-
-  private static void copyBounded(InputStream in, File target, String what) throws IOException {
-    byte[] buf = new byte[1 << 16];
-    long total = 0;
-    try (OutputStream out = new FileOutputStream(target)) {
-      int n;
-      while ((n = in.read(buf)) > 0) {
-        total += n;
-        if (total > ModelFile.MAX_FILE_BYTES) {
-          throw new TftlException(what + " is larger than " + (ModelFile.MAX_FILE_BYTES >> 20) + " MiB — pick the right file");
-        }
-        out.write(buf, 0, n);
-      }
-    } catch (IOException | RuntimeException e) {
-      target.delete();
-      throw e;
-    }
   }
 
   private void deleteUserData() {

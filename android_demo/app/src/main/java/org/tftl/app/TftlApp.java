@@ -2,10 +2,12 @@ package org.tftl.app;
 
 import android.app.Application;
 import android.content.res.AssetManager;
+import android.os.Looper;
 import java.io.File;
 import java.io.IOException;
 import java.io.InputStream;
 import java.util.Arrays;
+import org.tftl.core.Blocking;
 import org.tftl.core.ModelFile;
 import org.tftl.core.SignatureInterpreter;
 
@@ -26,11 +28,28 @@ public final class TftlApp extends Application {
       return new LiteRtInterpreter(stored, mf.flatbufferLength, threads);
     }
   };
+  /**
+   * The core's thread rule in this app: file, decode, interpreter and checkpoint work on the main
+   * (UI) thread throws. Such work is a bug (it belongs on the view model's worker); it fails with its
+   * stack, in the tests and on a phone, instead of freezing the screen into an ANR.
+   */
+  static final Blocking.Guard OFF_MAIN_THREAD = new Blocking.Guard() {
+    @Override
+    public void check(Blocking.Kind kind, String what) {
+      if (Looper.getMainLooper().isCurrentThread()) {
+        throw new IllegalStateException(kind + " work on the main thread (" + what
+            + "): it belongs on the view model's worker");
+      }
+    }
+  };
+  /** The guard onCreate installs; Robolectric tests wrap OFF_MAIN_THREAD to record what ran where. */
+  static Blocking.Guard guard = OFF_MAIN_THREAD;
   private PersonalizeViewModel viewModel;
 
   @Override
   public void onCreate() {
     super.onCreate();
+    Blocking.install(guard);
     if (viewModel != null) {
       viewModel.close();
     }

@@ -28,7 +28,13 @@ import java.io.FileInputStream;
 import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
+import java.util.EnumSet;
 import java.util.List;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CopyOnWriteArrayList;
 import org.junit.After;
 import org.junit.Before;
 import org.junit.Test;
@@ -40,6 +46,7 @@ import org.robolectric.android.controller.ActivityController;
 import org.robolectric.android.controller.ServiceController;
 import org.robolectric.annotation.Config;
 import org.robolectric.shadows.ShadowAlertDialog;
+import org.tftl.core.Blocking;
 import org.tftl.host.LiteRtHostInterpreter;
 import org.tftl.host.Work;
 
@@ -56,19 +63,48 @@ import org.tftl.host.Work;
 public class ActivityFlowTest {
   private TftlApp app;
 
+  /**
+   * The app's own guard (TftlApp.OFF_MAIN_THREAD), wrapped to record which kinds of blocking work
+   * ran, and every refusal, even one the screen caught and showed as an error line.
+   */
+  static final class GuardRecorder implements Blocking.Guard {
+    final Set<String> ran = ConcurrentHashMap.newKeySet();
+    final List<String> refused = new CopyOnWriteArrayList<>();
+
+    @Override
+    public void check(Blocking.Kind kind, String what) {
+      try {
+        TftlApp.OFF_MAIN_THREAD.check(kind, what);
+      } catch (IllegalStateException e) {
+        refused.add(e.getMessage());
+        throw e;
+      }
+      ran.add(kind == Blocking.Kind.INTERPRETER && !what.contains(" ") ? kind + " " + what : kind.toString());
+    }
+  }
+
+  private final GuardRecorder guard = new GuardRecorder();
+
   @Before
   public void hostBackend() throws Exception {
     Work.require();
     TftlApp.interpreters = (mf, stored, threads) -> new LiteRtHostInterpreter(Work.LIB, mf.flatbuffer(), threads);
+    TftlApp.guard = guard;  // installed by onCreate, as the app installs OFF_MAIN_THREAD
     app = (TftlApp) RuntimeEnvironment.getApplication();
     app.onCreate();  // a new view model with the host backend, restored from (empty) storage
     app.viewModel().awaitIdle();
   }
 
-  /** Interpreters are native: close them before the JVM exits (a multi-threaded one left open crashes its exit). */
+  /**
+   * Interpreters are native: close them before the JVM exits (a multi-threaded one left open
+   * crashes its exit). Then the thread rule: no flow of the test did blocking work on the main thread.
+   */
   @After
   public void closeViewModel() {
     app.viewModel().close();
+    TftlApp.guard = TftlApp.OFF_MAIN_THREAD;
+    assertEquals("file, decode, interpreter or checkpoint work on the main thread", Collections.emptyList(),
+        guard.refused);
   }
 
   private void settle() throws Exception {
@@ -180,6 +216,16 @@ public class ActivityFlowTest {
     assertTrue(texts(main), texts(main).contains("epoch 3/3"));
     assertTrue(texts(main), texts(main).contains(main.getString(R.string.no_validation)));
 
+    // Share: the fine-tuned file is written on the worker, then the chooser opens on the main thread.
+    button(main, R.string.share).performClick();
+    settle();
+    Intent chooser = shadowOf(main).getNextStartedActivity();
+    while (chooser != null && !Intent.ACTION_CHOOSER.equals(chooser.getAction())) {
+      chooser = shadowOf(main).getNextStartedActivity();  // past the notification permission request
+    }
+    assertNotNull("Share opened no chooser: " + texts(main), chooser);
+    assertTrue(new File(main.getCacheDir(), PhotoProvider.SHARED_MODEL).length() > 0);
+
     // Rotation: Android destroys and recreates the Activity; typed fields come back by their ids.
     ((EditText) main.findViewById(MainActivity.ID_EPOCHS)).setText("7");
     ((EditText) main.findViewById(MainActivity.ID_NAME + 4)).setText("my tulips");
@@ -213,6 +259,41 @@ public class ActivityFlowTest {
     String shown = inference.shown();
     assertTrue(shown, shown.startsWith("1. ") && shown.contains("2. ") && shown.contains("3. ") && shown.endsWith("ms"));
     System.out.println("robolectric inference screen:\n" + shown);
+
+    // The flows above went through the guard, each kind of blocking work, off the main thread.
+    Set<String> want = new TreeSet<>();
+    for (Blocking.Kind k : EnumSet.allOf(Blocking.Kind.class)) {
+      want.add(k.toString());
+    }
+    for (String sig : Arrays.asList("extract", "train_features", "save", "restore", "infer")) {
+      want.add("INTERPRETER " + sig);
+    }
+    want.removeAll(guard.ran);
+    assertEquals("blocking work the flows never reported to the guard", Collections.emptySet(), want);
+  }
+
+  /** The app's guard refuses the main (looper) thread and lets any other thread block. */
+  @Test
+  public void appGuardRefusesOnlyTheMainThread() throws Exception {
+    assertTrue(Looper.getMainLooper().isCurrentThread());  // Robolectric runs the test on the main looper's thread
+    try {
+      TftlApp.OFF_MAIN_THREAD.check(Blocking.Kind.FILE, "reading x");
+      throw new AssertionError("the main thread was allowed to read a file");
+    } catch (IllegalStateException e) {
+      assertTrue(e.getMessage(), e.getMessage().contains("main thread"));
+    }
+    List<Throwable> failed = new CopyOnWriteArrayList<>();
+    Thread worker = new Thread(() -> {
+      try {
+        TftlApp.OFF_MAIN_THREAD.check(Blocking.Kind.INTERPRETER, "extract");
+      } catch (RuntimeException e) {
+        failed.add(e);
+      }
+    });
+    worker.start();
+    worker.join();
+    assertEquals(Collections.emptyList(), failed);
+    assertTrue(Blocking.installed() == guard);  // what TftlApp.onCreate installed
   }
 
   @Test

@@ -301,6 +301,42 @@ class ViewModelFlowTest {
     assertFalse(new File(storage, PersonalizeViewModel.INCOMING).exists());
     classify(vm, photos("roses", 4).get(3).file);  // the old model still runs
 
+    // A model file of unknown size (a compressed asset) that never ends: the copy streams through
+    // one small buffer, stops at the limit, deletes its partial file and leaves the current model.
+    long[] served = new long[1];
+    vm.maxModelBytes = 1 << 20;
+    vm.loadModel(endless("endless.tflite", served), true).get();
+    vm.maxModelBytes = ModelFile.MAX_FILE_BYTES;
+    assertTrue(vm.state().error.contains("endless.tflite is larger than 1 MiB — pick the right file"),
+        vm.state().error);
+    assertTrue(served[0] <= (1 << 20) + (1 << 16), "read " + served[0] + " bytes of an over-limit file");
+    assertFalse(new File(storage, PersonalizeViewModel.INCOMING).exists());
+    assertEquals(3, vm.state().photos[2]);
+
+    // Out of memory while decoding a photo (a huge picture): one message, nothing added, and the app
+    // goes on working.
+    vm.addPhotos(2, Arrays.asList(new Photo() {
+      @Override
+      public String name() {
+        return "huge.png";
+      }
+
+      @Override
+      public int[] uprightSize() {
+        return new int[] {12000, 9000};
+      }
+
+      @Override
+      public Decoded decode(int sampleSize) {
+        throw new OutOfMemoryError("Failed to allocate a 432000000 byte allocation");
+      }
+    }), null).get();
+    assertEquals("adding photos: out of memory — close other apps, or use a model with a smaller image size",
+        vm.state().error);
+    assertNull(vm.state().busy);
+    assertEquals(3, vm.state().photos[2]);
+    classify(vm, photos("roses", 4).get(3).file);
+
     vm.deletePhoto(1).get();
     assertEquals(2, vm.state().photos[2]);
     assertTrue(vm.state().canUndo);
@@ -319,6 +355,70 @@ class ViewModelFlowTest {
     assertFalse(new File(storage, PersonalizeViewModel.FEATURES).exists());
     assertFalse(new File(storage, Checkpoint.NAME).exists());
     again.close();
+  }
+
+  /** A source that serves zeros without end, counting them; its size is unknown (-1). */
+  static PersonalizeViewModel.Source endless(String name, long[] served) {
+    return new PersonalizeViewModel.Source() {
+      @Override
+      public InputStream open() {
+        return new InputStream() {
+          @Override
+          public int read() {
+            served[0]++;
+            return 0;
+          }
+
+          @Override
+          public int read(byte[] b, int off, int len) {
+            served[0] += len;
+            return len;
+          }
+        };
+      }
+
+      @Override
+      public long size() {
+        return -1;
+      }
+
+      @Override
+      public String name() {
+        return name;
+      }
+    };
+  }
+
+  /**
+   * A picked file larger than a model file can be is refused by its size, before it is opened: not
+   * one byte of it is read into memory, and the message names the file and the fix.
+   */
+  @Test
+  void oversizedModelFileIsRefusedBeforeItIsOpened(@TempDir File storage) throws Exception {
+    PersonalizeViewModel vm = start(storage, new CopyOnWriteArrayList<>());
+    int[] opened = new int[1];
+    vm.loadModel(new PersonalizeViewModel.Source() {
+      @Override
+      public InputStream open() {
+        opened[0]++;
+        throw new AssertionError("an over-limit file was opened");
+      }
+
+      @Override
+      public long size() {
+        return ModelFile.MAX_FILE_BYTES + 1;
+      }
+
+      @Override
+      public String name() {
+        return "holiday.mp4";
+      }
+    }, false).get();
+    assertEquals(0, opened[0]);
+    assertEquals("loading holiday.mp4: holiday.mp4 is 1024 MiB, more than a model file can be (1024 MiB) — pick the "
+        + "right file", vm.state().error);
+    assertFalse(new File(storage, PersonalizeViewModel.INCOMING).exists());
+    vm.close();
   }
 
   /** Unreadable storage gives a recovery state, never a dead view model; both resets lead back to a working app. */

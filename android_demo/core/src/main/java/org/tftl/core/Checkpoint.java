@@ -37,6 +37,7 @@ public final class Checkpoint {
 
   /** Writes the checkpoint to {@code file} atomically. */
   public void save(File file) throws IOException {
+    Blocking.check(Blocking.Kind.CHECKPOINT, "saving " + file);
     if (state.containsKey(META_KEY)) {
       throw new IllegalArgumentException("array name " + META_KEY + " is reserved for checkpoint metadata");
     }
@@ -55,6 +56,7 @@ public final class Checkpoint {
    *     ("foreign") checkpoint
    */
   public static Checkpoint load(File file, String modelHash, List<String> labels) throws IOException {
+    Blocking.check(Blocking.Kind.CHECKPOINT, "loading " + file);
     if (!file.isFile()) {
       throw new TftlException("checkpoint " + file + " does not exist — check the path or start without it");
     }

@@ -4,6 +4,7 @@ import java.io.File;
 import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.OutputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.FileInputStream;
 import java.security.MessageDigest;
@@ -18,6 +19,7 @@ public final class Files2 {
    * even if the process or the device dies mid-write: temp file in the same folder, fsync, rename.
    */
   public static void writeAtomically(File target, byte[]... parts) throws IOException {
+    Blocking.check(Blocking.Kind.FILE, "writing " + target);
     File dir = target.getAbsoluteFile().getParentFile();
     if (dir == null || !dir.isDirectory()) {
       throw new IOException("folder of " + target + " does not exist");
@@ -46,7 +48,14 @@ public final class Files2 {
 
   /** All of {@code in}, refusing more than {@code limit} bytes (a file cannot make us allocate without bound). */
   public static byte[] readBounded(InputStream in, long limit, String what) throws IOException {
+    Blocking.check(Blocking.Kind.FILE, "reading " + what);
     ByteArrayOutputStream out = new ByteArrayOutputStream();
+    pump(in, out, limit, what);
+    return out.toByteArray();
+  }
+
+  /** Copies {@code in} to {@code out} through one 64 KiB buffer, refusing more than {@code limit} bytes. */
+  private static void pump(InputStream in, OutputStream out, long limit, String what) throws IOException {
     byte[] buf = new byte[1 << 16];
     long total = 0;
     int n;
@@ -57,11 +66,25 @@ public final class Files2 {
       }
       out.write(buf, 0, n);
     }
-    return out.toByteArray();
+  }
+
+  /**
+   * Streams {@code in} into {@code target} through one small buffer, refusing more than {@code limit}
+   * bytes (a picked file is never held in memory whole); on any failure {@code target} is deleted.
+   */
+  public static void copyBounded(InputStream in, File target, long limit, String what) throws IOException {
+    Blocking.check(Blocking.Kind.FILE, "copying " + what + " to " + target);
+    try (OutputStream out = new FileOutputStream(target)) {
+      pump(in, out, limit, what);
+    } catch (IOException | RuntimeException e) {
+      target.delete();
+      throw e;
+    }
   }
 
   /** The whole file, refusing more than {@code limit} bytes. */
   public static byte[] readFile(File file, long limit) throws IOException {
+    Blocking.check(Blocking.Kind.FILE, "reading " + file);
     if (file.length() > limit) {  // refused before a byte is read
       throw new TftlException(file + " is larger than " + (limit >> 20) + " MiB — pick the right file");
     }

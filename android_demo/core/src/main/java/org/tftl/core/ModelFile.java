@@ -69,6 +69,7 @@ public final class ModelFile {
   }
 
   public static ModelFile read(File file) throws IOException {
+    Blocking.check(Blocking.Kind.FILE, "reading model file " + file);
     if (!file.isFile()) {
       throw new TftlException("model file " + file + " does not exist — " + ModelMetadata.EXPORT_HINT);
     }

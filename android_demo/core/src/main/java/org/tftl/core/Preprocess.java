@@ -51,6 +51,7 @@ public final class Preprocess {
    */
   public static float[] fromDecoded(byte[] rgb, int width, int height, int fullWidth, int fullHeight,
       int rawWidth, int rawDecodedWidth, int size) {
+    Blocking.check(Blocking.Kind.DECODE, "preprocessing a photo");
     double scale = (double) rawWidth / rawDecodedWidth;
     double[] box = centerCropBox(fullWidth, fullHeight);
     double[] lim = {width, height, width, height};

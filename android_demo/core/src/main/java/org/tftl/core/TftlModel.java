@@ -51,6 +51,7 @@ public final class TftlModel implements AutoCloseable {
    * @throws TftlException when the model lacks the signatures tftl needs or its state does not fit
    */
   public TftlModel(ModelFile file, Factory factory) {
+    Blocking.check(Blocking.Kind.INTERPRETER, "building the interpreter of " + file.where);
     this.file = file;
     this.interpreter = factory.create(file);
     this.batch = file.meta.batch;
@@ -115,6 +116,7 @@ public final class TftlModel implements AutoCloseable {
   }
 
   private void run(String sig) {
+    Blocking.check(Blocking.Kind.INTERPRETER, sig);
     Map<String, Object> in = new LinkedHashMap<>(buffers(sig, true));
     Map<String, Object> out = new LinkedHashMap<>(buffers(sig, false));
     interpreter.runSignature(in, out, sig);
@@ -281,6 +283,7 @@ public final class TftlModel implements AutoCloseable {
 
   @Override
   public void close() {
+    Blocking.check(Blocking.Kind.INTERPRETER, "closing the interpreter");
     interpreter.close();
   }
 }
