@@ -3,7 +3,8 @@
 # .ci/run calls exactly this). Python packages from PyPI (the dev extra), Debian's chromium
 # and the pinned npm packages for the browser demo, a JDK and Maven for the Android core
 # (Maven then fetches JUnit and JNA from Maven Central), Debian's aapt, android-framework-res,
-# zipalign, apksigner and dexdump for the Android APK (android_demo/build_apk.sh), and for the Raspberry Pi path
+# zipalign, apksigner and dexdump for the Android APK (android_demo/build_apk.sh), curl and unzip for
+# android_demo/gradlew, and for the Raspberry Pi path
 # Debian's qemu-user-static, binfmt-support and debootstrap. Installing Debian packages needs
 # root, as on CI; once they are installed every test runs, so a missing tool is a failure
 # (CI=true), not a skip. Extra arguments go to pytest.
@@ -21,9 +22,10 @@ if ! command -v mvn >/dev/null || ! command -v javac >/dev/null; then
 fi
 # Debian's Android build tools for android_demo/build_apk.sh (tests/test_apk.py): no Android SDK needed.
 if ! command -v aapt >/dev/null || ! command -v apksigner >/dev/null || ! command -v zipalign >/dev/null \
-    || ! command -v dexdump >/dev/null || [ ! -f /usr/share/android-framework-res/framework-res.apk ]; then
+    || ! command -v dexdump >/dev/null || [ ! -f /usr/share/android-framework-res/framework-res.apk ] \
+    || ! command -v curl >/dev/null || ! command -v unzip >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    aapt android-framework-res zipalign apksigner dexdump >/dev/null
+    aapt android-framework-res zipalign apksigner dexdump curl unzip >/dev/null
 fi
 if [ -f web_demo/install_test_deps.sh ]; then
   bash web_demo/install_test_deps.sh

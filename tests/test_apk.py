@@ -86,3 +86,79 @@ def test_model_and_native_library_are_packed_as_the_phone_needs(apk):
     for needle in ("org.tftl.app.TrainingService", "foregroundServiceType", "android.permission.FOREGROUND_SERVICE",
                    "org.tftl.app.PhotoProvider"):
         assert needle in manifest, needle
+
+
+# ----------------------------------------------------------------------------- android_demo/gradlew
+
+GRADLEW = os.path.join(ANDROID, "gradlew")
+PROPS = os.path.join(ANDROID, "gradle", "wrapper", "gradle-wrapper.properties")
+FAKE_GRADLE = '#!/bin/sh\necho "fake gradle: $*"\n'
+
+
+def _fake_distribution(folder, version="8.9"):
+    """A Gradle distribution zip whose bin/gradle prints its arguments, and its .sha256 beside it."""
+    import hashlib
+    dist = folder / f"gradle-{version}-bin.zip"
+    with zipfile.ZipFile(dist, "w") as z:
+        z.writestr(f"gradle-{version}/bin/gradle", FAKE_GRADLE)
+    (folder / f"{dist.name}.sha256").write_text(hashlib.sha256(dist.read_bytes()).hexdigest())
+    return dist
+
+
+def _project(tmp_path, url, extra=""):
+    """A copy of gradlew with a properties file naming `url`."""
+    import shutil
+    project = tmp_path / "project"
+    (project / "gradle" / "wrapper").mkdir(parents=True)
+    shutil.copy(GRADLEW, project / "gradlew")
+    (project / "gradle" / "wrapper" / "gradle-wrapper.properties").write_text(
+        f"distributionUrl={url.replace(':', chr(92) + ':', 1)}\n{extra}")
+    return project
+
+
+def _gradlew(project, home, *args):
+    env = dict(os.environ, GRADLE_USER_HOME=str(home))
+    return subprocess.run([str(project / "gradlew"), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_gradlew_fetches_checks_and_runs_the_distribution_once(tmp_path):
+    """./gradlew without gradle-wrapper.jar: the distribution named in the properties is downloaded,
+    checked against its published SHA-256, unpacked once and run on the project."""
+    require_tools(("curl", "unzip", "sha256sum"), "curl and unzip", "the gradlew test")
+    dist = _fake_distribution(tmp_path)
+    project, home = _project(tmp_path, f"file://{dist}"), tmp_path / "home"
+    r = _gradlew(project, home, "assembleDebug")
+    assert r.returncode == 0 and r.stdout.strip() == f"fake gradle: -p {project} assembleDebug", r.stderr
+    dist.unlink()  # the second run needs no download
+    r = _gradlew(project, home, "tasks")
+    assert r.returncode == 0 and r.stdout.strip() == f"fake gradle: -p {project} tasks", r.stderr
+
+
+def test_gradlew_refuses_a_distribution_that_fails_its_checksum(tmp_path):
+    require_tools(("curl", "unzip", "sha256sum"), "curl and unzip", "the gradlew test")
+    dist = _fake_distribution(tmp_path)
+    project = _project(tmp_path, f"file://{dist}", extra="distributionSha256Sum=" + "0" * 64 + "\n")
+    home = tmp_path / "home"
+    r = _gradlew(project, home, "assembleDebug")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "does not match its SHA-256" in lines[0], r.stderr
+    assert "fake gradle" not in r.stdout and not list(home.rglob("bin/gradle"))  # nothing unpacked
+    bad = _project(tmp_path / "bad", "http://example.org/gradle.zip")
+    r = _gradlew(bad, home, "assembleDebug")
+    assert r.returncode == 2 and "distributionUrl must be an https://" in r.stderr, r.stderr
+
+
+def test_committed_gradlew_runs_the_distribution_its_properties_name(tmp_path):
+    """The committed script and properties together: Gradle 8.9 from services.gradle.org, run from
+    the folder it is unpacked to (placed here, as no network reaches that host)."""
+    with open(PROPS) as f:
+        url = next(line.split("=", 1)[1].strip().replace("\\:", ":") for line in f if line.startswith("distributionUrl="))
+    assert url == "https://services.gradle.org/distributions/gradle-8.9-bin.zip"
+    home = tmp_path / "home"
+    unpacked = home / "wrapper" / "dists" / "gradle-8.9-bin" / "tftl"
+    (unpacked / "gradle-8.9" / "bin").mkdir(parents=True)
+    (unpacked / "gradle-8.9" / "bin" / "gradle").write_text(FAKE_GRADLE)
+    (unpacked / ".done").touch()
+    r = subprocess.run([GRADLEW, "assembleDebug"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, GRADLE_USER_HOME=str(home)))
+    assert r.returncode == 0 and r.stdout.strip() == f"fake gradle: -p {ANDROID} assembleDebug", r.stderr
