@@ -60,7 +60,7 @@ if [ ! -e "$root/.tftl-root-done" ]; then
   for deb in "$root"/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" "$root"; done
   cp "$root/usr/share/base-passwd/passwd.master" "$root/etc/passwd"
   cp "$root/usr/share/base-passwd/group.master" "$root/etc/group"
-  (cd "$root" && for d in usr/lib/*/blas usr/lib/*/lapack; do [ -d "$d" ] && echo "/$d"; done) \
+  (cd "$root" && for d in usr/lib/*/blas usr/lib/*/lapack; do if [ -d "$d" ]; then echo "/$d"; fi; done) \
     > "$root/etc/ld.so.conf.d/zz-alternatives.conf"
   chroot "$root" /sbin/ldconfig
   touch "$root/.tftl-root-done"
