@@ -412,7 +412,7 @@ async function train() {
     $('train-status').textContent += ` — ${what}`;
     app.undo = before;
     app.trainedSteps += run.steps;
-    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, valRows: val, losses, valAccuracy, headFit: run.headFit,
+    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, classes: classCounts(rows, val), losses, valAccuracy, headFit: run.headFit,
       valCount: val.length, views: views.count, history: run.history, status: $('train-status').textContent };
     showRun();
     showMeta();
@@ -515,7 +515,7 @@ async function sessionRecord() {
   const small = app.features.length * app.featureSize * 4 + viewBytes <= MAX_STORED_FEATURE_BYTES;
   return {
     modelBytes: app.model.bytes, modelName: app.model.name, state, trainedSteps: app.trainedSteps,
-    lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined, valRows: undefined }, undo: app.undo,
+    lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined }, undo: app.undo,
     thumbs: small ? app.thumbs : {}, featureSize: app.featureSize, sampleLabels: small ? app.sampleLabels : [],
     features: small ? concatFeatures() : null, views: small ? app.views : [], photoSeq: app.photoSeq,
     savedAs: app.sessionName, unsaved: app.unsaved,
@@ -566,7 +566,19 @@ async function resume() {
   setBusy(false);
   $('keep-status').textContent = `restored from this browser: ${app.features.length} photos, trained ${app.trainedSteps} steps`
     + (app.sessionName ? ` (saved session "${app.sessionName}"${app.unsaved ? ', changed since' : ''})` : '');
+  await refreshSessions();
   return true;
+}
+
+/** Hand `bytes` to the browser as a download named after the model (+ `suffix`); returns the name. */
+function saveBytes(bytes, suffix, type) {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([bytes], { type }));
+  a.download = app.model.name.replace(/(_finetuned)?\.tflite$/, '') + suffix;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  return a.download;
 }
 
 async function download() {
@@ -576,24 +588,16 @@ async function download() {
     learning_rate: app.lastRun ? app.lastRun.lr : null, epochs: app.lastRun ? app.lastRun.epochs : null,
   };
   const bytes = await writeModel(app.model, app.model.labels, state, training);
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
-  a.download = app.model.name.replace(/(_finetuned)?\.tflite$/, '') + '_finetuned.tflite';
-  document.body.append(a);
-  a.click();
-  a.remove();
-  $('keep-status').textContent = `downloaded ${a.download} (${(bytes.length / 1e6).toFixed(1)} MB, ${app.trainedSteps} steps)`;
+  const name = saveBytes(bytes, '_finetuned.tflite', 'application/octet-stream');
+  $('keep-status').textContent = `downloaded ${name} (${(bytes.length / 1e6).toFixed(1)} MB, ${app.trainedSteps} steps)`;
   showError('keep', '');
 }
 
-/** Photos per class of the session and of the last run's split. */
-function classCounts() {
-  const run = app.lastRun || {};
-  const heldOut = new Set(run.valRows || []);
+/** Photos per class in a run: trained on (`rows`) and held out (`val`). */
+function classCounts(rows, val) {
   return app.model.labels.map((name, k) => {
-    const rows = app.sampleLabels.map((l, i) => [l, i]).filter(([l]) => l === k).map(([, i]) => i);
-    const held = rows.filter((i) => heldOut.has(i)).length;
-    return { name, photos: rows.length, trained: run.valRows ? rows.length - held : null, heldOut: run.valRows ? held : null };
+    const [trained, heldOut] = [rows, val].map((rs) => rs.filter((r) => app.sampleLabels[r] === k).length);
+    return { name, photos: trained + heldOut, trained, heldOut };
   });
 }
 
@@ -601,20 +605,14 @@ function classCounts() {
 async function downloadReport() {
   const run = app.lastRun;
   const report = {
-    model: app.model.name, createdAt: new Date().toISOString(), classes: classCounts(),
+    model: app.model.name, createdAt: new Date().toISOString(), classes: run.classes,
     run: { epochs: run.epochs, lr: run.lr, steps: run.steps, views: run.views || 1, totalSteps: app.trainedSteps,
       validationPhotos: run.valCount, validationAccuracy: run.valAccuracy },
     history: run.history,
   };
   const png = await accuracyPng(run.history, `${app.model.name}: accuracy per epoch`);
-  const bytes = await reportZip(report, png);
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/zip' }));
-  a.download = app.model.name.replace(/(_finetuned)?\.tflite$/, '') + '_report.zip';
-  document.body.append(a);
-  a.click();
-  a.remove();
-  $('keep-status').textContent = `downloaded ${a.download} (${run.history.length} epochs, ${app.features.length} photos)`;
+  const name = saveBytes(await reportZip(report, png), '_report.zip', 'application/zip');
+  $('keep-status').textContent = `downloaded ${name} (${run.history.length} epochs, ${app.features.length} photos)`;
   showError('keep', '');
 }
 
@@ -666,7 +664,7 @@ function wire() {
 
 // For tests and benchmarks (tests/test_web.py): the same functions the UI uses.
 window.tftlDemo = {
-  app, call, loadImage, predictFile,
+  app, call, loadImage, predictFile, encodeRows,
   ready: null,
   // the last run's steps, rows as indices into features() (the run trains on the non-held-out rows)
   runLog: () => app.lastRun && app.lastRun.log && app.lastRun.log.map((st) => ({ ...st, rows: st.rows.map((r) => app.lastRun.trainRows[r]) })),

@@ -167,11 +167,12 @@ async function fitCachedHead([kernelName, biasName], featSize) {
       const out = await run('embed_features', { features: { data: viewRows(rows, rows.map(() => v), featSize), shape } });
       d = out.embedding.data.length / B;
       emb = emb || new Float64Array(n * d);
-      for (let i = 0; i < rows.length * d; i++) emb[start * d + i] += out.embedding.data[i] / V;
+      for (let i = 0; i < rows.length * d; i++) emb[start * d + i] += out.embedding.data[i];
     }
     if (cancel) throw new Error('cancelled while fitting the head');
     await yieldToEvents();
   }
+  for (let i = 0; i < emb.length; i++) emb[i] /= V; // the sum over views, then / views (as _fit_head)
   const K = meta.num_labels;
   const fit = fitHead(emb, labels, n, d, K);
   const state = await save();

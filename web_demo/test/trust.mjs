@@ -135,11 +135,20 @@ async function report(page, args, r) {
  * (A diverging lr 0.9 run needs more photos than this: test/e2e.mjs runs it on 120.) */
 async function rollBacks(page, r) {
   let before = await stateHash(page);
-  // Huge finite features: the trunk's activations overflow and the loss becomes NaN or Infinity.
-  await page.evaluate(() => { window.__saved = window.tftlDemo.app.features[0].slice(); window.tftlDemo.app.features[0].fill(3e38); });
+  // Huge finite features in every cached view of the first photo (float16 1.0 times a scale of 3e38):
+  // the activations overflow and the loss becomes NaN or Infinity.
+  await page.evaluate(() => {
+    const v = window.tftlDemo.app.views[0];
+    window.__saved = { data: v.data.slice(), scales: v.scales.slice() };
+    v.data.fill(0x3c00);
+    v.scales.fill(3e38);
+  });
   const nan = await train(page, 2, 0.0005);
   r.nan = { ...nan, identical: before === await stateHash(page), stepsAfter: await steps(page) };
-  await page.evaluate(() => window.tftlDemo.app.features[0].set(window.__saved));
+  await page.evaluate(() => {
+    window.tftlDemo.app.views[0].data.set(window.__saved.data);
+    window.tftlDemo.app.views[0].scales.set(window.__saved.scales);
+  });
   before = await stateHash(page);
   await train(page, 3, 0.001);
   const changed = before !== await stateHash(page);
