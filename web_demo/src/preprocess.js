@@ -259,7 +259,8 @@ export async function loadViews(blob, size, views = 0, index = 0) {
   for (let v = 0; v < views; v++) {
     const rand = seeded(viewSeed(index, v));
     const pixels = cropView(img, randomResizedCropBox(img.width, img.height, rand), size, jpeg, reduced);
-    out.set(rand() < 0.5 ? flipRgb(pixels, size, size) : pixels, (1 + v) * R);
+    // a copy: pillowResize hands back its input when the box is the whole size x size image
+    out.set(rand() < 0.5 ? flipRgb(Uint8Array.from(pixels), size, size) : pixels, (1 + v) * R);
   }
   return out;
 }
