@@ -11,7 +11,8 @@ export function drawAccuracy(canvas, history, title = '') {
   const { width: w, height: h } = canvas;
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, w, h);
-  if (!history || !history.length) return;
+  canvas.hidden = !history || !history.length;
+  if (canvas.hidden) return;
   const [left, right, top, bottom] = [40, 10, title ? 34 : 20, 24];
   const x = (i) => left + (history.length > 1 ? (i / (history.length - 1)) * (w - left - right) : (w - left - right) / 2);
   const y = (a) => h - bottom - a * (h - top - bottom);
