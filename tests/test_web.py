@@ -5,13 +5,16 @@ freshly exported mbv2 96 px MobileTL-2 model and flowers5 photos: open the model
 photos per class, train on cached features in the Web Worker, predict, reload the tab,
 download the fine-tuned file. The tests then check, with Python on the same bytes:
 the page read the model; each step's `train_features` loss equals ai-edge-litert's on the
-browser's own features, rows and learning rates; the page's preprocessing agrees with
-tftl/runtime/data.py; the reload restored the exact state; the downloaded file passes
-tftl-eval. The screenshot after training is kept (its folder is printed).
+browser's own features (its cached augmented views: recipe.cache_views), rows and learning
+rates; the page's preprocessing agrees with tftl/runtime/data.py; the reload restored the exact
+state; the downloaded file passes tftl-eval. The screenshot after training is kept (its folder
+is printed). A second session (web_demo/test/trust.mjs) checks what issue 24 asked for: refusals
+(the measured per-class minimum), confirmations and undo, errors by their step, the report
+download, saved sessions, the main screens at 1000 and 390 px.
 
 Needs /usr/bin/chromium, node and web_demo's npm packages: `web_demo/install_test_deps.sh`
 installs them (the tests run it themselves with CI=true). Without them the tests skip
-locally and fail on CI. About 3-4 minutes on a 2-core machine (1 export, 1 browser run).
+locally and fail on CI. About 4-5 minutes on a 2-core machine (1 export, 2 browser runs).
 """
 
 import json
