@@ -239,7 +239,8 @@ async function addPhotos(classIndex, files) {
 
 async function extractChunk(classIndex, { images, good }) {
   const per = 1 + viewCount();
-  const { features, featureSize: F } = await call('extract', { images, count: good.length * per });
+  // the pixels move to the worker (transferred, not copied): this chunk's largest array
+  const { features, featureSize: F } = await call('extract', { images, count: good.length * per }, [images.buffer]);
   app.extractChunks += 1;
   app.featureSize = F;
   for (let i = 0; i < good.length; i++) {
