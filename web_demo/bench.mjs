@@ -34,7 +34,7 @@ async function measure(page, steps, profile) {
     const rows = B * (n + 1);
     const features = Float32Array.from({ length: rows * featureSize }, () => 3 * rand());
     const labels = Int32Array.from({ length: rows }, (_, i) => i % app.model.labels.length);
-    await call('setData', { features, labels });
+    await call('setData', { views: { ...window.tftlDemo.encodeRows(features, rows, featureSize), count: 1 }, labels, val: null });
     window.benchPrepared = { extractMs, featureSize };
   }, steps);
   await prepared;

@@ -2,8 +2,11 @@
 // result (IndexedDB) and download it as a tftl-train style .tflite.
 import { readModel, writeModel, missingSignatures, optimizerNames, recipeOf, ModelFileError } from './modelfile.js';
 import { resolveRecipe } from './schedule.js';
-import { loadImage, FORMAT_HINT } from './preprocess.js';
+import { loadImage, loadViews, FORMAT_HINT } from './preprocess.js';
+import { encodeRows, decodeRow } from './half.js';
 import { saveSession, loadSession, archiveSession, unarchiveSession, hasArchivedSession, MAX_STORED_FEATURE_BYTES } from './store.js';
+import { initSessions, refreshSessions } from './sessions.js';
+import { drawAccuracy, accuracyPng, reportZip } from './report.js';
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL('worker.js', import.meta.url));
@@ -34,14 +37,17 @@ function call(op, args = {}, transfer = []) {
 
 // Refuse nonsense, and hold out a validation part (stated on the page and in README.md).
 const MIN_CLASSES = 2;
-const MIN_PER_CLASS = 3;
+// Photos per class: measured with tftl-train on flowers5 (web_demo/README.md, "Photos per class").
+const MIN_PER_CLASS = 5;
 const HOLDOUT_FROM = 5; // every class with photos has >= 5: every 5th photo of each class is held out
 const HOLDOUT_EVERY = 5;
 
 const app = {
   model: null, // readModel's result + name
   featureSize: 0,
-  features: [], // Float32Array per photo
+  features: [], // Float32Array per photo: its centre view's features (validation, and "Try it")
+  views: [], // per photo, its augmented views' features: {data: Uint16Array (float16), scales: Float32Array}
+  photoSeq: 0, // photos read so far: photo k's augmented views are drawn from seeds (k, view)
   sampleLabels: [], // class index per photo
   trainedSteps: 0,
   lastRun: null,
@@ -53,9 +59,11 @@ const app = {
   persistAsked: false,
   tries: 0, // "Try it" picks handled (tests wait on it)
   thumbs: {}, // class index -> small JPEG Blobs (stored with the session)
+  sessionName: null, // the saved session this one was loaded from or saved as
+  unsaved: false, // changed since it was saved under its name (or never saved)
 };
 
-/** An error next to the step that caused it (model, photos, train, predict, keep); '' clears it. */
+/** An error next to the step that caused it (model, photos, train, predict, keep, sessions); '' clears it. */
 function showError(step, message) {
   const box = $(`error-${step}`);
   box.querySelector('span').textContent = message;
@@ -83,6 +91,7 @@ function showRecipe() {
   $('lr').value = r.lr;
   $('epochs').value = r.min_steps ? '' : r.epochs;
   $('epochs').placeholder = r.min_steps ? `recipe: ≥ ${r.epochs}, ≥ ${r.min_steps} steps` : 'recipe';
+  $('view-count').textContent = r.cache_views;
 }
 
 function showMeta() {
@@ -149,7 +158,8 @@ async function openModel(file) {
   if (app.model) await archiveSession();
   await startModel({ ...model, name: file.name });
   if (model.state) await call('restore', { state: model.state, optimizer: optimizerNames(model.meta) });
-  Object.assign(app, { features: [], sampleLabels: [], trainedSteps: 0, lastRun: null, undo: null, thumbs: {} });
+  Object.assign(app, { features: [], views: [], photoSeq: 0, sampleLabels: [], trainedSteps: 0, lastRun: null, undo: null, thumbs: {},
+    sessionName: null });
   showModel();
   showRun();
   showError('model', '');
@@ -168,16 +178,20 @@ async function startModel(model) {
   app.signatures = info.signatures;
 }
 
-/** Preprocess one chunk of files into one batch of pixels; unreadable ones are skipped and named. */
-async function preprocessChunk(files, size, onEach) {
-  const R = size * size * 3;
+/** The recipe's augmented views per photo (tftl.json recipe.cache_views). */
+const viewCount = () => recipeOf(app.model.meta).cache_views;
+
+/** Preprocess one chunk of files into pixels, per photo its centre view then `views` augmented
+ * ones (bounded: (1 + views) x batch images); unreadable ones are skipped and named. */
+async function preprocessChunk(files, size, views, onEach) {
+  const R = (1 + views) * size * size * 3;
   const images = new Float32Array(files.length * R);
   const good = [];
   const skipped = [];
   for (const file of files) {
     if (app.stopExtract) break;
     try {
-      images.set(await loadImage(file, size), good.length * R);
+      images.set(await loadViews(file, size, views, app.photoSeq++), good.length * R);
       good.push(file);
     } catch (e) {
       skipped.push(e.message);
@@ -201,7 +215,7 @@ async function addPhotos(classIndex, files) {
   let added = 0;
   try {
     for (let start = 0; start < files.length && !app.stopExtract; start += meta.batch) {
-      const chunk = await preprocessChunk(files.slice(start, start + meta.batch), meta.image_size, () => {
+      const chunk = await preprocessChunk(files.slice(start, start + meta.batch), meta.image_size, viewCount(), () => {
         done += 1;
         $('extract-progress').value = done / files.length;
         $('extract-status').textContent = `preparing photo ${done}/${files.length}…`;
@@ -224,11 +238,14 @@ async function addPhotos(classIndex, files) {
 }
 
 async function extractChunk(classIndex, { images, good }) {
-  const { features, featureSize } = await call('extract', { images, count: good.length });
+  const per = 1 + viewCount();
+  // the pixels move to the worker (transferred, not copied): this chunk's largest array
+  const { features, featureSize: F } = await call('extract', { images, count: good.length * per }, [images.buffer]);
   app.extractChunks += 1;
-  app.featureSize = featureSize;
+  app.featureSize = F;
   for (let i = 0; i < good.length; i++) {
-    app.features.push(features.slice(i * featureSize, (i + 1) * featureSize));
+    app.features.push(features.slice(i * per * F, (i * per + 1) * F));
+    app.views.push(encodeRows(features.subarray((i * per + 1) * F, (i + 1) * per * F), per - 1, F));
     app.sampleLabels.push(classIndex);
   }
   await addThumbs(classIndex, good);
@@ -286,11 +303,36 @@ async function takePhoto() {
 
 function setBusy(busy) {
   app.busy = busy;
-  for (const el of document.querySelectorAll('input, #train, #camera-shot, [data-camera], #forget, #undo-session')) el.disabled = busy;
+  for (const el of document.querySelectorAll('input, #train, #camera-shot, [data-camera], #forget, #undo-session, #sessions button')) el.disabled = busy;
   $('cancel').disabled = !busy;
   $('extract-cancel').disabled = !busy;
   $('download').disabled = busy || !(app.trainedSteps || (app.model && app.model.meta.trained_state));
   $('revert').disabled = busy || !app.undo;
+  $('report').disabled = busy || !(app.lastRun && app.lastRun.history && app.lastRun.history.length);
+  $('session-save').disabled = busy || !app.model;
+}
+
+/** The training photos' views for the worker: {data, scales, count}, photo-major, `count` views each
+ * (the fewest any photo has: a session restored from before views were cached has its centre view). */
+function concatViews(rows) {
+  const F = app.featureSize;
+  const count = Math.min(...rows.map((r) => app.views[r].scales.length));
+  const data = new Uint16Array(rows.length * count * F);
+  const scales = new Float32Array(rows.length * count);
+  rows.forEach((r, i) => {
+    data.set(app.views[r].data.subarray(0, count * F), i * count * F);
+    scales.set(app.views[r].scales.subarray(0, count), i * count);
+  });
+  return { data, scales, count };
+}
+
+/** Every photo's views as float32 [photos, views, featureSize] (tests compare them with Python). */
+function viewFeatures() {
+  const F = app.featureSize;
+  const V = app.views.length ? Math.min(...app.views.map((v) => v.scales.length)) : 0;
+  const out = new Float32Array(app.views.length * V * F);
+  app.views.forEach((v, i) => { for (let k = 0; k < V; k++) decodeRow(v, k, F, out, (i * V + k) * F); });
+  return out;
 }
 
 function concatFeatures(rows = app.features.map((_, i) => i)) {
@@ -307,7 +349,7 @@ function splitData() {
   const used = counts.map((n, k) => [n, k]).filter(([n]) => n > 0);
   if (used.length < MIN_CLASSES) throw new Error(`training needs photos in at least ${MIN_CLASSES} classes (now ${used.length})`);
   const few = used.filter(([n]) => n < MIN_PER_CLASS).map(([n, k]) => `${labels[k]} has ${n}`);
-  if (few.length) throw new Error(`training needs at least ${MIN_PER_CLASS} photos in each class with photos: ${few.join(', ')}`);
+  if (few.length) throw new Error(`training needs at least ${MIN_PER_CLASS} photos in each class with photos: ${few.join(', ')} — add more`);
   const holdOut = used.every(([n]) => n >= HOLDOUT_FROM);
   const seen = labels.map(() => 0);
   const train = [];
@@ -351,6 +393,7 @@ async function train() {
   const losses = [];
   onProgress = (p) => {
     losses.push(p.loss);
+    if (p.history) drawAccuracy($('acc-chart'), p.history);
     $('progress').value = p.step / p.total;
     $('train-status').textContent = `epoch ${p.epoch}/${p.epochs} · step ${p.step}/${p.total} · loss ${p.loss.toFixed(4)}`
       + ` · epoch loss ${p.epochLoss.toFixed(4)} · train accuracy ${(100 * p.epochAcc).toFixed(1)}%`;
@@ -358,7 +401,9 @@ async function train() {
   };
   try {
     const before = { state: await call('save'), trainedSteps: app.trainedSteps, lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined } };
-    await call('setData', { features: concatFeatures(rows), labels: Int32Array.from(rows, (r) => app.sampleLabels[r]) });
+    const views = concatViews(rows);
+    await call('setData', { views, labels: Int32Array.from(rows, (r) => app.sampleLabels[r]),
+      val: { features: concatFeatures(val), labels: Int32Array.from(val, (r) => app.sampleLabels[r]) } });
     const run = await call('train', { epochs, lr, warmup, probe, seed: app.trainedSteps, featureSize: app.featureSize });
     app.lastAttempt = run.log.map((st) => st.loss);
     const bad = divergence(run, app.model.labels.length) || await nonFiniteState();
@@ -368,8 +413,8 @@ async function train() {
     $('train-status').textContent += ` — ${what}`;
     app.undo = before;
     app.trainedSteps += run.steps;
-    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, losses, valAccuracy, headFit: run.headFit,
-      valCount: val.length, status: $('train-status').textContent };
+    app.lastRun = { epochs, lr, steps: run.steps, log: run.log, trainRows: rows, classes: classCounts(rows, val), losses, valAccuracy, headFit: run.headFit,
+      valCount: val.length, views: views.count, history: run.history, status: $('train-status').textContent };
     showRun();
     showMeta();
     showError('train', '');
@@ -393,6 +438,7 @@ async function rollBack(before, why) {
   showError('train', `${why}; the run was rolled back`);
   app.rolledBack = (app.rolledBack || 0) + 1;
   drawChart(app.lastRun ? app.lastRun.losses || [] : []);
+  drawAccuracy($('acc-chart'), app.lastRun ? app.lastRun.history : []);
 }
 
 /** Accuracy of infer_features on held-out rows. */
@@ -408,6 +454,7 @@ function showRun() {
   $('val-status').textContent = !run ? '' : run.valAccuracy === null || run.valAccuracy === undefined
     ? 'no validation accuracy: hold-out needs 5 or more photos in every class with photos'
     : `validation accuracy ${(100 * run.valAccuracy).toFixed(1)}% on ${run.valCount} held-out photos (never trained on)`;
+  drawAccuracy($('acc-chart'), run ? run.history : []);
   if (!run) return drawChart([]);
   $('epochs').value = run.epochs;
   $('lr').value = run.lr;
@@ -462,20 +509,29 @@ async function predictFile(file) {
   return top.map(([p, i]) => ({ label: app.model.labels[i], probability: p }));
 }
 
-async function persist() {
-  askPersistentStorage();
+/** The session record as IndexedDB keeps it (features, views and thumbnails only up to MAX_STORED_FEATURE_BYTES). */
+async function sessionRecord() {
   const state = app.trainedSteps ? await call('save') : null;
-  const featureBytes = app.features.length * app.featureSize * 4;
-  await saveSession({
+  const viewBytes = app.views.reduce((sum, v) => sum + v.data.byteLength + v.scales.byteLength, 0);
+  const small = app.features.length * app.featureSize * 4 + viewBytes <= MAX_STORED_FEATURE_BYTES;
+  return {
     modelBytes: app.model.bytes, modelName: app.model.name, state, trainedSteps: app.trainedSteps,
     lastRun: app.lastRun && { ...app.lastRun, log: undefined, trainRows: undefined }, undo: app.undo,
-    thumbs: featureBytes <= MAX_STORED_FEATURE_BYTES ? app.thumbs : {},
-    featureSize: app.featureSize, sampleLabels: featureBytes <= MAX_STORED_FEATURE_BYTES ? app.sampleLabels : [],
-    features: featureBytes <= MAX_STORED_FEATURE_BYTES ? concatFeatures() : null,
-  });
+    thumbs: small ? app.thumbs : {}, featureSize: app.featureSize, sampleLabels: small ? app.sampleLabels : [],
+    features: small ? concatFeatures() : null, views: small ? app.views : [], photoSeq: app.photoSeq,
+    savedAs: app.sessionName, unsaved: app.unsaved,
+  };
+}
+
+/** Keep the session after a change (it is then unsaved under its name). */
+async function persist() {
+  askPersistentStorage();
+  app.unsaved = true;
+  await saveSession(await sessionRecord());
   $('keep-status').textContent = `saved in this browser at ${new Date().toLocaleTimeString()}`
-    + (state ? ` (trained ${app.trainedSteps} steps)` : '');
+    + (app.trainedSteps ? ` (trained ${app.trainedSteps} steps)` : '');
   showError('keep', '');
+  await refreshSessions();
 }
 
 /** Ask once that the browser keep this site's storage (a reload still restores without it). */
@@ -499,13 +555,31 @@ async function resume() {
   app.undo = s.undo || null;
   app.sampleLabels = s.sampleLabels;
   app.features = app.sampleLabels.map((_, i) => s.features.slice(i * s.featureSize, (i + 1) * s.featureSize));
+  // a session kept before the views were cached trains on its centre views
+  app.views = s.views && s.views.length === app.features.length ? s.views : app.features.map((f) => encodeRows(f, 1, s.featureSize));
+  app.photoSeq = s.photoSeq || app.features.length;
+  app.sessionName = s.savedAs || null;
+  app.unsaved = Boolean(s.unsaved);
   app.thumbs = s.thumbs || {};
   showModel();
   for (const [k, blobs] of Object.entries(app.thumbs)) await addThumbs(Number(k), blobs, true);
   showRun();
   setBusy(false);
-  $('keep-status').textContent = `restored from this browser: ${app.features.length} photos, trained ${app.trainedSteps} steps`;
+  $('keep-status').textContent = `restored from this browser: ${app.features.length} photos, trained ${app.trainedSteps} steps`
+    + (app.sessionName ? ` (saved session "${app.sessionName}"${app.unsaved ? ', changed since' : ''})` : '');
+  await refreshSessions();
   return true;
+}
+
+/** Hand `bytes` to the browser as a download named after the model (+ `suffix`); returns the name. */
+function saveBytes(bytes, suffix, type) {
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([bytes], { type }));
+  a.download = app.model.name.replace(/(_finetuned)?\.tflite$/, '') + suffix;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  return a.download;
 }
 
 async function download() {
@@ -515,13 +589,31 @@ async function download() {
     learning_rate: app.lastRun ? app.lastRun.lr : null, epochs: app.lastRun ? app.lastRun.epochs : null,
   };
   const bytes = await writeModel(app.model, app.model.labels, state, training);
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
-  a.download = app.model.name.replace(/(_finetuned)?\.tflite$/, '') + '_finetuned.tflite';
-  document.body.append(a);
-  a.click();
-  a.remove();
-  $('keep-status').textContent = `downloaded ${a.download} (${(bytes.length / 1e6).toFixed(1)} MB, ${app.trainedSteps} steps)`;
+  const name = saveBytes(bytes, '_finetuned.tflite', 'application/octet-stream');
+  $('keep-status').textContent = `downloaded ${name} (${(bytes.length / 1e6).toFixed(1)} MB, ${app.trainedSteps} steps)`;
+  showError('keep', '');
+}
+
+/** Photos per class in a run: trained on (`rows`) and held out (`val`). */
+function classCounts(rows, val) {
+  return app.model.labels.map((name, k) => {
+    const [trained, heldOut] = [rows, val].map((rs) => rs.filter((r) => app.sampleLabels[r] === k).length);
+    return { name, photos: trained + heldOut, trained, heldOut };
+  });
+}
+
+/** "Download report": report.json, report.md and the accuracy curve as accuracy.png, in one ZIP. */
+async function downloadReport() {
+  const run = app.lastRun;
+  const report = {
+    model: app.model.name, createdAt: new Date().toISOString(), classes: run.classes,
+    run: { epochs: run.epochs, lr: run.lr, steps: run.steps, views: run.views || 1, totalSteps: app.trainedSteps,
+      validationPhotos: run.valCount, validationAccuracy: run.valAccuracy },
+    history: run.history,
+  };
+  const png = await accuracyPng(run.history, `${app.model.name}: accuracy per epoch`);
+  const name = saveBytes(await reportZip(report, png), '_report.zip', 'application/zip');
+  $('keep-status').textContent = `downloaded ${name} (${run.history.length} epochs, ${app.features.length} photos)`;
   showError('keep', '');
 }
 
@@ -547,6 +639,7 @@ function onFile(id, fn) {
 }
 
 function wire() {
+  $('min-per-class').textContent = MIN_PER_CLASS;
   onFile('model-file', (f) => openModel(f).catch(fail('model')));
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
@@ -565,21 +658,28 @@ function wire() {
   $('revert').addEventListener('click', () => revertLastRun().catch(fail('train')));
   onFile('predict-file', (f) => predictFile(f).catch(fail('predict')).finally(() => { app.tries += 1; }));
   $('download').addEventListener('click', () => download().catch(fail('keep')));
+  $('report').addEventListener('click', () => downloadReport().catch(fail('keep')));
   $('forget').addEventListener('click', () => forget().catch(fail('keep')));
   $('undo-session').addEventListener('click', () => undoSession().catch(fail('model')));
 }
 
 // For tests and benchmarks (tests/test_web.py): the same functions the UI uses.
 window.tftlDemo = {
-  app, call, loadImage, predictFile,
+  app, call, loadImage, predictFile, encodeRows,
   ready: null,
   // the last run's steps, rows as indices into features() (the run trains on the non-held-out rows)
   runLog: () => app.lastRun && app.lastRun.log && app.lastRun.log.map((st) => ({ ...st, rows: st.rows.map((r) => app.lastRun.trainRows[r]) })),
   features: () => concatFeatures(),
+  viewFeatures,
   lastLosses: () => app.lastAttempt || [],
 };
 
 wire();
+initSessions({
+  app, fail: fail('sessions'), showError,
+  summary: () => ({ modelName: app.model.name, photos: app.features.length, steps: app.trainedSteps }),
+  record: sessionRecord,
+});
 window.tftlDemo.ready = resume().catch(fail('model')).then((restored) => {
   document.body.dataset.ready = restored ? 'restored' : 'empty';
 });

@@ -1,6 +1,9 @@
-// Image preprocessing, as tftl/runtime/data.py's eval path (load_image, augment=None):
-// the centred square whose side is the shorter side, resized to size x size with Pillow's
-// BILINEAR filter (reducing_gap=None), RGB float32 0..255.
+// Image preprocessing, as tftl/runtime/data.py's load_image: the eval path (augment=None) is the
+// centred square whose side is the shorter side, resized to size x size with Pillow's BILINEAR
+// filter (reducing_gap=None), RGB float32 0..255; an augmented view (the recipe's cache_views) is
+// data.random_resized_crop_box's box (area 0.25..1, aspect 3/4..4/3, 10 attempts, then the
+// fallback) resized the same way, flipped left-right with p = 0.5. The draws come from the page's
+// seeded generator (src/random.js), not numpy's: same distributions, other numbers.
 //
 // The resampling is a line-by-line port of Pillow's Resample.c (precompute_coeffs,
 // normalize_coeffs_8bpc, the 8-bit horizontal then vertical passes, with the same 22-bit
@@ -9,7 +12,12 @@
 // at 1/2, 1/4 or 1/8 scale (scaled IDCT); the browser only decodes at full size, so that
 // reduction is emulated here by an s x s box average. tests/test_web.py measures the gap.
 
+import { seeded, viewSeed } from './random.js';
+
 const PRECISION_BITS = 32 - 8 - 2;
+export const CROP_SCALE = [0.25, 1.0];
+export const CROP_RATIO = [3 / 4, 4 / 3];
+const CROP_ATTEMPTS = 10;
 // Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS as decompression bombs; so does the page.
 const MAX_PIXELS = 2 * 89478485;
 
@@ -19,6 +27,48 @@ export function centerCropBox(width, height) {
   const left = (width - side) / 2;
   const top = (height - side) / 2;
   return [left, top, left + side, top + side];
+}
+
+/** Python's round(): halves to the even neighbour. */
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** data.random_resized_crop_box (torchvision's RandomResizedCrop.get_params) with rng.uniform(a, b) =
+ * a + (b - a) u and rng.integers(0, n) = floor(u n), u from `rand` (floats in [0, 1)). */
+export function randomResizedCropBox(width, height, rand) {
+  const area = width * height;
+  const logRatio = CROP_RATIO.map(Math.log);
+  const uniform = (lo, hi) => lo + (hi - lo) * rand();
+  for (let i = 0; i < CROP_ATTEMPTS; i++) {
+    const target = area * uniform(CROP_SCALE[0], CROP_SCALE[1]);
+    const aspect = Math.exp(uniform(logRatio[0], logRatio[1]));
+    const w = roundHalfEven(Math.sqrt(target * aspect));
+    const h = roundHalfEven(Math.sqrt(target / aspect));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      const top = Math.floor(rand() * (height - h + 1));
+      const left = Math.floor(rand() * (width - w + 1));
+      return [left, top, left + w, top + h];
+    }
+  }
+  const inRatio = width / height;
+  let [w, h] = [width, height];
+  if (inRatio < CROP_RATIO[0]) h = roundHalfEven(width / CROP_RATIO[0]);
+  else if (inRatio > CROP_RATIO[1]) w = roundHalfEven(height * CROP_RATIO[1]);
+  const top = Math.floor((height - h) / 2);
+  const left = Math.floor((width - w) / 2);
+  return [left, top, left + w, top + h];
+}
+
+/** Packed RGB rows mirrored left to right (Image.Transpose.FLIP_LEFT_RIGHT), in place. */
+export function flipRgb(rgb, width, height) {
+  for (let y = 0; y < height; y++) {
+    for (let a = y * width, b = a + width - 1; a < b; a++, b--) {
+      for (let c = 0; c < 3; c++) [rgb[a * 3 + c], rgb[b * 3 + c]] = [rgb[b * 3 + c], rgb[a * 3 + c]];
+    }
+  }
+  return rgb;
 }
 
 /** data._draft_scale: the largest DCT scale (8, 4, 2) keeping the box's shorter side >= size. */
@@ -172,27 +222,50 @@ export async function decodeRgb(blob) {
 
 export const FORMAT_HINT = ' — use a JPEG, PNG, BMP or WebP file';
 
+/** The crop `box` of a decoded image resized to size x size, with the JPEG draft scale emulated
+ * (reductions cached in `reduced` by scale, so a photo's views share them). */
+function cropView(img, box, size, jpeg, reduced) {
+  const s = jpeg ? draftScale(box, size) : 1;
+  let src = img;
+  if (s > 1) {
+    if (!reduced.has(s)) reduced.set(s, boxReduce(img.rgb, img.width, img.height, s));
+    src = reduced.get(s);
+    const lim = [src.width, src.height, src.width, src.height];
+    box = box.map((b, i) => Math.min(b / s, lim[i]));
+  }
+  return pillowResize(src.rgb, src.width, src.height, size, size, box);
+}
+
 /**
- * One image file as the model's input: Float32Array [size * size * 3], RGB 0..255.
+ * One image file as the model's inputs: its centre view, then `views` augmented views (random
+ * resized crop + flip, drawn from viewSeed(index, v)), each [size * size * 3] RGB 0..255.
  * @param {Blob} blob an image file (JPEG, PNG, BMP, WebP)
  * @param {number} size the model's image_size
+ * @returns {Promise<Float32Array>} (1 + views) * size * size * 3 values
  * @throws {Error} "<name>: cannot read image (...)" when the browser cannot decode it
  */
-export async function loadImage(blob, size) {
+export async function loadViews(blob, size, views = 0, index = 0) {
   let img;
   try {
     img = await decodeRgb(blob);
   } catch (e) {
     throw new Error(`${blob.name || 'image'}: cannot read image (${e.message || e.name})${FORMAT_HINT}`);
   }
-  let box = centerCropBox(img.width, img.height);
-  const head = new Uint8Array(await blob.slice(0, 3).arrayBuffer());
-  const s = isJpeg(head) ? draftScale(box, size) : 1;
-  if (s > 1) {
-    img = boxReduce(img.rgb, img.width, img.height, s);
-    const lim = [img.width, img.height, img.width, img.height];
-    box = box.map((b, i) => Math.min(b / s, lim[i]));
+  const jpeg = isJpeg(new Uint8Array(await blob.slice(0, 3).arrayBuffer()));
+  const reduced = new Map();
+  const R = size * size * 3;
+  const out = new Float32Array((1 + views) * R);
+  out.set(cropView(img, centerCropBox(img.width, img.height), size, jpeg, reduced), 0);
+  for (let v = 0; v < views; v++) {
+    const rand = seeded(viewSeed(index, v));
+    const pixels = cropView(img, randomResizedCropBox(img.width, img.height, rand), size, jpeg, reduced);
+    // a copy: pillowResize hands back its input when the box is the whole size x size image
+    out.set(rand() < 0.5 ? flipRgb(Uint8Array.from(pixels), size, size) : pixels, (1 + v) * R);
   }
-  const out = pillowResize(img.rgb, img.width, img.height, size, size, box);
-  return Float32Array.from(out);
+  return out;
+}
+
+/** The eval path alone: Float32Array [size * size * 3] (see loadViews). */
+export function loadImage(blob, size) {
+  return loadViews(blob, size, 0);
 }

@@ -1,6 +1,7 @@
 // The training schedule, as tftl-train's (tftl/runtime/schedule.py, driven by loop.py): cosine learning rate
 // with linear warm-up, min(50, total // 10) warm-up steps by default, batches of the
 // model's batch size with the last partial batch padded (weight 0) by the worker.
+import { seeded } from './random.js';
 
 /** tftl.runtime.schedule.cosine_lr: linear warm-up then cosine decay to 0. */
 export function cosineLr(baseLr, step, totalSteps, warmupSteps = 0) {
@@ -22,25 +23,15 @@ export function resolveRecipe(recipe, images, batch) {
   return { lr: recipe.lr, epochs, total_steps: total, warmup_steps: warmup, cache_views: recipe.cache_views, head_init: recipe.head_init, classifier: [...recipe.classifier] };
 }
 
-/** mulberry32: a small seeded generator, so a run (and the test's Python replay) is reproducible. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
- * Every step of a run: [{epoch, rows}], each epoch a fresh shuffle of 0..n-1 cut into batches.
- * @param {number} n cached feature rows
+ * Every step of a run: [{epoch, rows, views}], each epoch a fresh shuffle of 0..n-1 cut into batches
+ * and, as features.CachedFeatures.draw, one cached view per photo drawn for the epoch.
+ * @param {number} n cached photos
  * @param {number} batch the model's batch size
+ * @param {number} views cached views per photo
  */
-export function epochPlan(n, batch, epochs, seed = 0) {
-  const next = rng(seed);
+export function epochPlan(n, batch, epochs, seed = 0, views = 1) {
+  const next = seeded(seed);
   const plan = [];
   for (let epoch = 0; epoch < epochs; epoch++) {
     const order = Array.from({ length: n }, (_, i) => i);
@@ -48,7 +39,11 @@ export function epochPlan(n, batch, epochs, seed = 0) {
       const j = Math.floor(next() * (i + 1));
       [order[i], order[j]] = [order[j], order[i]];
     }
-    for (let start = 0; start < n; start += batch) plan.push({ epoch, rows: order.slice(start, start + batch) });
+    const draw = Array.from({ length: n }, () => (views > 1 ? Math.floor(next() * views) : 0));
+    for (let start = 0; start < n; start += batch) {
+      const rows = order.slice(start, start + batch);
+      plan.push({ epoch, rows, views: rows.map((r) => draw[r]) });
+    }
   }
   return plan;
 }

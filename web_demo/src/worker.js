@@ -1,5 +1,6 @@
-// The Web Worker that owns LiteRT.js: loads the model, extracts features once per photo,
-// trains on the cached features (train_features, cosine LR with warm-up as tftl-train),
+// The Web Worker that owns LiteRT.js: loads the model, extracts features once per photo view,
+// trains on the cached views (train_features, one view per photo drawn each epoch, cosine LR
+// with warm-up as tftl-train; validation on the centre views after each epoch),
 // predicts, saves and restores state. The page stays responsive and can cancel.
 //
 // LiteRT.js pitfalls handled here: outputs are read by name (their order differs from
@@ -7,11 +8,15 @@
 import { loadLiteRt, loadAndCompile, Tensor } from '@litertjs/core';
 import { cosineLr, defaultWarmup, epochPlan } from './schedule.js';
 import { fitHead } from './probe.js';
+import { decodeRow } from './half.js';
 
 let model = null;
 let meta = null;
-let features = null; // Float32Array [n * featureSize]
+// The training photos' cached views, {data: Uint16Array (float16), scales: Float32Array, count}: row
+// (photo * count + view) of featureSize values; their labels; the held-out photos' centre features.
+let views = null;
 let labels = null; // Int32Array [n]
+let val = null; // {features: Float32Array [m * featureSize], labels: Int32Array [m]} or null
 let cancel = false;
 const log = []; // per-step records of the last training run (for tests and the chart)
 
@@ -62,8 +67,9 @@ async function load({ flatbuffer, metadata, threads }) {
   else model.delete();
   meta = metadata;
   model = await loadAndCompile(new Uint8Array(flatbuffer), { accelerator: 'wasm', cpuOptions: { numThreads: threads } });
-  features = null;
+  views = null;
   labels = null;
+  val = null;
   const signatures = {};
   for (const [name, runner] of Object.entries(model.signatures)) {
     signatures[name] = {
@@ -107,14 +113,25 @@ async function extract({ images, count }) {
   return { features: result, featureSize: featSize };
 }
 
-async function trainStep(rows, lr, shapes, featSize) {
+/** The batch's features: view `picks[i]` of training photo `rows[i]`, padded to the batch by the last row. */
+function viewRows(rows, picks, featSize) {
+  const B = meta.batch;
+  const out = new Float32Array(B * featSize);
+  for (let i = 0; i < B; i++) {
+    const k = Math.min(i, rows.length - 1);
+    decodeRow(views, rows[k] * views.count + picks[k], featSize, out, i * featSize);
+  }
+  return out;
+}
+
+async function trainStep(rows, picks, lr, shapes, featSize) {
   const B = meta.batch;
   const weights = new Float32Array(B);
   weights.fill(1, 0, rows.length);
   const lab = new Int32Array(B);
   for (let i = 0; i < B; i++) lab[i] = labels[rows[Math.min(i, rows.length - 1)]];
   const out = await run('train_features', {
-    features: { data: padRows(features, featSize, rows, B), shape: shapes.features },
+    features: { data: viewRows(rows, picks, featSize), shape: shapes.features },
     labels: { data: lab, shape: shapes.labels },
     sample_weight: { data: weights, shape: shapes.sample_weight },
     learning_rate: { data: new Float32Array([lr]), shape: shapes.learning_rate },
@@ -132,31 +149,46 @@ async function trainStep(rows, lr, shapes, featSize) {
 
 /**
  * The LP of LP-FT (loop.Trainer._fit_head): the classifier [kernel, bias] fitted by src/probe.js on
- * every cached photo's embed_features, then restored with the rest of the state; returns the fit's record.
+ * every training photo's mean embed_features over its cached views, then restored with the rest of
+ * the state; returns the fit's record.
  */
 async function fitCachedHead([kernelName, biasName], featSize) {
   if (!model.signatures.embed_features) throw new Error('the model has no embed_features signature, which its recipe (head_init probe) needs — export it again with python -m converters.export');
   const t0 = performance.now();
   const B = meta.batch;
   const n = labels.length;
+  const V = views.count;
   const shape = inputShapes('embed_features').features;
   let emb = null;
   let d = 0;
-  for (let start = 0; start < n; start += B) {
-    const rows = Array.from({ length: Math.min(B, n - start) }, (_, i) => start + i);
-    const out = await run('embed_features', { features: { data: padRows(features, featSize, rows, B), shape } });
-    d = out.embedding.data.length / B;
-    emb = emb || new Float64Array(n * d);
-    emb.set(out.embedding.data.subarray(0, rows.length * d), start * d);
+  for (let v = 0; v < V; v++) {
+    for (let start = 0; start < n; start += B) {
+      const rows = Array.from({ length: Math.min(B, n - start) }, (_, i) => start + i);
+      const out = await run('embed_features', { features: { data: viewRows(rows, rows.map(() => v), featSize), shape } });
+      d = out.embedding.data.length / B;
+      emb = emb || new Float64Array(n * d);
+      for (let i = 0; i < rows.length * d; i++) emb[start * d + i] += out.embedding.data[i];
+    }
+    if (cancel) throw new Error('cancelled while fitting the head');
+    await yieldToEvents();
   }
+  for (let i = 0; i < emb.length; i++) emb[i] /= V; // the sum over views, then / views (as _fit_head)
   const K = meta.num_labels;
   const fit = fitHead(emb, labels, n, d, K);
   const state = await save();
   state[kernelName] = { data: fit.kernel, shape: [d, K] };
   state[biasName] = { data: fit.bias, shape: [K] };
   await restore({ state });
-  return { l2: fit.l2, cv_accuracy: fit.cv, views: 1, images: n, seconds: (performance.now() - t0) / 1000,
+  return { l2: fit.l2, cv_accuracy: fit.cv, views: V, images: n, seconds: (performance.now() - t0) / 1000,
     kernel: Array.from(fit.kernel), bias: Array.from(fit.bias) };
+}
+
+/** Accuracy of infer_features on the held-out photos' centre features (null without any). */
+async function valAccuracy(featureSize) {
+  if (!val || !val.labels.length) return null;
+  const probs = await predictFeatures({ features: val.features, count: val.labels.length, featureSize });
+  const argmax = (p) => p.reduce((best, x, k) => (x > p[best] ? k : best), 0);
+  return probs.filter((p, i) => argmax(p) === val.labels[i]).length / val.labels.length;
 }
 
 /** Train on the cached features; posts a progress message per step; stops early on cancel. probe: the
@@ -166,7 +198,8 @@ async function train({ epochs, lr, warmup, probe, seed, featureSize }) {
   log.length = 0;
   const headFit = probe ? await fitCachedHead(probe, featureSize) : null;
   const n = labels.length;
-  const plan = epochPlan(n, meta.batch, epochs, seed);
+  const plan = epochPlan(n, meta.batch, epochs, seed, views.count);
+  const history = []; // per epoch: loss, train and validation accuracy (the report's curve)
   const total = plan.length;
   const warm = warmup ?? defaultWarmup(total);
   const shapes = inputShapes('train_features');
@@ -175,24 +208,28 @@ async function train({ epochs, lr, warmup, probe, seed, featureSize }) {
   let epochRows = 0;
   const t0 = performance.now();
   for (let step = 0; step < total; step++) {
-    if (cancel) return { cancelled: true, steps: step, log, headFit };
-    const { epoch, rows } = plan[step];
+    if (cancel) return { cancelled: true, steps: step, log, headFit, history };
+    const { epoch, rows, views: picks } = plan[step];
     const rate = cosineLr(lr, step, total, warm);
     const s0 = performance.now();
-    const { loss, correct } = await trainStep(rows, rate, shapes, featureSize);
+    const { loss, correct } = await trainStep(rows, picks, rate, shapes, featureSize);
     const ms = performance.now() - s0;
-    if (!Number.isFinite(loss)) return { failed: `loss is ${loss} at step ${step + 1}: lower the learning rate`, steps: step, log };
-    log.push({ step, epoch, rows, lr: rate, loss, ms });
+    if (!Number.isFinite(loss)) return { failed: `loss is ${loss} at step ${step + 1}: lower the learning rate`, steps: step, log, history };
+    log.push({ step, epoch, rows, views: picks, lr: rate, loss, ms });
     epochLoss += loss * rows.length;
     epochCorrect += correct;
     epochRows += rows.length;
     const epochEnd = step + 1 === total || plan[step + 1].epoch !== epoch;
+    if (epochEnd) {
+      history.push({ epoch: epoch + 1, steps: step + 1, loss: epochLoss / epochRows, trainAccuracy: epochCorrect / epochRows,
+        valAccuracy: await valAccuracy(featureSize) });
+    }
     self.postMessage({ op: 'progress', step: step + 1, total, epoch: epoch + 1, epochs, loss, lr: rate,
-      epochLoss: epochLoss / epochRows, epochAcc: epochCorrect / epochRows, epochEnd });
+      epochLoss: epochLoss / epochRows, epochAcc: epochCorrect / epochRows, epochEnd, history: epochEnd ? history : null });
     if (epochEnd) epochLoss = epochCorrect = epochRows = 0;
     await yieldToEvents();
   }
-  return { cancelled: false, steps: total, log, headFit, seconds: (performance.now() - t0) / 1000 };
+  return { cancelled: false, steps: total, log, headFit, history, seconds: (performance.now() - t0) / 1000 };
 }
 
 async function predict({ images, count }) {
@@ -241,7 +278,7 @@ async function restore({ state, optimizer = [] }) {
 
 const ops = {
   load,
-  setData: async (msg) => { features = msg.features; labels = msg.labels; return labels.length; },
+  setData: async (msg) => { views = msg.views; labels = msg.labels; val = msg.val; return labels.length; },
   extract,
   train,
   predict,

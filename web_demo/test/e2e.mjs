@@ -2,7 +2,8 @@
 // way a person would: open the model, add photos per class, train, predict, reload,
 // download. Writes what Python checks (tests/test_web.py) into OUT:
 //   result.json       losses and rows of every step, timings, memory, top-3, restore checks
-//   features.f32      the browser's cached features (float32, row-major [n, featureSize])
+//   features.f32      the browser's cached centre-view features (float32, row-major [n, featureSize])
+//   views.f32         its cached augmented views' features (float32, [n, views, featureSize])
 //   images.f32        the browser's preprocessed pixels of the --compare photos
 //   finetuned.tflite  the downloaded model
 //   after_training.png  a screenshot of the page after training
@@ -56,12 +57,14 @@ async function addPhotos(page, args, result) {
   result.photoError = await page.isVisible('#error-photos') ? await page.textContent('#error-photos span') : '';
   result.timings.extractSeconds = seconds(t);
   result.sampleLabels = await page.evaluate(() => window.tftlDemo.app.sampleLabels);
-  writeFileSync(join(args.out, 'features.f32'), Buffer.from(await page.evaluate(async () => {
-    const b = new Uint8Array(window.tftlDemo.features().buffer);
-    let s = '';
-    for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
-    return btoa(s);
-  }), 'base64'));
+  for (const [file, fn] of [['features.f32', 'features'], ['views.f32', 'viewFeatures']]) {
+    writeFileSync(join(args.out, file), Buffer.from(await page.evaluate(async (name) => {
+      const b = new Uint8Array(window.tftlDemo[name]().buffer);
+      let s = '';
+      for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+      return btoa(s);
+    }, fn), 'base64'));
+  }
 }
 
 async function train(page, args, result, profile) {

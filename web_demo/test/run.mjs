@@ -1,6 +1,7 @@
 // `npm test`: the browser tests straight from node, without pytest — the user flow (e2e.mjs)
-// and the trust checks (trust.mjs) on an exported model and flowers5 photos, with the checks
-// that need no Python. tests/test_web.py runs the same two drivers and checks more (loss parity
+// and the trust checks (trust.mjs: also the report, saved sessions and the main screens'
+// screenshots, into web_demo/screenshots with TFTL_UPDATE_SCREENSHOTS=1) on an exported model and
+// flowers5 photos, with the checks that need no Python. tests/test_web.py runs the same two drivers and checks more (loss parity
 // with ai-edge-litert, preprocessing against Pillow, tftl-eval of the download).
 // Usage: TFTL_WEB_MODEL=model.tflite [TFTL_SHARED=../shared] npm test
 import { execFileSync } from 'node:child_process';
@@ -38,5 +39,14 @@ assert.match(r.oneClass.error, /at least 2 classes/);
 assert.ok(r.nan.rolledBack && r.nan.identical && r.revert.identical);
 assert.ok(r.forgetDisabledDuringTraining && r.openCancelled.after[0] === r.openCancelled.before[0]);
 assert.ok(r.phoneScrollWidth <= 390 && r.persistCalls === 1);
+assert.match(r.fewPhotos.error, new RegExp(`at least ${r.good.minPerClass} photos in each class with photos: roses has 2`));
+assert.deepEqual(r.report.members, ['accuracy.png', 'report.json', 'report.md']);
+assert.deepEqual(r.report.json.history, r.good.run.history);
+assert.ok(r.report.png.width === 640 && r.report.png.orange > 100);
+assert.equal(r.sessions.loaded.photos, r.sessions.start.photos);
+assert.equal(r.sessions.broughtBack.photos, r.sessions.start.photos + 1);
+assert.match(r.sessions.loadCancelled.dialog, /^Load "first"\? It replaces this session/);
+assert.equal(r.sessions.overLimit.error, 'at most 8 saved sessions: delete one first');
+assert.equal(r.screenshots.length, 6);
 assert.deepEqual([r.pageErrors, r.infoAsErrors], [[], []]);
 console.log(`npm test: ok (artifacts in ${out})`);

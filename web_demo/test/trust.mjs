@@ -1,13 +1,17 @@
 // The page as a careful user meets it (issue 24), in Debian's Chromium: refusals, confirmations,
 // roll-backs, undo, errors next to their step, honest numbers after a reload, chunked photo
-// extraction with Cancel, a 390 px phone layout. Writes OUT/trust.json and OUT/phone_390.png
-// (tests/test_web.py checks them).
+// extraction with Cancel, a 390 px phone layout, the report download, named sessions. Writes
+// OUT/trust.json, OUT/phone_390.png, OUT/report.zip and the main screens (empty page, an error,
+// after training; 1000 and 390 px wide) into OUT/screenshots, or into web_demo/screenshots (what
+// README.md shows) when TFTL_UPDATE_SCREENSHOTS=1 (tests/test_web.py checks them).
 // Usage: node test/trust.mjs --model M --out DIR --a daisy=f1,f2,... --b roses=f1,... --many f1,...
 //        --broken x.jpg --predict z.jpg [--chromium /usr/bin/chromium]
 import { chromium } from 'playwright-core';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { unzipSync, strFromU8 } from 'fflate';
 import { startServer } from '../serve.mjs';
 import { FLAGS, watchErrors } from './chrome.mjs';
 
@@ -22,6 +26,7 @@ function parseArgs(argv) {
   return args;
 }
 
+const SCREENSHOTS = process.env.TFTL_UPDATE_SCREENSHOTS === '1' ? join(dirname(fileURLToPath(import.meta.url)), '..', 'screenshots') : null;
 const LONG = { timeout: Number(process.env.TRUST_TIMEOUT_MS || 300000) };
 const demo = (page, expr) => page.evaluate(expr);
 const errorText = async (page, step) => (await page.isVisible(`#error-${step}`) ? page.textContent(`#error-${step} span`) : '');
@@ -59,12 +64,27 @@ async function train(page, epochs, lr) {
     rolledBack: (await demo(page, () => window.tftlDemo.app.rolledBack || 0)) > before };
 }
 
+/** One of the main screens, full page, at 1000 and at 390 px wide: <dir>/<name>_desktop.png, <name>_390.png. */
+async function shoot(page, args, name, r) {
+  const dir = SCREENSHOTS || join(args.out, 'screenshots');
+  mkdirSync(dir, { recursive: true });
+  for (const [suffix, width, height] of [['desktop', 1000, 1100], ['390', 390, 844]]) {
+    await page.setViewportSize({ width, height });
+    await page.waitForTimeout(200);
+    await page.screenshot({ path: join(dir, `${name}_${suffix}.png`), fullPage: true });
+    (r.screenshots ||= []).push(join(dir, `${name}_${suffix}.png`));
+  }
+  await page.setViewportSize({ width: 1000, height: 1100 });
+}
+
 async function refusals(page, args, r) {
   const [a, b] = [r.labels.indexOf(args.a.name), r.labels.indexOf(args.b.name)];
   r.downloadDisabledBeforeTraining = await page.isDisabled('#download');
+  r.reportDisabledBeforeTraining = await page.isDisabled('#report');
   await addPhotos(page, a, [...args.a.files, args.broken, args.broken]);
   r.skipError = await errorText(page, 'photos');
   r.oneClass = await train(page, 3, 0.0005);
+  await shoot(page, args, 'error', r);
   await addPhotos(page, b, args.b.files.slice(0, 2));
   r.skipErrorAfterNextAdd = await errorText(page, 'photos');
   r.fewPhotos = await train(page, 3, 0.0005);
@@ -83,18 +103,52 @@ async function goodRun(page, r) {
   await page.waitForFunction(() => !window.tftlDemo.app.busy, null, LONG);
   r.good = { status: await page.textContent('#train-status'), error: await errorText(page, 'train'),
     valStatus: await page.textContent('#val-status'), steps: await steps(page),
-    downloadEnabled: !(await page.isDisabled('#download')), metaText: await page.textContent('#meta') };
+    downloadEnabled: !(await page.isDisabled('#download')), metaText: await page.textContent('#meta'),
+    counts: await page.$$eval('[data-count]', (els) => els.map((e) => e.textContent)),
+    run: await demo(page, () => { const { history, epochs, steps: n, views, valCount, valAccuracy, headFit } = window.tftlDemo.app.lastRun;
+      return { history, epochs, steps: n, views, valCount, valAccuracy, headFitViews: headFit && headFit.views }; }),
+    viewCount: await page.textContent('#view-count'), minPerClass: await page.textContent('#min-per-class') };
+}
+
+/** "Download report": a ZIP whose numbers are the run's and whose accuracy.png the browser decodes. */
+async function report(page, args, r) {
+  const [file] = await Promise.all([page.waitForEvent('download'), page.click('#report')]);
+  const path = join(args.out, 'report.zip');
+  await file.saveAs(path);
+  const zip = unzipSync(new Uint8Array(readFileSync(path)));
+  const png = zip['accuracy.png'];
+  r.report = { name: file.suggestedFilename(), members: Object.keys(zip).sort(), status: await page.textContent('#keep-status'),
+    json: JSON.parse(strFromU8(zip['report.json'])), md: strFromU8(zip['report.md']),
+    png: await page.evaluate(async (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const bitmap = await createImageBitmap(new Blob([bytes], { type: 'image/png' }));
+      const c = new OffscreenCanvas(bitmap.width, bitmap.height);
+      c.getContext('2d').drawImage(bitmap, 0, 0);
+      const px = c.getContext('2d').getImageData(0, 0, bitmap.width, bitmap.height).data;
+      let orange = 0;
+      for (let i = 0; i < px.length; i += 4) if (px[i] > 200 && px[i + 1] > 80 && px[i + 1] < 120 && px[i + 2] < 30) orange += 1;
+      return { width: bitmap.width, height: bitmap.height, orange };
+    }, Buffer.from(png).toString('base64')) };
 }
 
 /** A NaN run (poisoned features) and "Undo last run": each must leave the state as it was.
  * (A diverging lr 0.9 run needs more photos than this: test/e2e.mjs runs it on 120.) */
 async function rollBacks(page, r) {
   let before = await stateHash(page);
-  // Huge finite features: the trunk's activations overflow and the loss becomes NaN or Infinity.
-  await page.evaluate(() => { window.__saved = window.tftlDemo.app.features[0].slice(); window.tftlDemo.app.features[0].fill(3e38); });
+  // Huge finite features in every cached view of the first photo (float16 1.0 times a scale of 3e38):
+  // the activations overflow and the loss becomes NaN or Infinity.
+  await page.evaluate(() => {
+    const v = window.tftlDemo.app.views[0];
+    window.__saved = { data: v.data.slice(), scales: v.scales.slice() };
+    v.data.fill(0x3c00);
+    v.scales.fill(3e38);
+  });
   const nan = await train(page, 2, 0.0005);
   r.nan = { ...nan, identical: before === await stateHash(page), stepsAfter: await steps(page) };
-  await page.evaluate(() => window.tftlDemo.app.features[0].set(window.__saved));
+  await page.evaluate(() => {
+    window.tftlDemo.app.views[0].data.set(window.__saved.data);
+    window.tftlDemo.app.views[0].scales.set(window.__saved.scales);
+  });
   before = await stateHash(page);
   await train(page, 3, 0.001);
   const changed = before !== await stateHash(page);
@@ -188,12 +242,70 @@ async function forgetAndUndo(page, r, answer) {
   r.afterUndo = { ready: await demo(page, () => document.body.dataset.ready), steps: await steps(page) };
 }
 
+/** Saved sessions: save, load (asking first when there is unsaved work), bring back, delete, undo, limits. */
+async function sessions(page, args, r, dialogs, answer) {
+  const session = () => demo(page, () => ({ steps: window.tftlDemo.app.trainedSteps, photos: window.tftlDemo.app.features.length,
+    name: window.tftlDemo.app.sessionName, unsaved: window.tftlDemo.app.unsaved }));
+  const names = () => page.$$eval('#session-list li', (els) => els.map((e) => e.dataset.session));
+  const save = async (name) => {
+    if (await page.isVisible('#error-sessions')) await page.click('#error-sessions .dismiss');
+    await page.fill('#session-name', name);
+    const [n, status] = [dialogs.length, await page.textContent('#sessions-status')];
+    await page.click('#session-save');
+    for (let t = 0; t < 200 && dialogs.length === n && !(await errorText(page, 'sessions'))
+      && status === await page.textContent('#sessions-status'); t++) await page.waitForTimeout(50);
+    return { dialog: dialogs.length > n ? dialogs.at(-1) : '', status: await page.textContent('#sessions-status'),
+      error: await errorText(page, 'sessions'), names: await names() };
+  };
+  const reloaded = async (click) => {
+    await Promise.all([page.waitForEvent('load'), page.click(click)]);
+    await page.waitForFunction(() => document.body.dataset.ready);
+  };
+  const s = {};
+  s.start = await session();
+  answer.accept = false;
+  s.first = await save('first');
+  s.afterSave = await session();
+  await addPhotos(page, 0, [args.a.files[0]]);
+  s.changed = await session();
+  let n = dialogs.length;
+  await page.click('#session-list li[data-session="first"] [data-load]');
+  await page.waitForTimeout(500);
+  s.loadCancelled = { dialog: dialogs.length > n ? dialogs.at(-1) : '', after: await session() };
+  answer.accept = true;
+  await reloaded('#session-list li[data-session="first"] [data-load]');
+  s.loaded = { ...(await session()), keepStatus: await page.textContent('#keep-status') };
+  await reloaded('#undo-session');
+  s.broughtBack = await session();
+  s.second = await save('second');
+  answer.accept = false;
+  await page.click('#session-list li[data-session="first"] [data-delete]');
+  await page.waitForTimeout(300);
+  s.deleteCancelled = await names();
+  answer.accept = true;
+  await page.click('#session-list li[data-session="first"] [data-delete]');
+  await page.waitForFunction(() => !document.getElementById('session-undo-delete').hidden);
+  s.deleted = { names: await names(), undo: await page.textContent('#session-undo-delete') };
+  await page.click('#session-undo-delete');
+  await page.waitForFunction(() => document.getElementById('session-undo-delete').hidden);
+  s.undone = await names();
+  answer.accept = false;
+  s.overwriteCancelled = await save('second');
+  s.tooLong = await save('x'.repeat(61));
+  for (const k of [3, 4, 5, 6, 7, 8]) await save(`s${k}`);
+  s.overLimit = await save('s9');
+  r.sessions = s;
+}
+
 async function scenario(page, args, r, dialogs, answer) {
+  await shoot(page, args, 'empty', r);
   await page.setInputFiles('#model-file', args.model);
   await page.waitForFunction(() => !document.getElementById('model-info').hidden, null, LONG);
   r.labels = (await page.textContent('#labels')).split(', ');
   await refusals(page, args, r);
   await goodRun(page, r);
+  await shoot(page, args, 'trained', r);
+  await report(page, args, r);
   await phone(page, args, r);
   await rollBacks(page, r);
   await tryIt(page, args, r);
@@ -201,6 +313,7 @@ async function scenario(page, args, r, dialogs, answer) {
   await extraction(page, args, r);
   await reload(page, r);
   await forgetAndUndo(page, r, answer);
+  await sessions(page, args, r, dialogs, answer);
 }
 
 async function main() {
@@ -209,7 +322,7 @@ async function main() {
   const server = await startServer(0);
   const profile = mkdtempSync(join(tmpdir(), 'tftl-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: args.chromium, headless: true, args: FLAGS, viewport: { width: 1000, height: 1100 },
+    executablePath: args.chromium, headless: true, args: FLAGS, viewport: { width: 1000, height: 1100 }, acceptDownloads: true,
   });
   await context.addInitScript(() => {
     window.__persistCalls = 0;
