@@ -20,6 +20,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -86,32 +87,32 @@ def flowers_subset(dst, split, per_class, classes=FLOWER_CLASSES, *, link=False)
 
 
 # ----------------------------------------------------------------------------- parallel runs
-# tests/run_all.sh runs the suite on two pytest-xdist workers with --dist loadgroup. Each module's
-# tests stay on one worker, so its module fixtures are built once; the modules of independent
-# conversions are spread test by test; the modules that build android_demo (Maven, javac) share a
-# worker, as they share its build folders. Session exports are shared between workers (_shared_dir).
-SPREAD = {"test_export", "test_models", "test_keras_import", "test_quantize"}
-SAME_WORKER = {"test_android": "android_demo", "test_apk": "android_demo", "test_conformance": "android_demo"}
+# tests/run_all.sh runs the suite on two pytest-xdist workers with --dist loadfile: each module's
+# tests stay on one worker, so its module fixtures are built once. (loadgroup cannot be used:
+# pytest 9 derives node ids from a structure xdist 3.8's grouping does not change.) Session exports
+# are shared between the workers (_shared_dir, _once); the modules that build android_demo take turns.
 # The longest modules start first, so that neither worker is left with one of them at the end.
 FIRST = ("test_raspberry_pi", "test_web", "test_fleet", "test_android", "test_apk", "test_conformance")
+ANDROID_BUILDERS = ("test_android", "test_apk", "test_conformance")  # Maven and javac in android_demo/
 
 
 def _module(item):
     return item.module.__name__.rsplit(".", 1)[-1]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: FIRST.index(_module(item)) if _module(item) in FIRST else len(FIRST))
-    for item in items:
-        module = _module(item)
-        if module not in SPREAD and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(module, module)))
 
 
-def _plain_nodeid(item):
-    """The node id without the "@group" suffix xdist's loadgroup adds on a worker."""
-    return item.nodeid.rsplit("@", 1)[0] if item.get_closest_marker("xdist_group") else item.nodeid
+@pytest.fixture(scope="module", autouse=True)
+def _android_demo_builds(request):
+    """The modules that build android_demo (its Maven modules' target/ and build/ folders) run one
+    at a time across workers."""
+    if request.module.__name__.rsplit(".", 1)[-1] not in ANDROID_BUILDERS:
+        yield
+        return
+    with _once(os.path.join(tempfile.gettempdir(), f"tftl-android-demo-build-{os.getuid()}")):
+        yield
 
 
 def _shared_dir(tmp_path_factory, name):
@@ -143,7 +144,7 @@ def pytest_pyfunc_call(pyfuncitem):
     env = dict(os.environ, **{_CHILD: "1"})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "", "-p", "no:cacheprovider",
-           "--no-header", _plain_nodeid(pyfuncitem)]
+           "--no-header", pyfuncitem.nodeid]
     r = subprocess.run(cmd, cwd=str(pyfuncitem.config.rootpath), env=env,
                        capture_output=True, text=True)
     out = r.stdout + r.stderr

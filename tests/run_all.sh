@@ -47,4 +47,4 @@ if [ "$(id -u)" = 0 ] && [ -z "${TFTL_ARM64_ROOT:-}${TFTL_ARMHF_ROOT:-}" ]; then
   trap cleanup EXIT
 fi
 # Two workers (tests/conftest.py keeps each module on one); the 40 slowest tests go to the CI log.
-python -m pytest -q -n "${TFTL_TEST_WORKERS:-2}" --dist loadgroup --durations=40 "$@"
+python -m pytest -q -n "${TFTL_TEST_WORKERS:-2}" --dist loadfile --durations=40 "$@"
