@@ -91,13 +91,14 @@ def flowers_subset(dst, split, per_class, classes=FLOWER_CLASSES, *, link=False)
 # tests stay on one worker, so its module fixtures are built once. (loadgroup cannot be used:
 # pytest 9 derives node ids from a structure xdist 3.8's grouping does not change.) Session exports
 # are shared between the workers (_shared_dir, _once); the modules that build android_demo take turns.
-# The longest modules start first, so that neither worker is left with one of them at the end.
+# The longest modules come first in the collection order (under loadfile the Pi module was still
+# seen to run last: the order is a request, not a guarantee).
 FIRST = ("test_raspberry_pi", "test_web", "test_fleet", "test_android", "test_apk", "test_conformance")
 ANDROID_BUILDERS = ("test_android", "test_apk", "test_conformance")  # Maven and javac in android_demo/
 
 
-def _module(item):
-    return item.module.__name__.rsplit(".", 1)[-1]
+def _module(item_or_request):
+    return item_or_request.module.__name__.rsplit(".", 1)[-1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -108,7 +109,7 @@ def pytest_collection_modifyitems(config, items):
 def _android_demo_builds(request):
     """The modules that build android_demo (its Maven modules' target/ and build/ folders) run one
     at a time across workers."""
-    if request.module.__name__.rsplit(".", 1)[-1] not in ANDROID_BUILDERS:
+    if _module(request) not in ANDROID_BUILDERS:
         yield
         return
     with _once(os.path.join(tempfile.gettempdir(), f"tftl-android-demo-build-{os.getuid()}")):
@@ -192,7 +193,6 @@ def exported(tmp_path_factory):
                "--weights", w, "--quantize", quantize, "--optimizer", optimizer,
                "--seed", str(seed), "--output", str(out)]
         if labels:
-            (root / f"{stem}.labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
             cmd += ["--labels", str(root / f"{stem}.labels.txt")]
         else:
             cmd += ["--classes", str(classes)]
@@ -200,6 +200,8 @@ def exported(tmp_path_factory):
             cmd.append("--packed-masks")
         with _once(out):  # another worker may be exporting the same file (the exporter writes atomically)
             if not out.exists():
+                if labels:  # written under the lock: another worker's export may be reading it
+                    (root / f"{stem}.labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
                 r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
                 if r.returncode:
                     pytest.fail(f"export {' '.join(cmd[1:])} failed:\n{r.stderr[-3000:]}", pytrace=False)
