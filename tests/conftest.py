@@ -90,15 +90,39 @@ def flowers_subset(dst, split, per_class, classes=FLOWER_CLASSES, *, link=False)
 # tests/run_all.sh runs the suite on two pytest-xdist workers with --dist loadfile: each module's
 # tests stay on one worker, so its module fixtures are built once. (loadgroup cannot be used:
 # pytest 9 derives node ids from a structure xdist 3.8's grouping does not change.) Session exports
-# are shared between the workers (_shared_dir, _once); the modules that build android_demo take turns.
-# The longest modules come first in the collection order (under loadfile the Pi module was still
-# seen to run last: the order is a request, not a guarantee).
-FIRST = ("test_raspberry_pi", "test_web", "test_fleet", "test_android", "test_apk", "test_conformance")
+# are shared between the workers (_shared_dir, _once). xdist's own loadfile hands out the modules
+# with the most tests first, which ran the two-test Pi module (20 minutes under QEMU) last, alone:
+# _Scheduling hands them out in FIRST's order instead (the longest first), and the modules that
+# build android_demo go to one worker as one unit, one after the other.
+FIRST = ("test_raspberry_pi", "test_export", "test_web", "test_fleet", "test_quantize", "test_contract",
+         "test_android", "test_apk", "test_conformance")
 ANDROID_BUILDERS = ("test_android", "test_apk", "test_conformance")  # Maven and javac in android_demo/
 
 
 def _module(item_or_request):
     return item_or_request.module.__name__.rsplit(".", 1)[-1]
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistOrder(), "tftl-xdist-order")
+
+
+class _XdistOrder:
+    @staticmethod
+    def pytest_xdist_make_scheduler(config, log):
+        if config.getoption("dist") != "loadfile":
+            return None
+        from xdist.scheduler import LoadFileScheduling
+
+        class _Scheduling(LoadFileScheduling):
+            def _split_scope(self, nodeid):
+                scope = super()._split_scope(nodeid)
+                name = os.path.basename(scope).removesuffix(".py")
+                return "android_demo builders" if name in ANDROID_BUILDERS else scope
+
+        config.option.loadscopereorder = False  # the units in collection order: FIRST's
+        return _Scheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
