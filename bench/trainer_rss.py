@@ -64,8 +64,10 @@ def child(argv, phases_path):
 
     wrap(session_mod.Session, "__init__", None, "model loaded")
     wrap(features, "open_sources", None, "feature cache built")
+    wrap(loop.Trainer, "_fit_head", None, "head fitted (linear probe)")
     wrap(loop.Trainer, "_steps", None, "epoch steps done")
     wrap(loop.Trainer, "_validate", None, "validation done")
+    wrap(loop.Trainer, "save", None, "checkpoint written")
     wrap(run_mod, "save_model", None, "output written")
     rc = cli.train_main(argv)
     mark("exit")

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import FLOWER_CLASSES as CLASSES, flowers_subset
 from tftl.runtime import checkpoint as ck
-from tftl.runtime import config, modelfile
+from tftl.runtime import modelfile
 from tftl.runtime import run as tr
 from tftl.runtime.cli import eval_main, predict_main, train_main
 from tftl.runtime.session import Session
@@ -166,10 +166,10 @@ def test_train_writes_history_checkpoint_and_a_model_that_evaluates(trained, flo
     assert {p["label"] for p in pred["top_k"]} <= set(CLASSES)
 
 
-@pytest.mark.parametrize("storage", ["ram", "memmap"])
+@pytest.mark.parametrize("storage", ["ram", "file"])
 def test_resume_after_an_epoch_gives_the_uninterrupted_result(model, flowers, tmp_path, storage):
     train, val = flowers
-    extra = ["--cache-ram-mb", "0"] if storage == "memmap" else []
+    extra = ["--cache-ram-mb", "0" if storage == "file" else "512"]
     common = ["--val", val, "--epochs", 2, "--seed", 7, *extra]
     (tmp_path / "a").mkdir()
     assert run_train(tmp_path / "a", model, train, *common) == 0
@@ -180,7 +180,7 @@ def test_resume_after_an_epoch_gives_the_uninterrupted_result(model, flowers, tm
     (tmp_path / "b").mkdir()
     cfg = tr.TrainConfig(model=str(model), images=str(train), val=str(val), epochs=2, seed=7, fill_placeholders=True,
                          output=str(tmp_path / "b" / "out.tflite"), checkpoint_dir=str(tmp_path / "b" / "ckpt"),
-                         cache_ram_mb=0 if storage == "memmap" else config.DEFAULT_CACHE_RAM_MB)
+                         cache_ram_mb=0 if storage == "file" else 512)
     with pytest.raises(tr.Interrupted):
         tr.train(cfg, on_epoch_end=stop_after_first_epoch)
     assert load_state(tmp_path / "b" / "ckpt")[1]["epoch"] == 1

@@ -16,7 +16,7 @@ import import_floors  # noqa: E402
 # io -> format -> engine -> training -> app: a module may import only from its own band or below.
 BANDS = {
     "io": {"errors", "files", "safezip", "progress", "schedule", "metrics", "contract", "interpreter", "compiled",
-           "stop", "probe"},
+           "stop", "probe", "rowfile"},
     "format": {"data", "checkpoint", "modelfile", "labels", "config", "spec", "subset"},
     "engine": {"session", "features", "vectors"},
     "training": {"loop", "evaluate"},

@@ -139,3 +139,50 @@ def test_session_reads_a_fine_tuned_file_once(model, tmp_path, monkeypatch):
     restored = back.state()
     assert all(np.array_equal(restored[k], state[k]) for k in state)
     assert modelfile.read_state(str(tuned))[0].keys() == modelfile.deployable(s.model_file, state).keys()
+
+
+def test_a_file_cache_trains_exactly_like_a_ram_cache_and_is_never_mapped(model, photos, tmp_path):
+    """tftl-train's default cache (--cache-ram-mb 0): float16 rows in a file in the checkpoint
+    folder, read a batch at a time (tftl.runtime.rowfile), so the cache never sits in the
+    process's resident memory (a memmap would: every page an epoch touched). Same rows, so the
+    same losses, validation accuracy and trained state bit for bit as the RAM cache."""
+    runs = []
+    for cache_dir in (None, tmp_path):
+        s = Session(model, threads=1, signatures=TRAINING)
+        trainer = Trainer(s, seed=6, cache=True, cache_views=2, quiet=True, cache_dir=cache_dir, cache_ram_mb=0)
+        result = trainer.fit(str(photos[0]), epochs=2, val=str(photos[1]))
+        runs.append(([(e["loss"], e["val_accuracy"]) for e in result.history], s.state(("trainable",)),
+                     result.feature_cache["storage"]))
+        if cache_dir is not None:
+            with open("/proc/self/maps") as f:
+                assert str(tmp_path) not in f.read()  # read with positioned reads, never mapped
+    (ram_hist, ram_state, ram_where), (file_hist, file_state, file_where) = runs
+    assert (ram_where, file_where) == ("ram", "file")
+    assert file_hist == ram_hist and file_hist[1][0] < file_hist[0][0]
+    assert all(np.array_equal(file_state[k], ram_state[k]) for k in ram_state)
+    cached = sorted(p.name for p in tmp_path.iterdir())
+    assert cached[:2] == ["features_train.f16", "features_train.f16.json"]
+    features.remove_cache(tmp_path)  # what tftl-train does once the output is written
+    assert not any(p.name.startswith("features_") for p in tmp_path.iterdir())
+
+
+def test_the_head_probe_embeds_on_a_freed_interpreter_only_while_the_state_is_the_files(model, photos):
+    """`embed_features` reads the trained state: the linear probe runs it on a temporary
+    interpreter (freed before training) only while the session's state is still the file's
+    own, so both give the same embeddings bit for bit; once a step or a restore may have
+    changed the state, it stays on the main interpreter."""
+    s = Session(model, threads=1, signatures=TRAINING)
+    smp = features.as_samples(str(photos[0]), labels=s.labels)
+    feats = s.extract(np.stack([data.load_image(p, s.image_size) for p in smp.paths[:s.batch]]))
+    assert s.pristine
+    with s.transient(contract.EMBED_FEATURES):
+        apart = s.embed_features(feats)
+    assert contract.EMBED_FEATURES not in s._runners  # the temporary interpreter is gone
+    np.testing.assert_array_equal(apart, s.embed_features(feats))  # now on the main interpreter
+    s2 = Session(model, threads=1, signatures=TRAINING)
+    s2.train_features_step(feats, np.zeros(s2.batch, np.int32), 1e-3)
+    assert not s2.pristine
+    with s2.transient(contract.EMBED_FEATURES):
+        moved = s2.embed_features(feats)
+    assert contract.EMBED_FEATURES in s2._runners  # stayed on (was created on) the main interpreter
+    assert not np.array_equal(moved, apart)  # the step changed the state the embeddings read

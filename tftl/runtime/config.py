@@ -14,7 +14,7 @@ from tftl.runtime.contract import HEAD_INITS, MAX_VIEWS, Recipe
 from tftl.runtime.errors import InputError
 from tftl.runtime.interpreter import MAX_THREADS
 
-DEFAULT_CACHE_RAM_MB = 512
+DEFAULT_CACHE_RAM_MB = 0  # tftl-train: the cache is a file in the checkpoint folder (bench/TRAINER_MEMORY.md)
 RECIPE = "default: the model's recipe (tftl.json)"
 
 
@@ -84,8 +84,9 @@ class TrainConfig(ModelArgs):
                                action=argparse.BooleanOptionalAction)
     cache_views: int = arg(help="augmented views cached per image, drawn once and never regenerated (a fresh "
                            f"view costs a full trunk pass); each epoch uses one per image; {RECIPE}", type=views)
-    cache_ram_mb: float = arg(DEFAULT_CACHE_RAM_MB, "larger caches go to memmap files in the checkpoint "
-                              "folder (default %(default)s)", type=nonnegative_float)
+    cache_ram_mb: float = arg(DEFAULT_CACHE_RAM_MB, "larger caches go to files in the checkpoint folder, read "
+                              "a batch at a time and removed when the run ends (default %(default)s: always a "
+                              "file, so the cache never counts in the process's memory)", type=nonnegative_float)
     labels: str = arg(help="file with the model's labels, one per line, naming its class_i slots (use the same "
                       "file on every device)", metavar="FILE")
     fill_placeholders: bool = arg(False, "give class folders that are not labels of the model its unnamed "

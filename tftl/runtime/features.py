@@ -8,8 +8,8 @@ they came from:
                   With augmentation it holds `views` random-resized-crop + flip views per
                   image, drawn once from the seed and never regenerated (a fresh view costs
                   a full trunk pass, the very cost the cache removes); each epoch picks one
-                  view per image. Caches over the RAM budget live in memmap files, reused
-                  when their key matches (resume).
+                  view per image. Caches over the RAM budget live in files read a batch
+                  at a time (`RowFile`), reused when their key matches (resume).
   LiveFeatures    decode (fresh augmentation every epoch) and `extract` each batch.
 
 Both draw their per-epoch randomness (`draw`) from the caller's Generator in the same
@@ -39,8 +39,10 @@ import numpy as np
 from tftl.runtime import contract, data, files
 from tftl.runtime.errors import InputError
 from tftl.runtime.progress import Progress
+from tftl.runtime.rowfile import RowFile
 
 CACHE_VERSION = "v3"
+CACHE_FILES = ("features_train.f16", "features_val.f16")  # in cache_dir, each with .json and .scales.npy
 
 
 def pool_for(threads=None):
@@ -271,26 +273,26 @@ def cache_key(session, samples, views, augment, seed) -> str:
 
 
 def _reuse(path, key, shape, samples):
-    """The memmap cache at `path` when its side file matches `key`, else None."""
+    """The file cache at `path` when its side file matches `key`, else None."""
     try:
         with open(path + ".json", encoding="utf-8") as f:
             info = json.load(f)
         if info.get("key") != key or info.get("shape") != list(shape):
             return None
-        features = np.memmap(path, np.float16, "r", shape=shape)
+        features = RowFile(path, shape, np.float16)
         scales = np.load(path + ".scales.npy", allow_pickle=False)
         valid = np.asarray(info["valid"], bool)
         if scales.shape != shape[:2] or valid.shape != (shape[1],):
             return None
         return CachedFeatures(features, scales, valid, dict(info["skipped"]),
-                              {"storage": "memmap, reused", "seconds": 0.0}, samples)
+                              {"storage": "file, reused", "seconds": 0.0}, samples)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _allocate(path, shape):
-    """float16 array of `shape` in RAM, or a memmap at `path` with its disk space reserved
-    up front (a sparse file on a full disk would die with SIGBUS on first write)."""
+    """float16 array of `shape` in RAM, or a RowFile at `path` (rows read per batch, never
+    mapped, so never resident all at once) with its disk space reserved up front."""
     if path is None:
         return np.empty(shape, np.float16)
     with contextlib.suppress(OSError):
@@ -305,11 +307,11 @@ def _allocate(path, shape):
         raise InputError(f"cannot reserve {nbytes / 2**20:.0f} MiB for the feature cache {path} "
                          f"({e.strerror or e}) — free disk space, raise --cache-ram-mb, or pass "
                          "--no-cache-features") from None
-    return np.memmap(path, np.float16, "r+", shape=shape)
+    return RowFile(path, shape, np.float16, writable=True)
 
 
 def build_cache(session, samples, pool, *, views, augment, seed, path=None, stop=None, err=None, desc=""):
-    """Run `extract` once per (view, sample). path: memmap file (reused when its key matches)."""
+    """Run `extract` once per (view, sample). path: a RowFile (reused when its key matches)."""
     t0 = time.monotonic()
     shape = (views, len(samples), *session.feature_shape)
     key = cache_key(session, samples, views, augment, seed)
@@ -338,7 +340,7 @@ def build_cache(session, samples, pool, *, views, augment, seed, path=None, stop
                     bar.update(**{"img/s": (bar.step + 1) * batch / max(time.monotonic() - t0, 1e-9)})
     if path is not None:
         _persist(path, features, scales, key, shape, valid, skipped)
-    info = {"storage": "ram" if path is None else "memmap", "seconds": time.monotonic() - t0}
+    info = {"storage": "ram" if path is None else "file", "seconds": time.monotonic() - t0}
     return CachedFeatures(features, scales, valid, skipped, info, samples)
 
 
@@ -356,6 +358,14 @@ def _persist(path, features, scales, key, shape, valid, skipped):
     with files.atomic_write(path + ".json") as f:
         f.write(json.dumps({"key": key, "shape": list(shape), "valid": valid.tolist(),
                             "skipped": sorted(skipped.items())}).encode())
+
+
+def remove_cache(cache_dir) -> None:
+    """Delete the file caches `open_sources` wrote in `cache_dir` (a finished run's)."""
+    for name in CACHE_FILES:
+        for suffix in ("", ".json", ".scales.npy"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(cache_dir, name + suffix))
 
 
 def default_cache(session) -> bool:
@@ -378,12 +388,12 @@ def open_sources(session, train, val, pool, *, cache, views, augment, seed, cach
     # extract runs on an interpreter of its own, freed before training allocates its arenas
     with session.transient(session.extract_signature):
         src = build_cache(session, train, pool, views=views, augment=augment, seed=seed,
-                          path=where("features_train.f16"), stop=stop, err=err,
+                          path=where(CACHE_FILES[0]), stop=stop, err=err,
                           desc=f"caching features ({views} view{'s' * (views > 1)})")
         val_src = None
         if val is not None and len(val):
             val_src = build_cache(session, val, pool, views=1, augment=False, seed=seed,
-                                  path=where("features_val.f16"), stop=stop, err=err,
+                                  path=where(CACHE_FILES[1]), stop=stop, err=err,
                                   desc="caching validation features")
     seconds = src.info["seconds"] + (val_src.info["seconds"] if val_src else 0.0)
     nbytes = src.nbytes + (val_src.nbytes if val_src else 0)

@@ -32,6 +32,7 @@ from tftl.runtime import checkpoint as ckpt
 from tftl.runtime.checkpoint import TrainState
 from tftl.runtime import config, contract, features, probe
 from tftl.runtime.files import printable
+from tftl.runtime.interpreter import release_memory
 from tftl.runtime.metrics import metrics
 from tftl.runtime.errors import Abort, Diverged, InputError, Interrupted
 from tftl.runtime.progress import Progress
@@ -154,7 +155,7 @@ class Trainer:
     recipe: a contract.Recipe (None: the model's, tftl.json): the default epochs, schedule and
     cached views, and whether the head is first fitted as a linear probe (`head_init`).
     cache_views, cache_ram_mb, cache_dir: views per image (None: the recipe's); caches above the
-    RAM budget go to memmap files in cache_dir (none: always RAM).
+    RAM budget go to files in cache_dir, read a batch at a time (none: always RAM).
     A federated client passes a recipe with head_init "none": a head fitted on each device's own
     photos (standardised by them) does not average into a fleet's head.
     seed: the run's randomness. threads: decode workers (None: one per CPU).
@@ -357,6 +358,23 @@ class Trainer:
         s, src, t0 = self.session, run.train, time.monotonic()
         s.require(contract.EMBED_FEATURES, purpose="fitting the head first (head_init probe; pass --head-init none)")
         views = getattr(src, "views", 1)
+        with s.transient(contract.EMBED_FEATURES):  # its arena freed before restore and training
+            total, used = self._embeddings(run, views)
+        if total is None:
+            return  # nothing readable: the epoch loop says so
+        y = src.samples.labels[np.concatenate(used)]
+        kernel_name, bias_name = self.recipe.classifier
+        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels))
+        s.restore_state({kernel_name: kernel, bias_name: bias}, what="the fitted head", partial=True)
+        release_memory()  # the state copies of the partial restore, before training allocates its arena
+        info = dict(info, views=views, images=len(y), seconds=round(time.monotonic() - t0, 2))
+        state.settings["head_fit"] = info
+        self.say(f"head fitted as a linear probe on {len(y)} images x {views} view(s): l2 {info['l2']:g}, "
+                 f"cv accuracy {max(info['cv_accuracy'].values()):.3f}, {info['seconds']:.1f} s", self.err)
+
+    def _embeddings(self, run, views):
+        """(sum over views of `embed_features` per photo, float64; [indices read]), or (None, [])."""
+        s, src = self.session, run.train
         total, used = None, []
         for v in range(views):
             draws = np.full(len(src.samples), v) if views > 1 else None
@@ -368,17 +386,10 @@ class Trainer:
                         rows.append(s.embed_features(feats)[:len(idx)])
                         used.append(idx)
             if not rows:
-                return  # nothing readable: the epoch loop says so
+                return None, []
             emb = np.concatenate(rows).astype(np.float64)
             total = emb if total is None else total + emb
-        y = src.samples.labels[np.concatenate(used)]
-        kernel_name, bias_name = self.recipe.classifier
-        kernel, bias, info = probe.fit_head(total / views, y, len(s.labels))
-        s.restore_state({kernel_name: kernel, bias_name: bias}, what="the fitted head", partial=True)
-        info = dict(info, views=views, images=len(y), seconds=round(time.monotonic() - t0, 2))
-        state.settings["head_fit"] = info
-        self.say(f"head fitted as a linear probe on {len(y)} images x {views} view(s): l2 {info['l2']:g}, "
-                 f"cv accuracy {max(info['cv_accuracy'].values()):.3f}, {info['seconds']:.1f} s", self.err)
+        return total, used
 
     def _warn_changed(self, old, new):
         if old is None:

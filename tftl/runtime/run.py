@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from tftl.runtime import data, files, labels as labels_mod
+from tftl.runtime import data, features, files, labels as labels_mod
 from tftl.runtime import interpreter as rt
 from tftl.runtime.config import TrainConfig
 from tftl.runtime.errors import Diverged, InputError, Interrupted
@@ -266,6 +266,7 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
                        feature_cache=result.feature_cache, settings=result.settings)
         rt.release_memory()  # the feature cache and decode buffers, before the output is assembled
         _write_outputs(cfg, session, paths, trainer, result, history, out, err)
+        features.remove_cache(paths.ckpt_dir)  # kept for --resume only while the run is unfinished
     return TrainResult(paths.output, paths.checkpoint, history)
 
 

@@ -30,6 +30,9 @@ TRAIN_SIGNATURES = contract.TRAIN_SIGNATURES
 TRAINING = (contract.TRAIN_FEATURES, contract.INFER_FEATURES, contract.EMBED_FEATURES, contract.SAVE, contract.RESTORE)
 # Signatures that read no trained state: any interpreter of the file gives the same outputs.
 _STATELESS = (contract.EXTRACT, contract.EXTRACT_MICRO)
+# Signatures that read the trained state and never write it: while the session's state is still
+# the file's own (`pristine`), a fresh interpreter of the file gives their outputs too.
+_READERS = (contract.INFER, contract.INFER_FEATURES, contract.EMBED_FEATURES, contract.SAVE)
 
 
 class SessionError(modelfile.ModelFileError):
@@ -94,6 +97,7 @@ class Session:
         self.extract_signature = contract.EXTRACT if self.micro_batch is None else contract.EXTRACT_MICRO
         self._runners = {}
         self._rate_shapes = {}
+        self.pristine = True  # the state is the file's graph's own (no runner that writes it yet)
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
         # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
         # a fine-tuned file shares its feature cache with the file it was trained from.
@@ -143,6 +147,8 @@ class Session:
         return cut
 
     def runner(self, name: str):
+        if name not in _STATELESS and name not in _READERS:
+            self.pristine = False  # it may write the state from now on
         if name not in self._runners:
             self.require(name, purpose=f"the {name} step")
             if name not in self.resident and name not in _STATELESS:
@@ -170,10 +176,14 @@ class Session:
         interpreter's lifetime. The feature cache runs `extract` once per image and never
         again, so running it here keeps its memory out of the training phase that follows
         (mbv3_small MobileTL-3, 224 px, batch 8: about 46 MB). Only for signatures that read
-        no trained state: `extract` runs the frozen trunk, so both interpreters give the same
-        features. A signature already resident in the main interpreter stays there.
+        no trained state (`extract` runs the frozen trunk), or that only read it while the
+        session's state is still the file's own (`embed_features` for the head's linear probe,
+        before the first step: the new interpreter's variables start from the same values), so
+        both interpreters give the same outputs. The others, and a signature already resident
+        in the main interpreter, stay there.
         """
-        fresh = [n for n in names if n not in self._runners]
+        fresh = [n for n in names
+                 if n not in self._runners and (n in _STATELESS or (self.pristine and n in _READERS))]
         if not fresh:
             yield
             return
