@@ -36,6 +36,11 @@ from tftl.runtime.loop import Schedule  # noqa: E402
 from tftl.runtime.session import Session  # noqa: E402
 
 OUT = os.path.join(HERE, "recipes.json")
+REPORTED = (  # (title, file) of each search RECIPES.md shows, newest first
+    ("## Search 2: per-group rates, WiSE-FT, K = 10 and 20 (export `aba9ee8f11`, `--out recipes_v2.json`)",
+     "recipes_v2.json"),
+    ("## Search 1: LP-FT variants, K = 10 (export `b4dfb6489b`)", "recipes.json"),
+    ("## Search 1b: full BNs on running statistics (a re-export, seed 0)", "recipes_evalbn.json"))
 EVAL_AT = (2, 5, 10)  # epochs after which test accuracy is recorded (and the last)
 
 # name -> (head init, lr, epochs rule, views). epochs rule: ("epochs", E) or ("steps", S).
@@ -59,7 +64,15 @@ RECIPES = {
     # the same, with the full BNs' running statistics put back after every step (eval-mode statistics)
     "lpmft_1e-4_e10_bnfix": dict(head="probe_mean", lr=1e-4, epochs=("epochs", 10), views=8, bn="fixed"),
     "lpmft_3e-4_e10_bnfix": dict(head="probe_mean", lr=3e-4, epochs=("epochs", 10), views=8, bn="fixed"),
+    # per-group rates: the blocks' Adam steps scaled by `blocks` (Adam's moments do not depend on the
+    # rate, so scaling a step's change is exactly a lower rate for that group); the head at `lr`
+    "lpmft_1e-4_e10_b0.1": dict(head="probe_mean", lr=1e-4, epochs=("epochs", 10), views=8, blocks=0.1),
+    "lpmft_3e-4_e10_b0.1": dict(head="probe_mean", lr=3e-4, epochs=("epochs", 10), views=8, blocks=0.1),
+    "lpmft_1e-3_e10_b0.03": dict(head="probe_mean", lr=1e-3, epochs=("epochs", 10), views=8, blocks=0.03),
+    "lpmft_1e-4_e5": dict(head="probe_mean", lr=1e-4, epochs=("epochs", 5), views=8),
+    "lpmft_3e-4_e20": dict(head="probe_mean", lr=3e-4, epochs=("epochs", 20), views=8),
 }
+WISE = (0.25, 0.5, 0.75)  # WiSE-FT: the trained weights (and BN statistics) blended with the run's start, (1 - a) start + a trained
 
 
 def embeddings(session, cache, views):
@@ -101,6 +114,8 @@ def run_recipe(session, init, r, cache, ytr, test_feats, yte, seed):
     sched = Schedule(lr=r["lr"] or 1e-9).resolved(steps_per_epoch * epochs)
     rng = np.random.default_rng(seed)
     bn_init = {n: init[n] for n in session.meta.state_groups["bn_statistics"]}
+    start = session.state(("trainable", "bn_statistics"))
+    blocks = [n for n in start if n not in session.meta.recipe.classifier]
     step = 0
     for e in range(epochs):
         perm = rng.permutation(len(ytr))
@@ -108,13 +123,28 @@ def run_recipe(session, init, r, cache, ytr, test_feats, yte, seed):
         for b in range(0, len(perm), session.batch):
             idx = perm[b:b + session.batch]
             feats = np.stack([cache.get(view[i], i) for i in idx])
+            before = session.state(("trainable",)) if "blocks" in r else None
             session.train_features_step(feats, ytr[idx].astype(np.int32), sched(step))
+            if before is not None:
+                after = session.state(("trainable",))
+                session.restore_state({n: before[n] + r["blocks"] * (after[n] - before[n]) for n in blocks
+                                       if n in before},
+                                      what="scaled block step", partial=True)
             if r.get("bn") == "fixed":
                 session.restore_state(bn_init, what="BN statistics", partial=True)
             step += 1
         if e + 1 in EVAL_AT or e + 1 == epochs:
             curve.append(evaluate(session, test_feats, yte))
-    return {"test_accuracy": curve[-1], "curve": curve, "epochs": epochs, "steps": step, "probe": info}
+    wise = {}
+    if step:
+        trained = session.state(("trainable", "bn_statistics"))
+        for a in WISE:
+            session.restore_state({n: (1 - a) * start[n] + a * trained[n] for n in trained},
+                                  what="WiSE-FT blend", partial=True)
+            wise[str(a)] = evaluate(session, test_feats, yte)
+        session.restore_state(trained, what="trained weights", partial=True)
+    return {"test_accuracy": curve[-1], "curve": curve, "epochs": epochs, "steps": step, "probe": info,
+            "wise": wise}
 
 
 def labelled(root, dataset, part, labels):
@@ -122,34 +152,51 @@ def labelled(root, dataset, part, labels):
     return features.as_samples(folder, labels)
 
 
-def report(rows, probe_rows, path):
-    """RECIPES.md: mean test accuracy per recipe and dataset (seeds in brackets), beside the probe."""
+LEGEND = (
+    "`probe` is bench/accuracy/probe.json's linear probe (centre crop) on the same seeds; `lpm` is the head "
+    "fitted on the model's own embeddings (mean of 8 augmented views), before any step; `lpmft_LR_eE` fine-tunes "
+    "E epochs after it (the file's recipe is `lpmft_1e-4_e10`); `e10_v8` fine-tunes from the exported head; "
+    "`bnfix` puts the BN statistics back after each step; `_bS` scales the blocks' steps by S (per-group rates: "
+    "the head at LR, the blocks at S x LR); `+wiseA` is WiSE-FT, the run's weights and BN statistics blended "
+    "(1 - A) x start + A x trained; `_evalbn` rows use an export whose full BNs train on running statistics.")
+
+
+def _table(rows, probe, title):
+    """One markdown table: a row per recipe (and WiSE-FT blend), a column per (dataset, K)."""
     import statistics
-    probe = {(r["dataset"], r["per_class"], r["seed"]): r["test_accuracy"] for r in probe_rows}
-    names = list(dict.fromkeys(r["recipe"] for r in rows))
+    acc = {}
+    for r in rows:
+        acc.setdefault(r["recipe"], {}).setdefault((r["dataset"], r["per_class"]), {})[r["seed"]] = r["test_accuracy"]
+        for a, v in sorted(r.get("wise", {}).items()):
+            acc.setdefault(f"{r['recipe']}+wise{a}", {}).setdefault((r["dataset"], r["per_class"]), {})[r["seed"]] = v
     keys = sorted({(r["dataset"], r["per_class"]) for r in rows})
+    acc = {"probe": {k: {s: probe[(*k, s)] for s in {r["seed"] for r in rows if (r["dataset"], r["per_class"]) == k}
+                         if (*k, s) in probe} for k in keys}, **acc}
+    lines = [title, "", "| recipe | " + " | ".join(f"{d} n{k}" for d, k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, by_key in acc.items():
+        cells = []
+        for k in keys:
+            seeds = by_key.get(k, {})
+            base = [probe[(*k, s)] for s in seeds if (*k, s) in probe]
+            diff = f", {100 * (statistics.mean(seeds.values()) - statistics.mean(base)):+.1f}" \
+                if seeds and name != "probe" and len(base) == len(seeds) else ""
+            cells.append(f"{statistics.mean(seeds.values()):.3f} ({len(seeds)}{diff})" if seeds else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(sources, probe_rows, path):
+    """RECIPES.md: per search file, mean test accuracy per recipe and dataset (seed count and the
+    difference from the probe on the same seeds, in points, in brackets)."""
+    probe = {(r["dataset"], r["per_class"], r["seed"]): r["test_accuracy"] for r in probe_rows}
     lines = ["# Recipe search on cached features (bench/accuracy/recipes.py)", "",
              "Generated by `python bench/accuracy/recipes.py --report`. Test accuracy, mean over the seeds run "
-             "(their count in brackets); `probe` is bench/accuracy/probe.json's linear probe on the same seeds; "
-             "`lpm` is the head fitted on the model's own embeddings (mean of 8 augmented views), before any "
-             "step; `lpmft_LR_eE` fine-tunes E epochs after it; `e10_v8` fine-tunes from the exported head; "
-             "`bnfix` puts the BN statistics back after each step; `_evalbn` rows use an export whose full BNs "
-             "train on running statistics. mbv2 MobileTL-3, 224 px, batch 8, int8 trunk.", "",
-             "| recipe | " + " | ".join(f"{d} n{k}" for d, k in keys) + " |",
-             "|---|" + "---|" * len(keys)]
-    for name in ["probe"] + names:
-        cells = []
-        for d, k in keys:
-            seeds = sorted({r["seed"] for r in rows if (r["dataset"], r["per_class"], r["recipe"]) == (d, k, name)}) \
-                if name != "probe" else sorted({r["seed"] for r in rows if (r["dataset"], r["per_class"]) == (d, k)})
-            accs = [probe.get((d, k, s)) for s in seeds] if name == "probe" else [
-                next(r["test_accuracy"] for r in rows if (r["dataset"], r["per_class"], r["recipe"], r["seed"]) ==
-                     (d, k, name, s)) for s in seeds]
-            accs = [a for a in accs if a is not None]
-            cells.append(f"{statistics.mean(accs):.3f} ({len(accs)})" if accs else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+             "(in brackets: their count, and the difference from the probe on the same seeds in points). "
+             + LEGEND + " mbv2 MobileTL-3, 224 px, batch 8, int8 trunk.", ""]
+    for title, rows in sources:
+        lines += _table(rows, probe, title) + [""]
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines))
 
 
 def main(argv=None):
@@ -161,17 +208,21 @@ def main(argv=None):
     p.add_argument("--root", default=grid.ROOT)
     p.add_argument("--models-dir", default=grid.MODELS_DIR)
     p.add_argument("--out", default=OUT)
+    p.add_argument("--cache-dir", default=os.path.join(grid.ROOT, "..", "feature_cache"),
+                   help="keep each (dataset, K, seed) feature cache here and reuse it ('' for none)")
     p.add_argument("--nice", type=int, default=10)
     p.add_argument("--model-file", help="use this export instead of run.py's (one dataset; rows tagged with it)")
     p.add_argument("--tag", default="", help="appended to the recipe names of the rows")
     p.add_argument("--report", action="store_true", help="only write RECIPES.md from --out and recipes_evalbn.json")
     a = p.parse_args(argv)
     if a.report:
-        rows = [r for f in (a.out, os.path.join(HERE, "recipes_evalbn.json")) if os.path.exists(f)
-                for r in json.load(open(f))]
-        report(rows, json.load(open(os.path.join(HERE, "probe.json")))["rows"], os.path.join(HERE, "RECIPES.md"))
+        sources = [(title, json.load(open(os.path.join(HERE, f)))) for title, f in REPORTED
+                   if os.path.exists(os.path.join(HERE, f))]
+        report(sources, json.load(open(os.path.join(HERE, "probe.json")))["rows"], os.path.join(HERE, "RECIPES.md"))
         return 0
     a.deadline_timeout = lambda: None
+    if a.cache_dir:
+        os.makedirs(a.cache_dir, exist_ok=True)
     rows = json.load(open(a.out)) if os.path.exists(a.out) else []
     done = {(r["dataset"], r["per_class"], r["seed"], r["recipe"]) for r in rows}
     tagged = lambda name: name + a.tag  # noqa: E731
@@ -194,8 +245,10 @@ def main(argv=None):
                 train = labelled(a.root, dataset, f"train-n{k}-s{seed}", session.labels)
                 views = max(RECIPES[n]["views"] for n in todo)
                 t0 = time.monotonic()
+                path = os.path.join(a.cache_dir, f"{dataset}_n{k}_s{seed}_v{views}.f16") if a.cache_dir else None
                 with session.transient("extract"):
-                    cache = features.build_cache(session, train, pool, views=views, augment=True, seed=seed)
+                    cache = features.build_cache(session, train, pool, views=views, augment=True, seed=seed,
+                                                 path=path)
                 common.log(f"{dataset} n{k} s{seed}: cache {views} views in {time.monotonic() - t0:.0f}s")
                 for name in todo:
                     t0 = time.monotonic()
@@ -205,7 +258,8 @@ def main(argv=None):
                                wall_s=round(time.monotonic() - t0, 1), **res)
                     rows.append(row)
                     common.write_json(a.out, rows)
-                    common.log(f"  {name}: {res['test_accuracy']:.3f}  curve {[round(c, 3) for c in res['curve']]}")
+                    common.log(f"  {name}: {res['test_accuracy']:.3f}  curve {[round(c, 3) for c in res['curve']]}"
+                               f"  wise {res['wise']}")
     return 0
 
 
