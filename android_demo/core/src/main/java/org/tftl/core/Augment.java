@@ -64,7 +64,8 @@ public final class Augment {
     for (int i = 0; i < CROP_ATTEMPTS; i++) {
       double target = area * uniform(rng, CROP_SCALE_MIN, CROP_SCALE_MAX);
       double aspect = Math.exp(uniform(rng, logLo, logHi));
-      long w = Math.round(Math.sqrt(target * aspect));  // Python's round: halves to even, here up (no effect on the distribution)
+      // Python's round takes halves to even, Math.round up: no effect on the distribution
+      long w = Math.round(Math.sqrt(target * aspect));
       long h = Math.round(Math.sqrt(target / aspect));
       if (0 < w && w <= width && 0 < h && h <= height) {
         int top = rng.nextInt((int) (height - h + 1));

@@ -167,8 +167,8 @@ public final class Check {
     }
     boolean resume = args.length == 3 && args[1].equals("--checkpoint");
     if (!resume && (args.length != 1 || args[0].startsWith("-"))) {
-      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | FILE --recipe N | FILE --settings N | --vectors DIR"
-          + " | --probe VECTORS.json");
+      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | FILE --recipe N"
+          + " | FILE --settings N | --vectors DIR | --probe VECTORS.json");
       System.exit(2);
     }
     JsonObject v = resume ? checkpointVerdict(new File(args[0]), new File(args[2])) : verdict(new File(args[0]));

@@ -233,7 +233,8 @@ public final class FeatureCache {
     }
     FeatureCache c = new FeatureCache(rowElements, views);
     c.ensure(n);
-    ByteBuffer.wrap(f.raw).order(ByteOrder.LITTLE_ENDIAN).asShortBuffer().get(c.features, 0, n * views * rowElements);
+    ByteBuffer.wrap(f.raw).order(ByteOrder.LITTLE_ENDIAN).asShortBuffer()
+        .get(c.features, 0, n * views * rowElements);
     System.arraycopy(m.get("scales").floats(), 0, c.scales, 0, n * views);
     float[] l = m.get("labels").floats();
     for (int i = 0; i < n; i++) {
