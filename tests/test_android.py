@@ -107,6 +107,29 @@ def _python_step_seconds(model_path, features, labels, steps=30):
     return (time.perf_counter() - t0) / steps
 
 
+AUGMENT_DRAWS = 4000
+VIEW_SPREAD_RATIO = 1.35  # Java's views wander around the centre crop as far as Python's, within this factor
+CENTRE_FEATURE_GAP = 0.12  # the JDK's JPEG decoder is not Pillow's libjpeg: its pixels differ by a few /255
+
+
+def _augment_vectors(work):
+    """augment.json: data.py's crop constants and the statistics of its own crop + flip draws
+    (data._choose_crop) for a landscape, a portrait and a too-narrow image, which AugmentTest.java
+    compares with Augment.java's: the same distribution of views, from one source."""
+    sizes = []
+    for w, h in ((500, 333), (240, 500), (100, 400)):
+        rng = np.random.default_rng(0)
+        draws = [data._choose_crop(w, h, rng) for _ in range(AUGMENT_DRAWS)]
+        boxes = np.array([box for box, _ in draws], np.float64)
+        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        area = bw * bh / (w * h)
+        sizes.append({"width": w, "height": h, "area": area.mean(), "log_aspect": np.log(bw / bh).mean(),
+                      "flip": np.mean([flip for _, flip in draws]), "whole": np.mean(area > 0.999)})
+    with open(os.path.join(work, "augment.json"), "w") as f:
+        json.dump({"crop_scale": list(data.CROP_SCALE), "crop_ratio": list(data.CROP_RATIO),
+                   "crop_attempts": data.CROP_ATTEMPTS, "draws": AUGMENT_DRAWS, "sizes": sizes}, f)
+
+
 @pytest.fixture(scope="module", params=["mbv2_flowers", pytest.param("keras_mbv2_flowers", marks=pytest.mark.matrix)])
 def work(tmp_path_factory, request):
     """Everything the Java tests read, then the Maven run itself; returns (work dir, mvn output).
@@ -158,6 +181,7 @@ def work(tmp_path_factory, request):
     np.save(os.path.join(work, "py_ft_probs.npy"), Session(os.path.join(work, "py_ft.tflite"), threads=1)
             .predict(val_images))
 
+    _augment_vectors(work)
     mvn = ["mvn", "-B", "-q", "test", f"-Dtftl.work={work}", f"-Dtftl.litert={lib}"]
     proc = subprocess.run(mvn, cwd=ANDROID, capture_output=True, text=True)
     # LiteRT logs every model it compiles to stderr; keep the tests' own lines.
@@ -175,7 +199,7 @@ def test_maven_junit_suite_passes(work):
     assert counts, output[-3000:]
     passed = sum(int(p) for p, _ in counts)
     failed = sum(int(f) for _, f in counts)
-    assert failed == 0 and passed >= 33, counts  # host 18 + app 15 (ViewModel flows, Robolectric Activities, memory)
+    assert failed == 0 and passed >= 36, counts  # host 21 + app 15 (ViewModel flows, Robolectric Activities, memory)
 
 
 def test_java_losses_replay_bitwise_in_python(work):
@@ -233,6 +257,33 @@ def test_java_checkpoint_and_finetuned_model_open_in_tftl_eval(work, capsys):
     with open(os.path.join(work_dir, "java_steps.json")) as f:
         java = json.load(f)
     assert abs(java["val_accuracy"] - result["accuracy"]) <= 0.1
+
+
+def test_java_caches_the_recipes_views_as_python_draws_them(work):
+    """AugmentTest.java's run on real photos: it cached the recipe's cache_views augmented views per
+    photo and recorded augment and cache_views as tftl-train does by default; its views wander around
+    the centre crop's trunk features as far as Python's own augmented views of the same photos (the
+    generators differ, so the views themselves cannot match), and its centre crops match Python's."""
+    work_dir, _ = work
+    with open(os.path.join(work_dir, "java_views.json")) as f:
+        java = json.load(f)
+    arrays = np.load(os.path.join(work_dir, "java_views.npz"))
+    s = Session(os.path.join(work_dir, "model.tflite"), threads=1)
+    views = s.meta.recipe.cache_views
+    settings = java["settings"]
+    assert (settings["augment"], settings["cache_views"], settings["head_fit"]["views"]) == (True, views, views)
+    paths = [os.path.join(work_dir, "train", name) for name in java["photos"]]
+    centre = s.extract(np.stack([data.load_image(p, s.image_size) for p in paths])).reshape(len(paths), -1)
+    rngs = [np.random.default_rng(i) for i in range(len(paths))]
+    py_views = np.stack([s.extract(np.stack([data.load_image(p, s.image_size, augment=r) for p, r in zip(paths, rngs)]))
+                         .reshape(len(paths), -1) for _ in range(views)], axis=1)
+    assert arrays["views"].shape == py_views.shape
+    gap = np.abs(arrays["centre"] - centre).mean() / np.abs(centre).mean()
+    spread = {name: float(np.abs(v - c[:, None]).mean() / np.abs(c).mean())
+              for name, v, c in (("java", arrays["views"], arrays["centre"]), ("python", py_views, centre))}
+    print(f"\ncentre features |java - python| / mean|python|: {gap:.4f}; views' spread around the centre: {spread}")
+    assert gap < CENTRE_FEATURE_GAP
+    assert spread["python"] / VIEW_SPREAD_RATIO < spread["java"] < spread["python"] * VIEW_SPREAD_RATIO
 
 
 def test_bare_maven_run_fails_instead_of_passing_on_nothing():

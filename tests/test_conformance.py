@@ -9,6 +9,7 @@ shape, missing, extra or NaN. Python (`tftl-check`) and the browser's reader und
 (android_demo ConformanceTest, through tests/test_android.py).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -241,3 +242,23 @@ def test_every_host_trains_a_real_export_with_its_recipe(file_vectors):
         want = meta.recipe.resolved(images, meta.batch)
         for host, cmd in _host_commands().items():
             assert _host_json(cmd + [path, "--recipe", str(images)]) == want, (host, images)
+        # As used, not just as read: the settings Java's Trainer records for the cache the app builds,
+        # against tftl-train's defaults (--augment on; features.open_sources caches cache_views views
+        # when augmenting, else 1). The real Java run's settings are checked in tests/test_android.py.
+        used = _host_json(_host_commands()["java"] + [path, "--settings", str(images)])
+        assert {k: used[k] for k in _USED} == _python_settings(meta, images), images
+
+
+_USED = ("augment", "cache_views", "epochs", "lr", "warmup_steps", "head_init", "train_images", "batch")
+
+
+def _python_settings(meta, images) -> dict:
+    """tftl-train's recorded settings (loop.Trainer._prepare) for `images` photos with every default."""
+    from tftl.runtime import config
+
+    defaults = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
+    recipe = meta.recipe  # no flags: TrainConfig.recipe lays nothing over it
+    resolved = recipe.resolved(images, meta.batch)
+    return {"augment": defaults["augment"], "cache_views": recipe.cache_views if defaults["augment"] else 1,
+            "epochs": resolved["epochs"], "lr": recipe.lr, "warmup_steps": resolved["warmup_steps"],
+            "head_init": recipe.head_init, "train_images": images, "batch": meta.batch}

@@ -20,6 +20,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.function.BooleanSupplier;
+import org.tftl.core.Augment;
 import org.tftl.core.Checkpoint;
 import org.tftl.core.FeatureCache;
 import org.tftl.core.Files2;
@@ -121,6 +122,8 @@ public final class PersonalizeViewModel implements AutoCloseable {
 
   /** State.busy while a training task runs. */
   static final String TRAINING = "training";
+  /** The seed of the cached views' crops and of each epoch's order and view draws. */
+  static final long TRAIN_SEED = 0;
   static final String MODEL = "model.tflite";
   static final String INCOMING = "incoming.tflite";
   static final String CLASSES = "classes.txt";
@@ -339,7 +342,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
     }
     model = next;
     labels = new ArrayList<>(mf.labels);
-    cache = new FeatureCache(model.featureElements);
+    cache = newCache();
     names = new ArrayList<>();
     undoCache = null;
     state.model = source.name();
@@ -388,11 +391,12 @@ public final class PersonalizeViewModel implements AutoCloseable {
       }
       labels = new ArrayList<>(ModelFile.checkLabels(saved));
     }
-    cache = new FeatureCache(model.featureElements);
+    cache = newCache();
     File features = new File(dir, FEATURES);
     if (features.isFile()) {
       try {
-        cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements);
+        cache = FeatureCache.fromNpz(Files2.readFile(features, ModelFile.MAX_FILE_BYTES), model.featureElements,
+            cacheViews());
       } catch (IOException | RuntimeException e) {
         throw new IOException(features.getName() + ": " + e.getMessage(), e);
       }
@@ -458,6 +462,42 @@ public final class PersonalizeViewModel implements AutoCloseable {
     Files2.writeAtomically(new File(dir, CLASSES), (Text.join("\n", labels) + "\n").getBytes(StandardCharsets.UTF_8));
   }
 
+  /** Views cached per photo: the centre crop (view 0, for validation), then the recipe's cache_views augmented. */
+  private int cacheViews() {
+    return 1 + model.file.meta.recipe.cacheViews;
+  }
+
+  private FeatureCache newCache() {
+    return new FeatureCache(model.featureElements, cacheViews());
+  }
+
+  /**
+   * The images cached for photo number {@code index}: its centre crop ({@link #preprocess}), then
+   * the recipe's cache_views {@link Augment} views of it (seeded by TRAIN_SEED, the view and index),
+   * each float32 [R, R, 3], concatenated.
+   */
+  float[] preprocessViews(Photo photo, int index) throws IOException {
+    int size = model.imageSize;
+    int views = model.file.meta.recipe.cacheViews;
+    int[] full = photo.uprightSize();
+    Augment.View[] vs = new Augment.View[views];
+    int sample = Preprocess.draftScale(full[0], full[1], size);
+    for (int v = 0; v < views; v++) {
+      vs[v] = Augment.view(full[0], full[1], TRAIN_SEED, v, index);
+      sample = Math.min(sample, Preprocess.draftScale(vs[v].box, size));
+    }
+    int r = size * size * 3;
+    float[] out = new float[(views + 1) * r];
+    System.arraycopy(preprocess(photo), 0, out, 0, r);
+    Photo.Decoded d = photo.decode(sample);  // one decode, fine enough for every view's box
+    for (int v = 0; v < views; v++) {
+      float[] img = Preprocess.fromDecoded(d.rgb, d.width, d.height, vs[v].box, vs[v].flip, d.rawWidth,
+          d.rawDecodedWidth, size);
+      System.arraycopy(img, 0, out, (v + 1) * r, r);
+    }
+    return out;
+  }
+
   /** Preprocesses a photo exactly as tftl does: float32 [R, R, 3]. */
   float[] preprocess(Photo photo) throws IOException {
     requireWorker();
@@ -503,7 +543,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
         if (cancel.get()) {
           throw new CancellationException("added " + added + " of " + photos.size() + " photos; cancelled");
         }
-        cache.add(model.extract(preprocess(p)), new int[] {slot});
+        cache.add(model.extract(preprocessViews(p, cache.size())), new int[] {slot});
         names.add(p.name().replace('\n', ' '));
         state.done = ++added;
         publish();
@@ -614,8 +654,8 @@ public final class PersonalizeViewModel implements AutoCloseable {
     requireWorker();
     requireModel();
     int[][] split = cache.split();
-    FeatureCache train = cache.select(split[0]);
-    FeatureCache val = split[1].length == 0 ? null : cache.select(split[1]);
+    FeatureCache train = cache.select(split[0], 1, cache.views - 1);  // the augmented views
+    FeatureCache val = split[1].length == 0 ? null : cache.select(split[1], 0, 1);  // centre crops
     if (train.size() == 0) {
       throw new TftlException("no photos yet — add photos to at least one class first");
     }
@@ -634,6 +674,7 @@ public final class PersonalizeViewModel implements AutoCloseable {
       cfg.lr = Double.isNaN(lr) ? cfg.lr : lr;  // NaN: the recipe's
     }
     cfg.checkpointEverySteps = checkpointEverySteps;
+    cfg.seed = TRAIN_SEED;
     final Trainer trainer = new Trainer(model, labels, cfg, new File(dir, Checkpoint.NAME), resume);
     state.training = true;
     state.epochs = cfg.epochs;

@@ -8,7 +8,6 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.awt.image.BufferedImage;
 import java.io.File;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -22,10 +21,6 @@ import java.util.Map;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
-import javax.imageio.ImageIO;
-import javax.imageio.ImageReadParam;
-import javax.imageio.ImageReader;
-import javax.imageio.stream.ImageInputStream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.tftl.core.Checkpoint;
@@ -60,36 +55,13 @@ class ViewModelFlowTest {
 
     @Override
     public int[] uprightSize() throws IOException {
-      try (ImageInputStream in = ImageIO.createImageInputStream(file)) {
-        ImageReader r = ImageIO.getImageReaders(in).next();
-        r.setInput(in);
-        return new int[] {r.getWidth(0), r.getHeight(0)};
-      }
+      return Work.size(file);
     }
 
     @Override
     public Decoded decode(int sampleSize) throws IOException {
-      try (ImageInputStream in = ImageIO.createImageInputStream(file)) {
-        ImageReader r = ImageIO.getImageReaders(in).next();
-        r.setInput(in);
-        ImageReadParam p = r.getDefaultReadParam();
-        p.setSourceSubsampling(sampleSize, sampleSize, 0, 0);
-        int rawWidth = r.getWidth(0);
-        BufferedImage img = r.read(0, p);
-        int w = img.getWidth();
-        int h = img.getHeight();
-        byte[] rgb = new byte[w * h * 3];
-        for (int y = 0; y < h; y++) {
-          for (int x = 0; x < w; x++) {
-            int v = img.getRGB(x, y);
-            int o = (y * w + x) * 3;
-            rgb[o] = (byte) (v >> 16);
-            rgb[o + 1] = (byte) (v >> 8);
-            rgb[o + 2] = (byte) v;
-          }
-        }
-        return new Decoded(rgb, w, h, rawWidth, w);
-      }
+      Work.Decoded d = Work.decode(file, sampleSize);
+      return new Decoded(d.rgb, d.width, d.height, d.rawWidth, d.width);
     }
   }
 
@@ -179,6 +151,17 @@ class ViewModelFlowTest {
     assertTrue(seen.stream().anyMatch(s -> s.training && s.steps == 5 && s.epoch == 4), "progress reported");
     double firstLoss = seen.stream().filter(s -> s.training && s.epoch == 1 && s.step == 5).findFirst().get().loss;
     assertTrue(done.loss < firstLoss, "loss " + firstLoss + " -> " + done.loss);
+    // The file's recipe in full: each photo's centre crop and cache_views augmented views are stored,
+    // and the run records the views it trained on as tftl-train does.
+    ModelFile mf = ModelFile.read(Work.file("model.tflite"));
+    int views = mf.meta.recipe.cacheViews;
+    FeatureCache stored = FeatureCache.fromNpz(Files.readAllBytes(new File(storage, "features.npz").toPath()),
+        mf.meta.featureElements(), views + 1);
+    assertEquals(40, stored.size());
+    com.google.gson.JsonObject settings = Checkpoint.load(new File(storage, Checkpoint.NAME), mf.modelHash(),
+        vm.state().labels).meta.getAsJsonObject("settings");
+    assertTrue(settings.get("augment").getAsBoolean());
+    assertEquals(views, settings.get("cache_views").getAsInt());
 
     // A second run of 6 epochs, cancelled after its first step: it stops at a step boundary.
     PersonalizeViewModel.Observer canceller = s -> {

@@ -15,8 +15,9 @@ import java.nio.file.Files;
  * "refused: reason", and exits 0 (accepted) or 2 (refused), like tftl-check and web_demo/tools/check.mjs.
  * {@code --vectors DIR} reads every file of DIR/manifest.json (python -m tftl.runtime.vectors) and prints
  * one JSON list of verdicts. {@code FILE --recipe N} prints the file's recipe resolved for N photos, and
- * {@code --probe VECTORS} the fits and resolved recipes of contract/vectors/probe.json, as this core makes
- * them (tests/test_conformance.py compares both with Python's and the browser's).
+ * {@code FILE --settings N} the settings the trainer records for such a run (augment and cache_views as
+ * used), and {@code --probe VECTORS} the fits and resolved recipes of contract/vectors/probe.json, as this
+ * core makes them (tests/test_conformance.py compares them with Python's and the browser's).
  */
 public final class Check {
   private Check() {}
@@ -131,6 +132,19 @@ public final class Check {
     return out;
   }
 
+  /**
+   * The settings {@link Trainer} records for a run on {@code images} photos of a file (tftl-train's
+   * checkpoint settings), from {@link Trainer.Config#of} and a training cache shaped as the app
+   * builds it: the recipe's views per photo (rows of one element: the settings never read them).
+   */
+  static JsonObject trainSettings(ModelMetadata meta, int images) {
+    Trainer.Config cfg = Trainer.Config.of(meta.recipe, images, meta.batch);
+    FeatureCache train = new FeatureCache(1, cfg.augment ? cfg.cacheViews : 1);
+    train.add(new float[images * train.views], new int[images]);
+    int total = (images + meta.batch - 1) / meta.batch * cfg.epochs;
+    return Trainer.settings(cfg, train, meta.batch, meta.recipe.warmupFor(total), 0);
+  }
+
   public static void main(String[] args) throws IOException {
     if (args.length == 2 && args[0].equals("--vectors")) {
       System.out.println(new Gson().toJson(vectors(new File(args[1]))));
@@ -146,10 +160,15 @@ public final class Check {
       System.out.println(new Gson().toJson(meta.recipe.resolved(Integer.parseInt(args[2]), meta.batch)));
       return;
     }
+    if (args.length == 3 && args[1].equals("--settings")) {
+      ModelMetadata meta = ModelFile.read(new File(args[0])).meta;
+      System.out.println(new Gson().toJson(trainSettings(meta, Integer.parseInt(args[2]))));
+      return;
+    }
     boolean resume = args.length == 3 && args[1].equals("--checkpoint");
     if (!resume && (args.length != 1 || args[0].startsWith("-"))) {
-      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | FILE --recipe N | --vectors DIR"
-          + " | --probe VECTORS.json");
+      System.err.println("usage: android_demo/tools/check FILE | FILE --checkpoint CHECKPOINT | FILE --recipe N"
+          + " | FILE --settings N | --vectors DIR | --probe VECTORS.json");
       System.exit(2);
     }
     JsonObject v = resume ? checkpointVerdict(new File(args[0]), new File(args[2])) : verdict(new File(args[0]));

@@ -27,7 +27,12 @@ public final class Preprocess {
 
   /** Largest JPEG DCT scale (8, 4, 2, 1) that keeps the centre crop >= size pixels a side (_draft_scale). */
   public static int draftScale(int width, int height, int size) {
-    int shorter = Math.min(width, height);
+    return draftScale(centerCropBox(width, height), size);
+  }
+
+  /** Largest JPEG DCT scale (8, 4, 2, 1) that keeps {@code box} >= size pixels a side (_draft_scale). */
+  public static int draftScale(double[] box, int size) {
+    double shorter = Math.min(box[2] - box[0], box[3] - box[1]);
     for (int s : new int[] {8, 4, 2}) {
       if ((double) shorter / s >= size) {
         return s;
@@ -51,14 +56,36 @@ public final class Preprocess {
    */
   public static float[] fromDecoded(byte[] rgb, int width, int height, int fullWidth, int fullHeight,
       int rawWidth, int rawDecodedWidth, int size) {
+    return fromDecoded(rgb, width, height, centerCropBox(fullWidth, fullHeight), false, rawWidth, rawDecodedWidth,
+        size);
+  }
+
+  /**
+   * The model input for crop {@code fullBox} (on the upright full-resolution image; the centre crop or
+   * an {@link Augment} view), mirrored left-right when {@code flip}; the rest as the eval overload.
+   */
+  public static float[] fromDecoded(byte[] rgb, int width, int height, double[] fullBox, boolean flip,
+      int rawWidth, int rawDecodedWidth, int size) {
     Blocking.check(Blocking.Kind.DECODE, "preprocessing a photo");
     double scale = (double) rawWidth / rawDecodedWidth;
-    double[] box = centerCropBox(fullWidth, fullHeight);
+    double[] box = new double[4];
     double[] lim = {width, height, width, height};
     for (int i = 0; i < 4; i++) {
-      box[i] = Math.min(box[i] / scale, lim[i]);
+      box[i] = Math.min(fullBox[i] / scale, lim[i]);
     }
-    return resize(rgb, width, height, box, size);
+    float[] out = resize(rgb, width, height, box, size);
+    return flip ? mirror(out, size) : out;
+  }
+
+  /** A size x size x 3 image mirrored left-right (Image.Transpose.FLIP_LEFT_RIGHT). */
+  static float[] mirror(float[] img, int size) {
+    float[] out = new float[img.length];
+    for (int y = 0; y < size; y++) {
+      for (int x = 0; x < size; x++) {
+        System.arraycopy(img, (y * size + x) * 3, out, (y * size + size - 1 - x) * 3, 3);
+      }
+    }
+    return out;
   }
 
   /** The model input for upright pixels decoded at full resolution. */

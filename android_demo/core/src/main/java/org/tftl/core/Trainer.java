@@ -12,10 +12,12 @@ import java.util.concurrent.CancellationException;
 import java.util.function.BooleanSupplier;
 
 /**
- * The app's fine-tuning loop over cached trunk features (tftl/runtime/loop.py with
- * --no-augment): shuffled batches through {@code train_features}, the last batch padded with
- * sample_weight 0, a linear warm-up then cosine learning rate ({@link #cosineLr}), validation on
- * held-out features, and after every epoch an atomic checkpoint in tftl-train's format.
+ * The app's fine-tuning loop over cached trunk features (tftl/runtime/loop.py with a feature
+ * cache): each epoch one cached view per photo ({@link #draws}, as CachedFeatures.draw; the cache
+ * holds the recipe's cache_views {@link Augment} views), shuffled batches through
+ * {@code train_features}, the last batch padded with sample_weight 0, a linear warm-up then cosine
+ * learning rate ({@link #cosineLr}), validation on held-out features (their centre crops), and after
+ * every epoch an atomic checkpoint in tftl-train's format.
  *
  * <p>Each epoch's order is a Fisher-Yates shuffle from SplittableRandom(seed, epoch), so a run
  * resumed mid-epoch (after cancel or a killed app) continues with exactly the same batches.
@@ -43,6 +45,10 @@ public final class Trainer {
     /** "probe": fit the classifier (kernel, bias state names) as a linear probe before the first step. */
     public String headInit = Recipe.LEGACY.headInit;
     public List<String> classifier = Recipe.LEGACY.classifier;
+    /** Whether the training cache holds augmented views: {@link #of} sets it, as tftl-train's default --augment. */
+    public boolean augment = false;
+    /** Augmented views the training cache holds per photo when augmenting (the recipe's cache_views). */
+    public int cacheViews = 1;
 
     /** The recipe's settings for a training set of {@code images} photos at {@code batch} (loop.Trainer's defaults). */
     public static Config of(Recipe recipe, int images, int batch) {
@@ -52,6 +58,8 @@ public final class Trainer {
       c.warmupSteps = recipe.warmupSteps;
       c.headInit = recipe.headInit;
       c.classifier = recipe.classifier;
+      c.augment = true;
+      c.cacheViews = recipe.cacheViews;
       return c;
     }
   }
@@ -115,6 +123,22 @@ public final class Trainer {
     return perm;
   }
 
+  /**
+   * The cached view each of {@code n} photos uses in epoch {@code epoch} (CachedFeatures.draw), from
+   * its own SplittableRandom(seed, epoch), so a resumed run draws the same; null with one view.
+   */
+  public static int[] draws(long seed, int epoch, int n, int views) {
+    if (views <= 1) {
+      return null;
+    }
+    SplittableRandom rng = new SplittableRandom((seed * 1_000_003L + epoch) * 31 + 0xd7a3L);
+    int[] v = new int[n];
+    for (int i = 0; i < n; i++) {
+      v[i] = rng.nextInt(views);
+    }
+    return v;
+  }
+
   public JsonArray history() {
     return history;
   }
@@ -141,7 +165,7 @@ public final class Trainer {
     int stepsPerEpoch = (n + batch - 1) / batch;
     int total = stepsPerEpoch * cfg.epochs;
     int warmup = cfg.warmupSteps != null ? cfg.warmupSteps : Math.min(50, total / 10);
-    JsonObject settings = settings(n, warmup, val == null ? 0 : val.size());
+    JsonObject settings = settings(cfg, train, batch, warmup, val == null ? 0 : val.size());
     if (cfg.headInit.equals("probe") && state.get("global_step").getAsInt() == 0 && state.get("position").getAsInt() == 0) {
       settings.add("head_fit", fitHead(train));
     }
@@ -157,6 +181,7 @@ public final class Trainer {
     int batch = model.batch;
     int n = train.size();
     int[] perm = order(cfg.seed, epoch, n);
+    int[] draws = draws(cfg.seed, epoch, n, train.views);
     JsonObject partial = state.getAsJsonObject("partial");
     double lossSum = partial.has("loss_sum") ? partial.get("loss_sum").getAsDouble() : 0;
     int correct = partial.has("correct") ? partial.get("correct").getAsInt() : 0;
@@ -176,7 +201,7 @@ public final class Trainer {
       }
       int global = state.get("global_step").getAsInt();
       float lr = (float) cosineLr(cfg.lr, global, total, warmup);
-      TftlModel.Step step = model.trainFeaturesStep(train.get(idx), y, lr);
+      TftlModel.Step step = model.trainFeaturesStep(train.get(idx, draws), y, lr);
       if (!Float.isFinite(step.loss)) {
         throw new TftlException("loss became " + step.loss + " at epoch " + (epoch + 1) + ", step " + (b + 1)
             + " (learning rate " + lr + "); the last good checkpoint is kept — lower the learning rate and train again");
@@ -222,9 +247,9 @@ public final class Trainer {
   }
 
   /**
-   * The LP of LP-FT (loop.Trainer._fit_head): the classifier fitted by {@link Probe} on every cached
-   * photo's embed_features, then restored into the model with the rest of its state; returns the fit's
-   * record (tftl-train's settings.head_fit).
+   * The LP of LP-FT (loop.Trainer._fit_head): the classifier fitted by {@link Probe} on each cached
+   * photo's mean embed_features over its views, then restored into the model with the rest of its
+   * state; returns the fit's record (tftl-train's settings.head_fit).
    */
   private JsonObject fitHead(FeatureCache train) {
     long t0 = System.nanoTime();
@@ -235,12 +260,20 @@ public final class Trainer {
       all[i] = i;
       y[i] = train.label(i);
     }
-    float[] emb = model.embedFeatures(train.get(all));
-    int d = emb.length / n;
-    double[] x = new double[emb.length];
-    for (int i = 0; i < x.length; i++) {
-      x[i] = emb[i];
+    double[] x = null;
+    int[] view = new int[n];
+    for (int v = 0; v < train.views; v++) {
+      java.util.Arrays.fill(view, v);
+      float[] emb = model.embedFeatures(train.get(all, view));
+      x = x == null ? new double[emb.length] : x;
+      for (int i = 0; i < x.length; i++) {
+        x[i] += emb[i];
+      }
     }
+    for (int i = 0; i < x.length; i++) {
+      x[i] /= train.views;
+    }
+    int d = x.length / n;
     Probe.Fit fit = Probe.fitHead(x, y, n, d, model.numLabels);
     java.util.Map<String, Npy.Array> state = new java.util.LinkedHashMap<>(model.state());
     state.put(cfg.classifier.get(0), Npy.Array.ofFloats(fit.kernel, new int[] {d, model.numLabels}));
@@ -254,7 +287,7 @@ public final class Trainer {
       cv.addProperty(l2, Math.round(fit.cvAccuracy[i] * 1e4) / 1e4);  // probe.fit_head's record
     }
     info.add("cv_accuracy", cv);
-    info.addProperty("views", 1);
+    info.addProperty("views", train.views);
     info.addProperty("images", n);
     info.addProperty("seconds", Math.round((System.nanoTime() - t0) / 1e7) / 100.0);
     return info;
@@ -303,18 +336,29 @@ public final class Trainer {
     entry.addProperty("val_loss", loss / y.length);
   }
 
-  private JsonObject settings(int n, int warmup, int valImages) {
+  /**
+   * The run's settings as tftl-train records them, augment and cache_views as used: refuses a
+   * training cache whose views are not what cfg asks for (a cache built for another recipe).
+   */
+  public static JsonObject settings(Config cfg, FeatureCache train, int batch, int warmup, int valImages) {
+    int want = cfg.augment ? cfg.cacheViews : 1;
+    if (train.views != want) {
+      throw new TftlException("the training cache holds " + train.views + " view(s) per photo, the run "
+          + (cfg.augment ? "caches " + want + " augmented views (the recipe's cache_views)" : "one unaugmented view")
+          + " — rebuild the cache with " + want);
+    }
+    int n = train.size();
     JsonObject s = new JsonObject();
     s.addProperty("epochs", cfg.epochs);
     s.addProperty("lr", cfg.lr);
     s.addProperty("warmup_steps", warmup);
-    s.addProperty("augment", false);
+    s.addProperty("augment", cfg.augment);
     s.addProperty("cache_features", true);
-    s.addProperty("cache_views", 1);
+    s.addProperty("cache_views", train.views);
     s.addProperty("seed", cfg.seed);
     s.addProperty("head_init", cfg.headInit);
     s.addProperty("train_images", n);
-    s.addProperty("batch", model.batch);
+    s.addProperty("batch", batch);
     s.add("val", null);
     s.add("val_split", null);
     s.addProperty("val_images", valImages);

@@ -4,12 +4,17 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
+import java.awt.image.BufferedImage;
 import java.io.File;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.util.Arrays;
 import java.util.List;
+import javax.imageio.ImageIO;
+import javax.imageio.ImageReadParam;
+import javax.imageio.ImageReader;
+import javax.imageio.stream.ImageInputStream;
 import org.tftl.core.FeatureCache;
 import org.tftl.core.ModelFile;
 import org.tftl.core.Npy;
@@ -62,6 +67,56 @@ public final class Work {
   public static JsonObject json(String name) throws IOException {
     return JsonParser.parseString(new String(Files.readAllBytes(file(name).toPath()), StandardCharsets.UTF_8))
         .getAsJsonObject();
+  }
+
+  /** A photo file decoded by the JDK: RGB bytes, width, height; sampleSize keeps every n-th pixel. */
+  public static final class Decoded {
+    public final byte[] rgb;
+    public final int width;
+    public final int height;
+    /** The stored width at full resolution. */
+    public final int rawWidth;
+
+    Decoded(byte[] rgb, int width, int height, int rawWidth) {
+      this.rgb = rgb;
+      this.width = width;
+      this.height = height;
+      this.rawWidth = rawWidth;
+    }
+  }
+
+  /** {width, height} of an image file, read without decoding its pixels. */
+  public static int[] size(File file) throws IOException {
+    try (ImageInputStream in = ImageIO.createImageInputStream(file)) {
+      ImageReader r = ImageIO.getImageReaders(in).next();
+      r.setInput(in);
+      return new int[] {r.getWidth(0), r.getHeight(0)};
+    }
+  }
+
+  /** The pixels of an image file at 1/{@code sampleSize} scale (the phone scales in the DCT). */
+  public static Decoded decode(File file, int sampleSize) throws IOException {
+    try (ImageInputStream in = ImageIO.createImageInputStream(file)) {
+      ImageReader r = ImageIO.getImageReaders(in).next();
+      r.setInput(in);
+      ImageReadParam p = r.getDefaultReadParam();
+      p.setSourceSubsampling(sampleSize, sampleSize, 0, 0);
+      int rawWidth = r.getWidth(0);
+      BufferedImage img = r.read(0, p);
+      int w = img.getWidth();
+      int h = img.getHeight();
+      byte[] rgb = new byte[w * h * 3];
+      for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+          int v = img.getRGB(x, y);
+          int o = (y * w + x) * 3;
+          rgb[o] = (byte) (v >> 16);
+          rgb[o + 1] = (byte) (v >> 8);
+          rgb[o + 2] = (byte) v;
+        }
+      }
+      return new Decoded(rgb, w, h, rawWidth);
+    }
   }
 
   /** Extracts the features of images_{split}.npy through {@code model} into a cache. */
