@@ -522,6 +522,13 @@ def test_supernode_killed_mid_round_is_dropped_and_the_next_round_goes_on(model,
             cfg = {"model": str(model), "data": str(train), "partition-id": i, "num-partitions": 3,
                    "work-dir": str(tmp_path / "clients")}
             nodes.append(deploy.supernode(port, cfg, env, tmp_path / f"node{i}.log"))
+        # All three registered before the run starts: round 1 samples the nodes connected when it
+        # begins, and on a loaded machine a late third node first trained (and died) in round 2.
+        logs = [tmp_path / f"node{i}.log" for i in range(3)]
+        deadline = time.monotonic() + 180
+        while not all(f.exists() and "SuperNode ID:" in f.read_text(errors="replace") for f in logs) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
         victim = tmp_path / "clients" / "client-2" / "cache" / "features_train.f16"
         runner = subprocess.Popen([deploy._tool("flwr"), "run", str(app), "local", "--stream"], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -258,6 +258,7 @@ def train(cfg: TrainConfig, *, out=None, err=None, on_epoch_end=None) -> TrainRe
             result = trainer.fit(train_samples, None, val=val_samples, state=state, checkpoint=paths.checkpoint,
                                  on_epoch_end=epoch_done, settings=dict(val=cfg.val, val_split=cfg.val_split))
         except OSError as e:  # a checkpoint or --history write: the last good checkpoint is untouched
+            features.remove_cache(paths.ckpt_dir)  # on a full disk it holds the space; --resume rebuilds it
             kept = (f"; the checkpoint of epoch {trainer.kept[0]} is kept, continue with --resume"
                     if trainer.kept else "")
             flag = "--history" if cfg.history and e.filename == os.fspath(cfg.history) else "--checkpoint-dir"
