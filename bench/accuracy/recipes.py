@@ -115,7 +115,7 @@ def run_recipe(session, init, r, cache, ytr, test_feats, yte, seed):
     rng = np.random.default_rng(seed)
     bn_init = {n: init[n] for n in session.meta.state_groups["bn_statistics"]}
     start = session.state(("trainable", "bn_statistics"))
-    blocks = [n for n in start if n not in session.meta.recipe.classifier]
+    blocks = [n for n in session.meta.state_groups["trainable"] if n not in session.meta.recipe.classifier]
     step = 0
     for e in range(epochs):
         perm = rng.permutation(len(ytr))
@@ -127,8 +127,7 @@ def run_recipe(session, init, r, cache, ytr, test_feats, yte, seed):
             session.train_features_step(feats, ytr[idx].astype(np.int32), sched(step))
             if before is not None:
                 after = session.state(("trainable",))
-                session.restore_state({n: before[n] + r["blocks"] * (after[n] - before[n]) for n in blocks
-                                       if n in before},
+                session.restore_state({n: before[n] + r["blocks"] * (after[n] - before[n]) for n in blocks},
                                       what="scaled block step", partial=True)
             if r.get("bn") == "fixed":
                 session.restore_state(bn_init, what="BN statistics", partial=True)

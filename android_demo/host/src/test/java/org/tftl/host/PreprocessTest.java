@@ -55,16 +55,7 @@ class PreprocessTest {
       BufferedImage img = ImageIO.read(new File(c.get("path").getAsString()));
       int w = img.getWidth();
       int h = img.getHeight();
-      byte[] rgb = new byte[w * h * 3];
-      for (int y = 0; y < h; y++) {
-        for (int x = 0; x < w; x++) {
-          int p = img.getRGB(x, y);
-          int o = (y * w + x) * 3;
-          rgb[o] = (byte) (p >> 16);
-          rgb[o + 1] = (byte) (p >> 8);
-          rgb[o + 2] = (byte) p;
-        }
-      }
+      byte[] rgb = Work.rgb(img);
       float[] got = Preprocess.fromPixels(rgb, w, h, 96);
       float[] want = Work.npy("pre_" + i + "_out.npy").floats();
       for (int k = 0; k < want.length; k++) {

@@ -103,20 +103,25 @@ public final class Work {
       p.setSourceSubsampling(sampleSize, sampleSize, 0, 0);
       int rawWidth = r.getWidth(0);
       BufferedImage img = r.read(0, p);
-      int w = img.getWidth();
-      int h = img.getHeight();
-      byte[] rgb = new byte[w * h * 3];
-      for (int y = 0; y < h; y++) {
-        for (int x = 0; x < w; x++) {
-          int v = img.getRGB(x, y);
-          int o = (y * w + x) * 3;
-          rgb[o] = (byte) (v >> 16);
-          rgb[o + 1] = (byte) (v >> 8);
-          rgb[o + 2] = (byte) v;
-        }
-      }
-      return new Decoded(rgb, w, h, rawWidth);
+      return new Decoded(rgb(img), img.getWidth(), img.getHeight(), rawWidth);
     }
+  }
+
+  /** The pixels of a decoded image as packed RGB bytes, row by row. */
+  public static byte[] rgb(BufferedImage img) {
+    int w = img.getWidth();
+    int h = img.getHeight();
+    byte[] rgb = new byte[w * h * 3];
+    for (int y = 0; y < h; y++) {
+      for (int x = 0; x < w; x++) {
+        int v = img.getRGB(x, y);
+        int o = (y * w + x) * 3;
+        rgb[o] = (byte) (v >> 16);
+        rgb[o + 1] = (byte) (v >> 8);
+        rgb[o + 2] = (byte) v;
+      }
+    }
+    return rgb;
   }
 
   /** Extracts the features of images_{split}.npy through {@code model} into a cache. */
