@@ -1,9 +1,13 @@
 """The Raspberry Pi path on arm64 (issue 18): install, train, evaluate and predict in an emulated
-Debian bookworm arm64 root (the userland of 64-bit Raspberry Pi OS), with stock ai-edge-litert
-and with the tflite-runtime 2.14 fallback; the epoch-1 loss must equal this host's to 1e-3.
-A tftl-2 file (scalar learning_rate, which segfaults aarch64 ai-edge-litert) must have its
-training refused there with one line instead, still evaluate, and train with tflite-runtime.
-armhf (32-bit Raspberry Pi OS, tflite-runtime 2.14 only) runs the same way.
+Debian bookworm arm64 root (the userland of 64-bit Raspberry Pi OS), with stock ai-edge-litert;
+the epoch-1 loss must equal this host's to 1e-3. A tftl-2 file (scalar learning_rate, which
+segfaults aarch64 ai-edge-litert) must have its training refused there with one line instead,
+and still evaluate. armhf (32-bit Raspberry Pi OS) runs the tflite-runtime 2.14 fallback the
+same way, and trains the tftl-2 file with it.
+
+The suite runs one runtime per architecture: under QEMU each runtime's venv and runs cost
+about 5 minutes of one of CI's two cores. `python tests/arm64/smoke.py --arch arm64 --model
+M.tflite --legacy L.tflite` (by hand, as root) also runs the tflite-runtime fallback on arm64.
 
 The work is tests/arm64/smoke.py (also runnable by hand); it needs root for debootstrap,
 chroot and binfmt_misc, as CI has. TFTL_ARM64_ROOT / TFTL_ARMHF_ROOT name a root folder to
@@ -45,12 +49,12 @@ def _smoke(exported, arch, root_env, *extra):
 
 @pytest.mark.slow
 def test_pi_path_on_arm64(exported):
-    report = _smoke(exported, "arm64", "TFTL_ARM64_ROOT", "--legacy", str(exported(**PI_MODEL, legacy=True)))
-    litert, fallback = report["runs"]
-    assert (litert["runtime"], fallback["runtime"]) == ("ai-edge-litert", "tflite-runtime")
+    report = _smoke(exported, "arm64", "TFTL_ARM64_ROOT", "--legacy", str(exported(**PI_MODEL, legacy=True)),
+                    "--runtimes", "ai-edge-litert")
+    [litert] = report["runs"]
+    assert litert["runtime"] == "ai-edge-litert"
     assert "tftl-2 file whose" in litert["legacy_refusal"] and "export it again" in litert["legacy_refusal"]
     assert 0 <= litert["legacy_eval_accuracy"] <= 1
-    assert abs(fallback["legacy_epoch1_loss"] - report["host_epoch1_loss"]) <= 1e-3
 
 
 @pytest.mark.slow

@@ -186,3 +186,47 @@ def test_the_head_probe_embeds_on_a_freed_interpreter_only_while_the_state_is_th
         moved = s2.embed_features(feats)
     assert contract.EMBED_FEATURES in s2._runners  # stayed on (was created on) the main interpreter
     assert not np.array_equal(moved, apart)  # the step changed the state the embeddings read
+
+
+def test_state_baked_into_the_interpreter_trains_exactly_like_a_restore(model, photos, tmp_path, monkeypatch):
+    """While a session's state is still the file's own, restore_state builds its interpreter
+    again with the state as the variables' initial values (subset.signatures_only's `initial`)
+    instead of running `restore`, whose arena is a second copy of the state: the head fitted
+    as a probe, and a fine-tuned file's state.npz. Same state, same steps, bit for bit, as
+    the `restore` path; the state is read back a tensor at a time (iter_state) exactly as
+    the `save` signature returns it."""
+    from tftl.runtime import subset
+
+    first = Session(model, threads=1)
+    feats = np.random.default_rng(0).normal(size=(first.batch, *first.feature_shape)).astype(np.float32)
+    labels = np.arange(first.batch) % len(first.labels)
+    kernel, bias = first.meta.recipe.classifier
+    del first
+    runs = []
+    for bake in (True, False):
+        s = Session(model, threads=1, signatures=TRAINING)
+        shapes = s.state_shapes()
+        head = {kernel: np.linspace(-1, 1, np.prod(shapes[kernel]), dtype=np.float32).reshape(shapes[kernel]),
+                bias: np.full(shapes[bias], 0.25, np.float32)}
+        s.pristine = bake  # False: the restore signature, as after any step
+        s.restore_state(head, what="a head", partial=True)
+        assert (contract.RESTORE in s._runners) is not bake and not s.pristine
+        np.testing.assert_array_equal(s.state()[kernel], head[kernel])
+        losses = [s.train_features_step(feats, labels, 1e-3) for _ in range(2)]
+        runs.append((losses, s.state()))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(runs[0][1][k], runs[1][1][k]) for k in runs[1][1])
+    saved = s.runner(contract.SAVE)(token=np.zeros(1, np.float32))
+    assert [n for n, _ in s.iter_state()] == sorted(saved)
+    assert all(np.array_equal(v, saved[n]) for n, v in s.iter_state())
+
+    tuned = tmp_path / "tuned.tflite"
+    save_model(tuned, s.model_file, s.labels, runs[1][1])
+    baked = Session(tuned, threads=1)
+    assert contract.RESTORE not in baked._runners and not baked.pristine
+    monkeypatch.setattr(subset, "available", lambda: False)
+    restored = Session(tuned, threads=1)
+    assert contract.RESTORE in restored._runners
+    a, b = baked.state(), restored.state()
+    assert all(np.array_equal(a[k], b[k]) for k in b)
+    np.testing.assert_array_equal(baked.predict_features(feats), restored.predict_features(feats))

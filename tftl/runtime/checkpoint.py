@@ -7,10 +7,12 @@ declared sizes checked before anything is allocated), so a checkpoint file can n
 code or make the reader allocate more than it holds.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -36,22 +38,36 @@ class CheckpointError(InputError):
 
 def save_checkpoint(path, arrays: dict, meta: dict) -> None:
     """Write `arrays` (name -> numeric array) and JSON-able `meta` to `path` atomically."""
+    with checkpoint_writer(path, meta) as add:
+        for name, value in arrays.items():
+            add(name, value)
+
+
+@contextlib.contextmanager
+def checkpoint_writer(path, meta: dict):
+    """Yield add(name, array): a checkpoint written one array at a time, as np.savez lays it
+    out, then `meta`. The caller can drop each array once added (a trainer reads the state
+    out of its interpreter a tensor at a time: Session.iter_state). Atomic: an exception in
+    the block leaves `path` as it was."""
     path = os.fspath(path)
-    if META_KEY in arrays:
-        raise ValueError(f"array name {META_KEY!r} is reserved for checkpoint metadata — rename that array")
-    out = {}
-    for name, value in arrays.items():
-        array = np.asarray(value)
-        if array.dtype.hasobject:
-            raise ValueError(f"checkpoint array {name!r} has dtype object — store numeric arrays only")
-        out[name] = array
     try:
         encoded = json.dumps(meta, sort_keys=True, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ValueError(f"checkpoint metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
-    out[META_KEY] = np.frombuffer(encoded, dtype=np.uint8)
-    with files.atomic_write(path) as f:
-        np.savez(f, **out)
+    with files.atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        yield lambda name, value: _write_member(archive, name, value)
+        _write_member(archive, META_KEY, np.frombuffer(encoded, dtype=np.uint8), reserved=False)
+
+
+def _write_member(archive, name, value, *, reserved=True) -> None:
+    """One array as the member `name`.npy (what np.savez writes)."""
+    if reserved and name == META_KEY:
+        raise ValueError(f"array name {META_KEY!r} is reserved for checkpoint metadata — rename that array")
+    array = np.asanyarray(value)
+    if array.dtype.hasobject:
+        raise ValueError(f"checkpoint array {name!r} has dtype object — store numeric arrays only")
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def _nonneg(v) -> bool:

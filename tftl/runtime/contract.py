@@ -66,6 +66,7 @@ OPT_STEP = "opt_step"
 # State groups: how `save`'s tensors divide (the exporter knows; old files are grouped by name).
 TRAINABLE, BN_STATISTICS, OPTIMIZER = "trainable", "bn_statistics", "optimizer"
 GROUPS = (TRAINABLE, BN_STATISTICS, OPTIMIZER)
+DEPLOYABLE = (TRAINABLE, BN_STATISTICS)  # what a fine-tuned model file ships (modelfile.deployable)
 
 # Bounds on what a file may declare, so a damaged or hostile file cannot make a reader
 # allocate without limit.

@@ -18,6 +18,7 @@ client that trains one epoch per round continues one cosine schedule across roun
 No TensorFlow here.
 """
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -203,18 +204,18 @@ class Trainer:
                  self.err)
         return state
 
-    def finite_state(self, state) -> dict:
-        """The session's state arrays; Diverged if any is NaN or infinite, or if the model's
-        outputs on a batch of the training set are (weights can be finite yet so large,
-        1e30 after a step at --lr 1e30, that every prediction is NaN). Nothing is written
-        from such a state."""
-        arrays = self.session.state()
-        bad = next((name for name, v in arrays.items() if not np.isfinite(v).all()), None)
-        if bad is not None:
-            raise Diverged(f"the weights became NaN or infinite ({bad}) {_when(state)}")
+    def finite_state(self, state, groups=contract.GROUPS):
+        """The session's state in `groups` as (name, array) pairs, one array copied at a time
+        (Session.iter_state); Diverged if the model's outputs on a batch of the training set
+        are NaN or infinite (weights can be finite yet so large, 1e30 after a step at --lr
+        1e30, that every prediction is NaN), or, while the pairs are read, if an array is.
+        A writer of the pairs (atomic) then leaves nothing: nothing is written from such a state."""
         if not self._outputs_finite():
             raise Diverged(f"the model's outputs became NaN or infinite {_when(state)} (its weights grew too large)")
-        return arrays
+        for name, value in self.session.iter_state(groups):
+            if not np.isfinite(value).all():
+                raise Diverged(f"the weights became NaN or infinite ({name}) {_when(state)}")
+            yield name, value
 
     def _outputs_finite(self) -> bool:
         """Whether `infer_features` on the probe batch (the first training batch's features,
@@ -237,10 +238,14 @@ class Trainer:
     def save(self, path, state) -> None:
         """Write a checkpoint, refusing (Diverged) a state that is not finite: the last good
         checkpoint on disk stays the one to resume from."""
-        arrays = self.finite_state(state)
-        if path is not None:
-            ckpt.save_checkpoint(path, arrays, state.to_meta(self.session.model_hash, self.session.labels))
-            self.kept = (state.epoch, state.position)
+        pairs = self.finite_state(state)
+        if path is None:
+            collections.deque(pairs, maxlen=0)  # still checked: a diverged run stops here too
+            return
+        with ckpt.checkpoint_writer(path, state.to_meta(self.session.model_hash, self.session.labels)) as add:
+            for name, value in pairs:
+                add(name, value)
+        self.kept = (state.epoch, state.position)
 
     # --- fit ---------------------------------------------------------------------------
 

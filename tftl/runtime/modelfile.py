@@ -255,16 +255,31 @@ def state_npz_bytes(state: dict, *, consume: bool = False) -> memoryview:
     reference frees the arrays one by one while the buffer grows (the state is then never
     held twice).
     """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as archive:
-        for name in sorted(state):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_STORED
-            with archive.open(info, "w") as member:
-                array = np.asarray(state.pop(name) if consume else state[name], dtype=np.float32, order="C")
-                np.lib.format.write_array(member, array, allow_pickle=False)
-                del array
-    return buf.getbuffer()
+    npz = StateNpz()
+    for name in sorted(state):
+        npz.add(name, state.pop(name) if consume else state[name])
+    return npz.close()
+
+
+class StateNpz:
+    """A state.npz built one array at a time: add() in sorted name order gives state_npz_bytes'
+    bytes. A trainer adds each tensor as it copies it out of the interpreter
+    (Session.iter_state), so the state is never held twice."""
+
+    def __init__(self):
+        self._buffer = io.BytesIO()
+        self._archive = zipfile.ZipFile(self._buffer, "w")
+
+    def add(self, name: str, value) -> None:
+        info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+        info.compress_type = zipfile.ZIP_STORED
+        with self._archive.open(info, "w") as member:
+            np.lib.format.write_array(member, np.asarray(value, dtype=np.float32, order="C"), allow_pickle=False)
+
+    def close(self) -> memoryview:
+        """The archive's bytes (a view of its buffer, not a copy)."""
+        self._archive.close()
+        return self._buffer.getbuffer()
 
 
 def save_model(path, model_file, labels, state, metadata_updates=None) -> dict:

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from tftl.runtime import data, features, files, labels as labels_mod
+from tftl.runtime import contract, data, features, files, labels as labels_mod
 from tftl.runtime import interpreter as rt
 from tftl.runtime.config import TrainConfig
 from tftl.runtime.errors import Diverged, InputError, Interrupted
@@ -29,7 +29,7 @@ from tftl.runtime.features import Samples
 from tftl.runtime.checkpoint import CHECKPOINT_NAME
 from tftl.runtime.loop import Trainer
 from tftl.runtime.metrics import skipped_lines, skipped_report
-from tftl.runtime.modelfile import deployable, save_model, state_npz_bytes
+from tftl.runtime.modelfile import StateNpz, save_model
 from tftl.runtime.session import TRAIN_SIGNATURES, TRAINING, Session
 from tftl.runtime.stop import StopFlag
 
@@ -279,11 +279,12 @@ def _write_outputs(cfg, session, paths, trainer, result, history, out, err):
                "val_accuracy": last.get("val_accuracy"), "base_model": session.model_hash}
     try:
         # Diverged if the weights are not finite: no NaN model is written. The optimizer group
-        # stays in the checkpoint (a deployable file); each array is freed as soon as it is in
-        # the npz, so the state is never held twice.
-        state = deployable(session.model_file, trainer.finite_state(result.state), consume=True)
-        npz = state_npz_bytes(state, consume=True)
-        save_model(paths.output, session.model_file, session.labels, npz, {"training": summary})
+        # stays in the checkpoint (a deployable file has none); each array is copied out of the
+        # interpreter only as it is written into the npz, so the state is never held twice.
+        npz = StateNpz()
+        for name, value in trainer.finite_state(result.state, contract.DEPLOYABLE):
+            npz.add(name, value)
+        save_model(paths.output, session.model_file, session.labels, npz.close(), {"training": summary})
     except OSError as e:
         kept = f"; the checkpoint in {files.printable(paths.ckpt_dir)} is kept, --resume writes it again"
         raise InputError(files.write_problem(e, paths.output, "pass another --output") + kept) from None

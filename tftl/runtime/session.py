@@ -80,16 +80,12 @@ class Session:
         self.image_size = self.meta.image_size
         self.feature_shape = self.meta.feature_shape
         self.has_trunk = self.meta.has_trunk
-        try:
-            self.interpreter = rt.load_interpreter(self._flatbuffer_for(signatures), threads, xnnpack=xnnpack)
-            self.resident = frozenset(self.interpreter.get_signature_list())
-            self.signatures = frozenset(mf.signatures) if mf.signatures and signatures else self.resident
-        except rt.RuntimeNotFound:
-            raise
-        except (ValueError, RuntimeError) as e:
-            raise modelfile.ModelFileError(
-                f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
-            ) from e
+        self._wanted, self._xnnpack = signatures, xnnpack
+        partial = embedded is not None and len(embedded) < len(self.meta.state_names)
+        baked = (self._checked(embedded, f"{modelfile.STATE_NAME} of {mf.path}", partial)
+                 if embedded is not None and restore_embedded and self._can_bake() else None)
+        self._load(baked)
+        self.signatures = frozenset(mf.signatures) if mf.signatures and signatures else self.resident
         # `extract` streams at the micro-batch where the file has `extract_micro` (tftl.json
         # micro_batch): the trunk's workspace is that of M images, not of the training batch
         self.micro_batch = (self.meta.micro_batch if self.meta.micro_batch is not None
@@ -97,17 +93,37 @@ class Session:
         self.extract_signature = contract.EXTRACT if self.micro_batch is None else contract.EXTRACT_MICRO
         self._runners = {}
         self._rate_shapes = {}
-        self.pristine = True  # the state is the file's graph's own (no runner that writes it yet)
+        # the state is the file's graph's own (no runner that writes it yet, nothing baked in)
+        self.pristine = baked is None
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
         # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
         # a fine-tuned file shares its feature cache with the file it was trained from.
         self.trunk_hash = meta.get("content_hash") or modelfile.content_hash(mf.flatbuffer)
         # The identity checkpoints are tied to: the graph, plus the trained state it starts from.
         self.model_hash = modelfile.model_hash(mf, raw)
-        if embedded is not None and restore_embedded:
+        if embedded is not None and restore_embedded and baked is None:
             # A deployable file holds no optimizer state: the interpreter keeps its own (fresh).
-            self.restore_state(embedded, what=f"{modelfile.STATE_NAME} of {mf.path}",
-                               partial=len(embedded) < len(self.meta.state_names))
+            self.restore_state(embedded, what=f"{modelfile.STATE_NAME} of {mf.path}", partial=partial)
+        del embedded, baked
+
+    def _load(self, initial=None) -> None:
+        """(Re)build the main interpreter: the wanted signatures, variables from `initial`."""
+        mf = self.model_file
+        try:
+            self.interpreter = rt.load_interpreter(self._flatbuffer_for(self._wanted, initial), self.threads,
+                                                   xnnpack=self._xnnpack)
+            self.resident = frozenset(self.interpreter.get_signature_list())
+        except rt.RuntimeNotFound:
+            raise
+        except (ValueError, RuntimeError) as e:
+            raise modelfile.ModelFileError(
+                f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
+            ) from e
+
+    def _can_bake(self) -> bool:
+        """Whether state can start in the interpreter's variables (subset's `initial`) instead
+        of going through `restore`: the runtime ships the schema, the file names its state."""
+        return bool(self.model_file.signatures) and self.model_file.state_shapes() is not None and subset.available()
 
     # --- signatures --------------------------------------------------------------------
 
@@ -137,12 +153,14 @@ class Session:
                     f"{contract.EXPORT_HINT} (format {contract.FORMAT}), or pip install tflite-runtime "
                     "and set TFTL_RUNTIME=tflite_runtime")
 
-    def _flatbuffer_for(self, names):
-        """The model's flatbuffer, or only signatures `names` of it where the runtime can cut it."""
+    def _flatbuffer_for(self, names, initial=None):
+        """The model's flatbuffer, or only signatures `names` of it where the runtime can cut it,
+        with `initial` baked into its variables (only where _can_bake)."""
         have = self.model_file.signatures
-        if names is None or not have or not subset.available():
+        if (names is None and not initial) or not have or not subset.available():
             return self.model_file.flatbuffer
-        cut = subset.signatures_only(self.model_file.flatbuffer, [n for n in names if n in have])
+        keep = None if names is None else [n for n in names if n in have]
+        cut = subset.signatures_only(self.model_file.flatbuffer, keep, initial=initial)
         rt.release_memory()  # the parse's Python objects
         return cut
 
@@ -275,15 +293,39 @@ class Session:
     def state(self, groups=contract.GROUPS) -> dict:
         """The trainable state as named float32 arrays (copies), limited to `groups`
         (contract.TRAINABLE, BN_STATISTICS, OPTIMIZER; all by default)."""
-        wanted = {n for g in groups for n in self.meta.state_groups[g]}
+        return dict(self.iter_state(groups))
+
+    def iter_state(self, groups=contract.GROUPS):
+        """(name, float32 array) of the state in `groups`, sorted by name, each copied out of the
+        `save` signature only when asked for: a writer that drops each array once written holds
+        one tensor of the state at a time, not a copy of all of it (mbv2 MobileTL-3: 18 MB).
+        Run no other signature of this session until the pairs are consumed."""
+        wanted = sorted({n for g in groups for n in self.meta.state_groups[g]})
         save = self.runner(contract.SAVE)
         # tftl-1 files have no save input; tftl-2 files take contract.SAVE_INPUT (ignored).
         inputs = {k: np.zeros(1, np.float32) for k in save.get_input_details()}
-        out = save(**inputs)  # the runner returns fresh arrays: no second copy here
-        return {name: value for name, value in out.items() if name in wanted}
+        parts = [getattr(save, a, None) for a in ("_interpreter_wrapper", "_subgraph_index", "_inputs", "_outputs")]
+        if any(p is None for p in parts):  # a runtime whose runner lacks them: all outputs at once
+            out = save(**inputs)
+            yield from ((name, out.pop(name)) for name in wanted)
+            return
+        # SignatureRunner.__call__ without its copy of every output (the same calls, in order)
+        wrapper, sub, by_input, outputs = parts
+        for name, value in inputs.items():
+            wrapper.ResizeInputTensor(by_input[name], np.array(value.shape, np.int32), False, sub)
+        wrapper.AllocateTensors(sub)
+        for name, value in inputs.items():
+            wrapper.SetTensor(by_input[name], value, sub)
+        wrapper.Invoke(sub)
+        index = dict(outputs)
+        for name in wanted:
+            yield name, wrapper.GetTensor(index[name], sub)
 
     def state_shapes(self) -> dict:
         """{state name: shape} as the `restore` signature declares them (no state is copied)."""
+        shapes = self.model_file.state_shapes()
+        if shapes is not None:  # from the flatbuffer: no restore runner, whose arena is the state again
+            return {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
         details = self.runner(contract.RESTORE).get_input_details()
         return {name: tuple(int(d) for d in detail["shape"]) for name, detail in details.items()}
 
@@ -297,17 +339,30 @@ class Session:
         same check every reader of state applies; a scalar `opt_step` from a tftl-1
         checkpoint is accepted as [1].
         """
+        checked = self._checked(state, what, partial)
+        if self.pristine and self._can_bake():
+            # Still the file's own state: a new interpreter whose variables start from `checked`
+            # (the others from the file, as a partial restore keeps them); `restore` never runs.
+            self._runners = {n: r for n, r in self._runners.items() if n not in self.resident}
+            self.interpreter = None
+            rt.release_memory()
+            self._load(checked)
+            self.pristine = False
+            return
         shapes = self.state_shapes()
-        try:
-            checked = contract.check_state(state, shapes, where=f"{what} for {self.path}", partial=partial)
-        except contract.ContractError as e:
-            raise SessionError(str(e)) from None
         missing = [name for name in shapes if name not in checked]
         # The restore signature takes every tensor, so a partial restore reads the current
         # values of the missing groups only (one `save` run; nothing else is copied).
         current = self.state(self._groups_of(missing)) if missing else {}
         values = {name: checked[name] if name in checked else current[name] for name in shapes}
         self.runner(contract.RESTORE)(**values)
+
+    def _checked(self, state, what, partial) -> dict:
+        """`state` checked against the model's state (contract.check_state); SessionError if not."""
+        try:
+            return contract.check_state(state, self.state_shapes(), where=f"{what} for {self.path}", partial=partial)
+        except contract.ContractError as e:
+            raise SessionError(str(e)) from None
 
     def _groups_of(self, names) -> tuple:
         names = set(names)
