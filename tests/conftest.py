@@ -94,8 +94,9 @@ def flowers_subset(dst, split, per_class, classes=FLOWER_CLASSES, *, link=False)
 # with the most tests first, which ran the two-test Pi module (20 minutes under QEMU) last, alone:
 # _Scheduling hands them out in FIRST's order instead (the longest first), and the modules that
 # build android_demo go to one worker as one unit, one after the other.
-FIRST = ("test_raspberry_pi", "test_export", "test_web", "test_fleet", "test_quantize", "test_contract",
-         "test_android", "test_apk", "test_conformance")
+FIRST = ("test_raspberry_pi", "test_export", "test_runtime_cli", "test_android", "test_apk", "test_conformance",
+         "test_fleet", "test_web", "test_quantize", "test_runtime_symptoms", "test_contract", "test_tflite_runtime",
+         "test_runtime_loop")
 ANDROID_BUILDERS = ("test_android", "test_apk", "test_conformance")  # Maven and javac in android_demo/
 
 
