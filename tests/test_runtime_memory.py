@@ -230,3 +230,13 @@ def test_state_baked_into_the_interpreter_trains_exactly_like_a_restore(model, p
     a, b = baked.state(), restored.state()
     assert all(np.array_equal(a[k], b[k]) for k in b)
     np.testing.assert_array_equal(baked.predict_features(feats), restored.predict_features(feats))
+    monkeypatch.undo()  # the schema is back; a graph whose initialiser cannot take the state: `restore`
+
+    def no_initialiser(*args):
+        raise ValueError("no initialiser assigns it")
+
+    monkeypatch.setattr(subset, "_bake", no_initialiser)
+    fallback = Session(tuned, threads=1)
+    assert contract.RESTORE in fallback._runners
+    c = fallback.state()
+    assert all(np.array_equal(c[k], b[k]) for k in b)

@@ -82,8 +82,8 @@ class Session:
         self.has_trunk = self.meta.has_trunk
         self._wanted, self._xnnpack = signatures, xnnpack
         partial = embedded is not None and len(embedded) < len(self.meta.state_names)
-        baked = (self._checked(embedded, f"{modelfile.STATE_NAME} of {mf.path}", partial)
-                 if embedded is not None and restore_embedded and self._can_bake() else None)
+        baked = (self._baked(self._checked(embedded, f"{modelfile.STATE_NAME} of {mf.path}", partial))
+                 if embedded is not None and restore_embedded else None)
         self._load(baked)
         self.signatures = frozenset(mf.signatures) if mf.signatures and signatures else self.resident
         # `extract` streams at the micro-batch where the file has `extract_micro` (tftl.json
@@ -106,12 +106,12 @@ class Session:
             self.restore_state(embedded, what=f"{modelfile.STATE_NAME} of {mf.path}", partial=partial)
         del embedded, baked
 
-    def _load(self, initial=None) -> None:
-        """(Re)build the main interpreter: the wanted signatures, variables from `initial`."""
+    def _load(self, flatbuffer=None) -> None:
+        """(Re)build the main interpreter from `flatbuffer` (default: the wanted signatures)."""
         mf = self.model_file
         try:
-            self.interpreter = rt.load_interpreter(self._flatbuffer_for(self._wanted, initial), self.threads,
-                                                   xnnpack=self._xnnpack)
+            flatbuffer = self._flatbuffer_for(self._wanted) if flatbuffer is None else flatbuffer
+            self.interpreter = rt.load_interpreter(flatbuffer, self.threads, xnnpack=self._xnnpack)
             self.resident = frozenset(self.interpreter.get_signature_list())
         except rt.RuntimeNotFound:
             raise
@@ -120,10 +120,17 @@ class Session:
                 f"{mf.path}: the TFLite runtime cannot load it ({str(e).splitlines()[0] if str(e) else e}) — export it again"
             ) from e
 
-    def _can_bake(self) -> bool:
-        """Whether state can start in the interpreter's variables (subset's `initial`) instead
-        of going through `restore`: the runtime ships the schema, the file names its state."""
-        return bool(self.model_file.signatures) and self.model_file.state_shapes() is not None and subset.available()
+    def _baked(self, state):
+        """The wanted signatures' flatbuffer with `state` as its variables' initial values
+        (subset's `initial`), so it need not go through `restore`; None where that cannot be
+        done: a runtime without the schema, a file that does not name its state, a graph whose
+        initialiser does not assign a variable of `state` (then `restore` runs)."""
+        if not (self.model_file.signatures and self.model_file.state_shapes() is not None and subset.available()):
+            return None
+        try:
+            return self._flatbuffer_for(self._wanted, state)
+        except ValueError:
+            return None
 
     # --- signatures --------------------------------------------------------------------
 
@@ -155,7 +162,7 @@ class Session:
 
     def _flatbuffer_for(self, names, initial=None):
         """The model's flatbuffer, or only signatures `names` of it where the runtime can cut it,
-        with `initial` baked into its variables (only where _can_bake)."""
+        with `initial` baked into its variables (only where _baked allows)."""
         have = self.model_file.signatures
         if (names is None and not initial) or not have or not subset.available():
             return self.model_file.flatbuffer
@@ -340,13 +347,14 @@ class Session:
         checkpoint is accepted as [1].
         """
         checked = self._checked(state, what, partial)
-        if self.pristine and self._can_bake():
+        baked = self._baked(checked) if self.pristine else None
+        if baked is not None:
             # Still the file's own state: a new interpreter whose variables start from `checked`
             # (the others from the file, as a partial restore keeps them); `restore` never runs.
             self._runners = {n: r for n, r in self._runners.items() if n not in self.resident}
             self.interpreter = None
             rt.release_memory()
-            self._load(checked)
+            self._load(baked)
             self.pristine = False
             return
         shapes = self.state_shapes()
