@@ -93,8 +93,9 @@ class Session:
         self.extract_signature = contract.EXTRACT if self.micro_batch is None else contract.EXTRACT_MICRO
         self._runners = {}
         self._rate_shapes = {}
-        # the state is the file's graph's own (no runner that writes it yet, nothing baked in)
-        self.pristine = baked is None
+        # the state is the file's graph's own (no runner that writes it yet, no state.npz loaded;
+        # False before the restore below too, so restore_state does not try baking again)
+        self.pristine = embedded is None or not restore_embedded
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
         # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
         # a fine-tuned file shares its feature cache with the file it was trained from.

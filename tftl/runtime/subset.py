@@ -56,7 +56,7 @@ def _op_names(schema, model):
 
 
 def _key(sig):
-    return sig.signatureKey.decode() if isinstance(sig.signatureKey, bytes) else sig.signatureKey
+    return _text(sig.signatureKey)
 
 
 def signatures_only(flatbuffer: bytes, names, initial=None) -> bytes:
@@ -117,12 +117,17 @@ def _shared_names(model, codes, restore):
     """{restore input name: the variable's shared name} from the `restore` signature: each
     input is assigned, as it is, to one variable."""
     graph = model.subgraphs[restore.subgraphIndex]
-    handles = {op.outputs[0]: op.builtinOptions.sharedName for op in graph.operators
-               if codes[op.opcodeIndex] == "VAR_HANDLE"}
+    handles = _handles(graph, codes)
     reshaped = {op.outputs[0]: op.inputs[0] for op in graph.operators if codes[op.opcodeIndex] == "RESHAPE"}
     assigned = {reshaped.get(op.inputs[1], op.inputs[1]): handles.get(op.inputs[0]) for op in graph.operators
                 if codes[op.opcodeIndex] == "ASSIGN_VARIABLE"}  # opt_step: f32[1] reshaped to f32[]
     return {_text(t.name): assigned.get(t.tensorIndex) for t in restore.inputs}
+
+
+def _handles(graph, codes):
+    """{tensor index: shared name} of the graph's VAR_HANDLE outputs."""
+    return {op.outputs[0]: op.builtinOptions.sharedName for op in graph.operators
+            if codes[op.opcodeIndex] == "VAR_HANDLE"}
 
 
 def _text(value):
@@ -144,11 +149,13 @@ def _bake(schema, model, codes, by_name, initial):
         raise ValueError(f"not state tensors of the model: {', '.join(sorted(unknown))}")
     wanted = {shared[n]: n for n in initial}
     done = set()
-    for graph in model.subgraphs:
-        handles = {op.outputs[0]: op.builtinOptions.sharedName for op in graph.operators
-                   if codes[op.opcodeIndex] == "VAR_HANDLE"}
+    signature_graphs = {s.subgraphIndex for s in model.signatureDefs}
+    for index, graph in enumerate(model.subgraphs):
+        if index in signature_graphs:  # only the initialiser's assignments
+            continue
+        handles = _handles(graph, codes)
         for op in graph.operators:
-            if codes[op.opcodeIndex] != "ASSIGN_VARIABLE" or _is_signature(model, graph):
+            if codes[op.opcodeIndex] != "ASSIGN_VARIABLE":
                 continue
             name = wanted.get(handles.get(op.inputs[0]))
             if name is None:
@@ -171,7 +178,3 @@ def _bake(schema, model, codes, by_name, initial):
             done.add(name)
     if done != set(initial):
         raise ValueError(f"no initialiser assigns {', '.join(sorted(set(initial) - done))}")
-
-
-def _is_signature(model, graph):
-    return any(model.subgraphs[s.subgraphIndex] is graph for s in model.signatureDefs)
