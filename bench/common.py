@@ -19,7 +19,7 @@ MB = 1e6  # the profiler's unit (10**6 bytes); RSS is reported in the same MB
 # Sources whose change changes an exported graph: the cache key hashes them.
 GRAPH_SOURCES = ("tftl/archs.py", "tftl/schemes.py", "tftl/models.py", "tftl/layers.py",
                  "tftl/ops.py", "tftl/training.py", "converters/export.py",
-                 "converters/quantize.py")
+                 "converters/quantize.py", "converters/op_order.py")
 
 SCHEME_LABELS = ("ft_all", "ft_last", "ft_norm", "ft_bias", "ft_blocks-3", "mobiletl-3", "tinytl")
 MODELS = ("mbv3_small", "mbv2")

@@ -19,7 +19,8 @@ No signature has a scalar input or output (contract tftl-3: aarch64 LiteRT crash
 scalar input).
 State = trained weights, BN running statistics of fully trained BNs, optimizer slots and
 step; names are sanitised variable paths. Frozen weights are constants, stored per-channel
-int8 behind DEQUANTIZE ops (--quantize int8, converters/quantize.py). tftl metadata (labels,
+int8 behind DEQUANTIZE ops (--quantize int8, converters/quantize.py). Each signature's operators
+are reordered to keep fewer tensors alive at once (converters/op_order.py). tftl metadata (labels,
 preprocessing, model, scheme, blocks, content hash) rides in a ZIP appended to the
 flatbuffer (`tftl.runtime.modelfile`), readable on the device without TensorFlow.
 """
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 
+from converters.op_order import memory_order
 from converters.quantize import fill_zero_initial_values, int8_weights
 from tftl.runtime.contract import Recipe
 
@@ -263,6 +265,9 @@ def convert(module, signatures, quantize="int8"):
             logging.info("int8 weights: %d tensors, %d elements; %d elements stay float32 "
                          "(vectors: BN scales/shifts, biases)", stats["quantized_tensors"],
                          stats["quantized_elements"], stats["float_elements"])
+        flat, peaks = memory_order(flat)
+        logging.info("operator order for memory, estimated arena peak MB: %s", ", ".join(
+            f"{k} {a / 1e6:.1f} -> {b / 1e6:.1f}" for k, (a, b) in sorted(peaks.items())))
         return flat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -83,8 +83,37 @@ def test_a_training_only_session_trains_exactly_like_the_whole_model(model, phot
     for s in (whole, Session(model, threads=1, signatures=TRAINING)):
         result = Trainer(s, seed=4, cache=True, quiet=True).fit(str(photos[0]), epochs=2, val=str(photos[1]))
         runs.append(([(e["loss"], e["val_accuracy"]) for e in result.history], s.state()))
+        # each main interpreter runs on its own cut (the lean one from the start, the whole one
+        # once the fitted head is baked in): the file's bytes are dropped after the head is in
+        assert s.model_file.flatbuffer is None
     assert runs[0][0] == runs[1][0]
     assert all(np.array_equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+def test_released_model_bytes_are_read_back_checked_for_the_output(model, photos, tmp_path):
+    """A trainer releases the file's bytes (Session.release_model_bytes); the output is then
+    written from the file read again, byte for byte what a session that kept them writes, and
+    a file changed meanwhile is refused with one line, nothing written."""
+    import shutil
+    from tftl.runtime import modelfile
+
+    src = tmp_path / "in.tflite"
+    shutil.copy(model, src)
+    s = Session(str(src), threads=1, signatures=TRAINING)
+    kept = s.model_file
+    Trainer(s, seed=2, cache=True, quiet=True).fit(str(photos[0]), epochs=1)
+    assert s.model_file.flatbuffer is None and kept.flatbuffer is not None
+    state = s.state()
+    save_model(tmp_path / "released.tflite", s.model_file, s.labels, dict(state))
+    save_model(tmp_path / "kept.tflite", kept, s.labels, dict(state))
+    assert (tmp_path / "released.tflite").read_bytes() == (tmp_path / "kept.tflite").read_bytes()
+    data = bytearray(src.read_bytes())
+    data[len(data) // 4] ^= 0xFF  # inside the flatbuffer: the archive still parses
+    src.write_bytes(bytes(data))
+    with pytest.raises(modelfile.ModelFileError, match="changed while it was in use") as e:
+        save_model(tmp_path / "changed.tflite", s.model_file, s.labels, dict(state))
+    assert "\n" not in str(e.value) and str(src) in str(e.value)
+    assert not (tmp_path / "changed.tflite").exists()
 
 
 def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path):

@@ -272,6 +272,9 @@ class Trainer:
             if (self.recipe.head_init == "probe" and state.global_step == 0 and state.position == 0
                     and run.schedule.offset == 0):  # a run's start, not a later federated round
                 self._fit_head(run, state)
+            # the caches are built and the head is in: the file's bytes are read again only for
+            # the output (or the next round's cache), so they are not held through training
+            self.session.release_model_bytes()
             resumed, self.resumed_from = self.resumed_from, None
             if resumed is not None and not self._outputs_finite():
                 raise ckpt.CheckpointError(

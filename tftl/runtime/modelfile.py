@@ -52,7 +52,8 @@ class ModelFileError(InputError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelFile:
-    """A parsed tftl model. `flatbuffer` is what the TFLite interpreter loads."""
+    """A parsed tftl model. `flatbuffer` is what the TFLite interpreter loads; None once a
+    session has released it (`released()`): `flatbuffer_of` then reads it again from `path`."""
 
     flatbuffer: bytes
     metadata: dict
@@ -60,11 +61,57 @@ class ModelFile:
     path: str
     meta: contract.ModelMetadata = None  # the typed, validated view of `metadata`
     signatures: dict = None  # {signature: {"inputs"/"outputs": {name: (shape, type)}}}
+    flatbuffer_size: int = None  # len(flatbuffer), kept when the bytes are released
 
     def state_shapes(self) -> dict:
         """{state name: shape} as the flatbuffer's `restore` signature declares them, or None."""
         restore = (self.signatures or {}).get(contract.RESTORE)
         return None if restore is None else {n: s for n, (s, _) in restore["inputs"].items()}
+
+    def released(self) -> "ModelFile":
+        """This model without its flatbuffer bytes in memory (read again on demand: flatbuffer_of)."""
+        if self.flatbuffer is None:
+            return self
+        return dataclasses.replace(self, flatbuffer=None, flatbuffer_size=len(self.flatbuffer))
+
+
+def flatbuffer_of(model: ModelFile) -> bytes:
+    """`model.flatbuffer`, or where it was released, the flatbuffer read again from `model.path`
+    and checked against the content hash it was first read with; ModelFileError if the file
+    changed meanwhile."""
+    if model.flatbuffer is not None:
+        return model.flatbuffer
+    data = _read_bytes(model.path)
+    flatbuffer = _archive_members(model.path, data, False)[2]
+    del data
+    if content_hash(flatbuffer) != model.metadata.get("content_hash"):
+        raise _changed(model)
+    return flatbuffer
+
+
+def _changed(model: ModelFile) -> "ModelFileError":
+    return ModelFileError(f"model file {model.path} changed while it was in use — put the file that was "
+                          "loaded back (a checkpoint resumes with --resume), or start again")
+
+
+def _copy_released(model: ModelFile, out, chunk=1 << 20) -> None:
+    """Copy a released model's flatbuffer from its file into `out` a chunk at a time (never
+    whole in memory), checked against its content hash (ModelFileError if it changed)."""
+    digest, left = hashlib.sha256(), model.flatbuffer_size
+    try:
+        with open(model.path, "rb") as f:
+            while left > 0:
+                data = f.read(min(chunk, left))
+                if not data:
+                    break
+                digest.update(data)
+                out.write(data)
+                left -= len(data)
+    except OSError as e:
+        raise ModelFileError(f"model file {model.path} cannot be read again ({e.strerror or e}) — "
+                             "put it back (a checkpoint resumes with --resume)") from None
+    if left or digest.hexdigest() != model.metadata.get("content_hash"):
+        raise _changed(model)
 
 
 def content_hash(flatbuffer: bytes) -> str:
@@ -75,7 +122,7 @@ def content_hash(flatbuffer: bytes) -> str:
 def model_hash(model: "ModelFile", raw_state) -> str:
     """The identity checkpoints are tied to: the content hash, plus, for a fine-tuned file, "+"
     and the first 16 hex digits of sha256 of its state.npz bytes (Java: ModelFile.modelHash)."""
-    trunk = model.metadata.get("content_hash") or content_hash(model.flatbuffer)
+    trunk = model.metadata.get("content_hash") or content_hash(flatbuffer_of(model))
     return trunk if raw_state is None else trunk + "+" + hashlib.sha256(raw_state).hexdigest()[:16]
 
 
@@ -217,26 +264,33 @@ def _zip_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data)
 
 
-def write_model(path, flatbuffer: bytes, metadata: dict, labels, extra_files=None) -> dict:
+def write_model(path, flatbuffer, metadata: dict, labels, extra_files=None) -> dict:
     """Write flatbuffer + metadata + labels to `path` atomically; returns the metadata written.
 
+    flatbuffer: the bytes, or a ModelFile whose bytes were released (`ModelFile.released`):
+    they are then copied from its file a chunk at a time and checked against its content hash.
     Adds metadata["content_hash"] and metadata["num_labels"] (the input dict is not changed).
     extra_files: {zip member name: bytes} stored beside them (e.g. a fine-tuned state.npz).
     """
     path = os.fspath(path)
-    flatbuffer = bytes(flatbuffer)
-    if flatbuffer[4:8] != TFLITE_IDENTIFIER:
-        raise ValueError(f"cannot write {path}: the flatbuffer is not a TFLite model (no {TFLITE_IDENTIFIER!r} tag)")
+    source = flatbuffer if isinstance(flatbuffer, ModelFile) else None
+    if source is None:
+        flatbuffer = bytes(flatbuffer)
+        if flatbuffer[4:8] != TFLITE_IDENTIFIER:
+            raise ValueError(f"cannot write {path}: the flatbuffer is not a TFLite model (no {TFLITE_IDENTIFIER!r} tag)")
     labels = contract.check_labels([str(label) for label in labels], where=f"labels for {path}")
     meta = dict(metadata)
-    meta["content_hash"] = content_hash(flatbuffer)
+    meta["content_hash"] = content_hash(flatbuffer) if source is None else source.metadata["content_hash"]
     meta["num_labels"] = len(labels)
     try:
         meta_bytes = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata for {path} is not JSON-serialisable ({e}) — pass plain values") from e
     with files.atomic_write(path) as f:
-        f.write(flatbuffer)
+        if source is None:
+            f.write(flatbuffer)
+        else:
+            _copy_released(source, f)
         with zipfile.ZipFile(_AppendedZip(f), "w") as archive:
             _zip_member(archive, METADATA_NAME, meta_bytes)
             _zip_member(archive, LABELS_NAME, ("\n".join(labels) + "\n").encode("utf-8"))
@@ -295,7 +349,8 @@ def save_model(path, model_file, labels, state, metadata_updates=None) -> dict:
     meta.update(metadata_updates or {})
     meta["trained_state"] = True
     npz = state_npz_bytes(deployable(model_file, state)) if isinstance(state, dict) else state
-    meta = write_model(path, model_file.flatbuffer, meta, labels, extra_files={STATE_NAME: npz})
+    flatbuffer = model_file if model_file.flatbuffer is None else model_file.flatbuffer  # released: streamed
+    meta = write_model(path, flatbuffer, meta, labels, extra_files={STATE_NAME: npz})
     return meta
 
 

@@ -81,6 +81,7 @@ class Session:
         self.feature_shape = self.meta.feature_shape
         self.has_trunk = self.meta.has_trunk
         self._wanted, self._xnnpack = signatures, xnnpack
+        self._loaded = {}  # {"main"/"side": the bytes that interpreter runs on}
         partial = embedded is not None and len(embedded) < len(self.meta.state_names)
         baked = (self._baked(self._checked(embedded, f"{modelfile.STATE_NAME} of {mf.path}", partial))
                  if embedded is not None and restore_embedded else None)
@@ -99,7 +100,7 @@ class Session:
         self.has_embedded_state = embedded is not None  # the arrays are not kept: no hidden copy
         # The flatbuffer's content: what `extract` depends on (it runs only frozen weights), so
         # a fine-tuned file shares its feature cache with the file it was trained from.
-        self.trunk_hash = meta.get("content_hash") or modelfile.content_hash(mf.flatbuffer)
+        self.trunk_hash = meta.get("content_hash") or modelfile.content_hash(modelfile.flatbuffer_of(mf))
         # The identity checkpoints are tied to: the graph, plus the trained state it starts from.
         self.model_hash = modelfile.model_hash(mf, raw)
         if embedded is not None and restore_embedded and baked is None:
@@ -113,6 +114,7 @@ class Session:
         try:
             flatbuffer = self._flatbuffer_for(self._wanted) if flatbuffer is None else flatbuffer
             self.interpreter = rt.load_interpreter(flatbuffer, self.threads, xnnpack=self._xnnpack)
+            self._loaded["main"] = flatbuffer  # the interpreter runs on these bytes
             self.resident = frozenset(self.interpreter.get_signature_list())
         except rt.RuntimeNotFound:
             raise
@@ -166,11 +168,24 @@ class Session:
         with `initial` baked into its variables (only where _baked allows)."""
         have = self.model_file.signatures
         if (names is None and not initial) or not have or not subset.available():
-            return self.model_file.flatbuffer
+            return modelfile.flatbuffer_of(self.model_file)
         keep = None if names is None else [n for n in names if n in have]
-        cut = subset.signatures_only(self.model_file.flatbuffer, keep, initial=initial)
+        cut = subset.signatures_only(modelfile.flatbuffer_of(self.model_file), keep, initial=initial)
         rt.release_memory()  # the parse's Python objects
         return cut
+
+    def release_model_bytes(self) -> bool:
+        """Drop the file's flatbuffer bytes where no interpreter runs on them (each holds its own
+        cut): a trainer calls this once its caches are built and its head is in, and whatever
+        needs them later (the output, another cache) reads them again, checked against the
+        content hash. Returns whether they were released (not where an interpreter runs on them)."""
+        file_bytes = self.model_file.flatbuffer
+        if any(b is file_bytes for b in self._loaded.values()):
+            return False
+        self.model_file = self.model_file.released()
+        del file_bytes
+        rt.release_memory()
+        return True
 
     def runner(self, name: str):
         if name not in _STATELESS and name not in _READERS:
@@ -181,7 +196,8 @@ class Session:
                 raise SessionError(f"{self.path}: this session runs only {', '.join(sorted(self.resident))}, not "
                                    f"{name} — open a Session without signatures= for it")
             if name not in self.resident:  # the trunk, on an interpreter of its own
-                self._side = rt.load_interpreter(self._flatbuffer_for([name]), self.threads)
+                self._loaded["side"] = self._flatbuffer_for([name])
+                self._side = rt.load_interpreter(self._loaded["side"], self.threads)
             interp = self.interpreter if name in self.resident else self._side
             self._runners[name] = interp.get_signature_runner(name)
         return self._runners[name]
