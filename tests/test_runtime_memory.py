@@ -107,6 +107,7 @@ def test_released_model_bytes_are_read_back_checked_for_the_output(model, photos
     save_model(tmp_path / "released.tflite", s.model_file, s.labels, dict(state))
     save_model(tmp_path / "kept.tflite", kept, s.labels, dict(state))
     assert (tmp_path / "released.tflite").read_bytes() == (tmp_path / "kept.tflite").read_bytes()
+    assert modelfile.flatbuffer_of(s.model_file) == kept.flatbuffer  # what a next cache reads
     data = bytearray(src.read_bytes())
     data[len(data) // 4] ^= 0xFF  # inside the flatbuffer: the archive still parses
     src.write_bytes(bytes(data))
@@ -114,6 +115,8 @@ def test_released_model_bytes_are_read_back_checked_for_the_output(model, photos
         save_model(tmp_path / "changed.tflite", s.model_file, s.labels, dict(state))
     assert "\n" not in str(e.value) and str(src) in str(e.value)
     assert not (tmp_path / "changed.tflite").exists()
+    with pytest.raises(modelfile.ModelFileError, match="changed while it was in use"):
+        modelfile.flatbuffer_of(s.model_file)
 
 
 def test_save_model_from_state_or_its_bytes_writes_the_same_file(model, tmp_path):

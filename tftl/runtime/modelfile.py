@@ -81,12 +81,9 @@ def flatbuffer_of(model: ModelFile) -> bytes:
     changed meanwhile."""
     if model.flatbuffer is not None:
         return model.flatbuffer
-    data = _read_bytes(model.path)
-    flatbuffer = _archive_members(model.path, data, False)[2]
-    del data
-    if content_hash(flatbuffer) != model.metadata.get("content_hash"):
-        raise _changed(model)
-    return flatbuffer
+    out = io.BytesIO()
+    _copy_released(model, out)
+    return out.getvalue()
 
 
 def _changed(model: ModelFile) -> "ModelFileError":
